@@ -1,0 +1,177 @@
+"""The one protocol every generative family implements, and the registry of families."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DensityModel",
+    "GenerativeModel",
+    "TwoPlayerModel",
+    "available_models",
+    "get_model_class",
+    "register_model",
+]
+
+ModelT = TypeVar("ModelT", bound=type["GenerativeModel"])
+
+_REGISTRY: dict[str, type[GenerativeModel]] = {}
+
+
+class GenerativeModel(nn.Module, ABC):
+    """A generative model of fields ``(B, C, *grid)`` or vectors ``(B, D)``.
+
+    The training loop knows only this interface (DESIGN §2):
+
+    * ``loss(x, cond)`` returns the **per-sample** training loss, shape ``(B,)``
+      (negative ELBO, negative log-likelihood, denoising loss, ...);
+    * ``sample(n, cond, **options)`` returns ``n`` samples on the model's device;
+    * ``config`` is a JSON-able dict of constructor keyword arguments, and
+      ``type(model).from_config(model.config)`` rebuilds an identical architecture, so a
+      checkpoint holds config + state dicts and never pickled code.
+
+    Subclasses pass their constructor arguments to ``super().__init__(**config)``; the base
+    checks that they are JSON-able and keeps them.
+
+    ``example_shape`` (and ``example_cond_shape`` for conditional families) name a small
+    sample shape the family supports; the contract test and ``physgen train`` use
+    ``for_shape`` to build a default-sized model for given data.
+    """
+
+    example_shape: ClassVar[tuple[int, ...]] = (2,)
+    example_cond_shape: ClassVar[tuple[int, ...] | None] = None
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        try:
+            # Round-trip through JSON so tuples become lists exactly as they will on reload.
+            self._config = json.loads(json.dumps(config))
+        except TypeError as err:
+            raise TypeError(
+                f"{type(self).__name__}: constructor arguments must be JSON-able "
+                f"(numbers, strings, lists, dicts); got {config!r}"
+            ) from err
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments; ``from_config(config)`` rebuilds the model."""
+        return json.loads(json.dumps(self._config))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GenerativeModel:
+        """Build a model of this class from ``config`` (as returned by ``.config``)."""
+        return cls(**config)
+
+    @classmethod
+    @abstractmethod
+    def for_shape(
+        cls,
+        sample_shape: tuple[int, ...],
+        cond_shape: tuple[int, ...] | None = None,
+        **overrides: Any,
+    ) -> GenerativeModel:
+        """A model with sensible default sizes for samples of ``sample_shape`` (no batch dim)."""
+
+    @abstractmethod
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample training loss of shape ``(B,)``."""
+
+    @abstractmethod
+    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
+        """Draw ``n`` samples, shape ``(n, *sample_shape)``."""
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's first parameter or buffer (CPU when it has none)."""
+        for tensor in self.parameters():
+            return tensor.device
+        for tensor in self.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+
+class DensityModel(GenerativeModel):
+    """A generative model with a tractable (or ODE-computable) log-density.
+
+    The default training loss is the per-sample negative log-likelihood ``-log p(x | cond)``.
+    """
+
+    @abstractmethod
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Log-density in nats, shape ``(B,)``."""
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return -self.log_prob(x, cond)
+
+
+class TwoPlayerModel(GenerativeModel):
+    """A generator and a critic trained by alternating steps (GANs).
+
+    ``fit`` gives each player its own optimizer over ``generator_parameters()`` and
+    ``discriminator_parameters()``, takes ``n_critic`` discriminator steps per generator
+    step, and calls the two losses explicitly. ``loss`` is the generator loss, so the
+    contract test and validation logs see the same per-sample shape as other families.
+    """
+
+    n_critic: int = 1
+
+    @abstractmethod
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters updated by the generator step."""
+
+    @abstractmethod
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters updated by the discriminator (critic) step."""
+
+    @abstractmethod
+    def discriminator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample critic loss on a real batch ``x`` and as many generated samples."""
+
+    @abstractmethod
+    def generator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample generator loss; ``x`` is a real batch (sets batch size and device)."""
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return self.generator_loss(x, cond)
+
+
+def register_model(name: str) -> Callable[[ModelT], ModelT]:
+    """Class decorator: make a family available as ``name`` to the CLI and contract test."""
+
+    def decorate(cls: ModelT) -> ModelT:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name]}")
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _import_families() -> None:
+    """Import every module of ``physgen.models`` so their ``register_model`` calls run."""
+    package = importlib.import_module("physgen.models")
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"physgen.models.{info.name}")
+
+
+def available_models() -> dict[str, type[GenerativeModel]]:
+    """Registered families by name (imports the family modules on first call)."""
+    _import_families()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_model_class(name: str) -> type[GenerativeModel]:
+    """The registered class called ``name``; a clear error lists the known names."""
+    models = available_models()
+    if name not in models:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(models) or 'none'}")
+    return models[name]

@@ -1,0 +1,61 @@
+"""Where physgen finds problems, dataset recipes and studies, and where it writes data and runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["data_root", "find_project_dir", "load_module_from_path", "runs_root"]
+
+_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+
+
+def find_project_dir(kind: str) -> Path:
+    """Locate the top-level folder ``kind`` (``problems``, ``datasets`` or ``studies``).
+
+    Search order: the environment variable ``PHYSGEN_<KIND>_DIR``, ``./<kind>`` in the current
+    directory, then the folder beside the installed package (a source checkout).
+    """
+    env = os.environ.get(f"PHYSGEN_{kind.upper()}_DIR")
+    candidates = [Path(env)] if env else []
+    candidates += [Path.cwd() / kind, _PACKAGE_PARENT / kind]
+    for path in candidates:
+        if path.is_dir():
+            return path
+    searched = ", ".join(str(p) for p in candidates)
+    raise FileNotFoundError(
+        f"cannot find the {kind!r} folder (searched: {searched}); "
+        f"set PHYSGEN_{kind.upper()}_DIR or run from the physgen checkout"
+    )
+
+
+def data_root() -> Path:
+    """Root for generated datasets: ``$PHYSGEN_DATA_DIR`` or ``~/.cache/physgen/data``.
+
+    Generated data never lives in the source tree; recipes regenerate it deterministically.
+    """
+    env = os.environ.get("PHYSGEN_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "physgen" / "data"
+
+
+def runs_root() -> Path:
+    """Root for run outputs (reports, checkpoints): ``$PHYSGEN_RUNS_DIR`` or ``./runs``."""
+    env = os.environ.get("PHYSGEN_RUNS_DIR")
+    return Path(env) if env else Path.cwd() / "runs"
+
+
+def load_module_from_path(path: Path, name: str) -> ModuleType:
+    """Import a Python file as a module called ``name`` (a user's problem or a study)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such Python file: {path}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
