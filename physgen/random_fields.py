@@ -17,6 +17,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import special
+from scipy.linalg import eigh
+from scipy.sparse.linalg import eigsh
+
+_DENSE_LIMIT = 2000  # points above which a truncated expansion uses Lanczos instead of eigh
 
 __all__ = [
     "KarhunenLoeve",
@@ -110,14 +114,19 @@ class KarhunenLoeve:
         if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
             raise ValueError(f"KarhunenLoeve: covariance must be square, got {cov.shape}")
         m = cov.shape[0]
-        if modes is not None and modes < m:
-            from scipy.linalg import eigh
-
+        if modes is not None and modes < m and m > _DENSE_LIMIT:
+            # Lanczos for a few leading modes of a large matrix (fixed start vector: reproducible).
+            values, vectors = eigsh(cov, k=modes, which="LA", v0=np.ones(m))
+        elif modes is not None and modes < m:
             values, vectors = eigh(cov, subset_by_index=(m - modes, m - 1))
         else:
             values, vectors = np.linalg.eigh(cov)
-        self.eigenvalues = np.clip(values[::-1], 0.0, None)
-        self.eigenvectors = vectors[:, ::-1]
+        order = np.argsort(values)[::-1]
+        values, vectors = values[order], vectors[:, order]
+        # Fix each eigenvector's sign (largest entry positive) so draws do not depend on the solver.
+        signs = np.sign(vectors[np.abs(vectors).argmax(axis=0), np.arange(vectors.shape[1])])
+        self.eigenvalues = np.clip(values, 0.0, None)
+        self.eigenvectors = vectors * np.where(signs == 0, 1.0, signs)
         self.factor = self.eigenvectors * np.sqrt(self.eigenvalues)  # (m, q)
 
     @property

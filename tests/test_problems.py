@@ -11,6 +11,8 @@ from physgen.problem import Problem, available_problems, load, sample_seed
 # name → (small parameters for the default suite, stated relative-residual floor, samples).
 CASES: dict[str, tuple[dict, float, int]] = {
     "sde1d": ({"n": 101}, 1e-10, 4),
+    "darcy": ({"n": 24}, 1e-10, 3),
+    "darcy_pidm": ({"n": 16, "modes": 16}, 1e-10, 3),
 }
 
 
