@@ -24,7 +24,7 @@ import datetime as _dt
 import json
 import os
 import warnings
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +49,7 @@ __all__ = [
     "NonFiniteFieldWarning",
     "field_names",
     "find_nonfinite",
+    "iter_sample_blocks",
     "open_fields",
     "spatial_dims",
     "validate_fields",
@@ -198,6 +199,21 @@ def _check_coordinate(ds: xr.Dataset, dim: str, source: Any) -> None:
         raise FieldFileError(source, f"coordinate {dim!r} holds NaN or Inf")
 
 
+def iter_sample_blocks(
+    var: xr.DataArray, max_bytes: int = _SCAN_BYTES
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(start, block)`` with consecutive blocks of ``var`` along ``sample``.
+
+    Each block holds as many whole samples as fit in ``max_bytes`` (at least one), so a lazily
+    opened file is scanned with bounded memory.
+    """
+    n = var.sizes[SAMPLE_DIM]
+    per_sample = max(1, var.size // max(n, 1) * var.dtype.itemsize)
+    step = max(1, max_bytes // per_sample)
+    for start in range(0, n, step):
+        yield start, np.asarray(var.isel({SAMPLE_DIM: slice(start, start + step)}).values)
+
+
 def find_nonfinite(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Positions along ``sample`` where a field holds NaN or Inf, per field (bad fields only).
 
@@ -206,14 +222,11 @@ def find_nonfinite(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[s
     bad: dict[str, np.ndarray] = {}
     for name in field_names(ds) if names is None else names:
         var = ds[name]
-        n = var.sizes[SAMPLE_DIM]
-        per_sample = max(1, var.size // max(n, 1) * var.dtype.itemsize)
-        step = max(1, _SCAN_BYTES // per_sample)
-        hits = []
-        for start in range(0, n, step):
-            block = np.asarray(var.isel({SAMPLE_DIM: slice(start, start + step)}).values)
-            axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
-            hits.append(start + np.flatnonzero(~np.isfinite(block).all(axis=axes)))
+        axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
+        hits = [
+            start + np.flatnonzero(~np.isfinite(block).all(axis=axes))
+            for start, block in iter_sample_blocks(var)
+        ]
         found = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64)
         if found.size:
             bad[name] = found.astype(np.int64)
