@@ -47,6 +47,7 @@ __all__ = [
     "TIME_DIM",
     "FieldFileError",
     "NonFiniteFieldWarning",
+    "check_hdf5_file",
     "field_names",
     "find_nonfinite",
     "iter_sample_blocks",
@@ -241,6 +242,16 @@ def _describe_nonfinite(bad: Mapping[str, np.ndarray], limit: int = 10) -> str:
     return "NaN/Inf values: " + "; ".join(parts)
 
 
+def check_hdf5_file(path: str | os.PathLike[str]) -> Path:
+    """Return ``path`` if it names an existing HDF5 file; raise a clear error otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not h5py.is_hdf5(path):
+        raise FieldFileError(path, "not an HDF5 file (no HDF5 signature)")
+    return path
+
+
 def open_fields(
     path: str | os.PathLike[str],
     *,
@@ -267,11 +278,7 @@ def open_fields(
     """
     if nonfinite not in ("raise", "report", "ignore"):
         raise ValueError(f"nonfinite must be 'raise', 'report' or 'ignore', got {nonfinite!r}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such field file: {path}")
-    if not h5py.is_hdf5(path):
-        raise FieldFileError(path, "not an HDF5 file (no HDF5 signature)")
+    path = check_hdf5_file(path)
     try:
         ds = xr.open_dataset(
             path,
