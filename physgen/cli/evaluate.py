@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from physgen.data import field_names, open_fields
+from physgen.data.atomic import write_json_atomic
 
 __all__ = ["evaluate_files", "format_table", "register"]
 
@@ -33,8 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("samples", type=Path, help="generated fields (physgen-field/1 file)")
     parser.add_argument("--ref", type=Path, required=True, help="reference fields (same layout)")
     parser.add_argument(
-        "--problem", help="problem name or file: adds PDE-residual statistics against the floor"
+        "--problem",
+        help="problem name or file for PDE-residual statistics against the reference floor "
+        "(default: the problem named in the reference file)",
     )
+    parser.add_argument("--no-residual", action="store_true", help="skip the PDE residual")
     parser.add_argument("--fields", nargs="+", help="fields to evaluate (default: all shared)")
     parser.add_argument(
         "--out", type=Path, help="output folder (default: <SAMPLES stem>-evaluation beside it)"
@@ -55,30 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(path: Path) -> xr.Dataset:
-    """Open a physgen-field/1 file (validated by ``physgen.data`` when that is installed)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        from physgen.data import open_fields
-    except ImportError:
-        open_fields = None
-    if open_fields is not None:
-        return open_fields(path)
-    try:
-        return xr.open_dataset(path, engine="h5netcdf")
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable physgen-field/1 file ({err})") from err
-
-
-def _field_names(ds: xr.Dataset, path: Path) -> list[str]:
-    declared = ds.attrs.get("fields")
-    if declared is not None:
-        names = [declared] if isinstance(declared, str) else [str(f) for f in declared]
-    else:
-        names = [str(v) for v in ds.data_vars if "sample" in ds[v].dims and ds[v].ndim > 1]
-    if not names:
-        raise ValueError(f"{path}: no field variables with a 'sample' dimension")
-    return names
+    """Open and validate a physgen-field/1 file (errors name the file and the defect)."""
+    return open_fields(path)
 
 
 def _is_periodic(ds: xr.Dataset, spatial: list[str]) -> bool:
@@ -114,16 +96,20 @@ def evaluate_files(
     permutations: int = 200,
     seed: int = 0,
     figures: bool = True,
+    residual: bool = True,
 ) -> dict[str, Any]:
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
+    The PDE residual is evaluated with ``problem`` (a name or file) or, when that is None,
+    with the problem named in the reference file's ``problem`` attribute, using the
+    parameters of its ``params_json``; ``residual=False`` skips it.
+
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
-    from physgen.metrics import residual_metric
     from physgen.metrics.report import distribution_report, ensemble_report, paired_report
 
     gen_ds, ref_ds = _open(samples_path), _open(ref_path)
-    names = fields or [f for f in _field_names(gen_ds, samples_path) if f in ref_ds.data_vars]
+    names = fields or [f for f in field_names(gen_ds) if f in ref_ds.data_vars]
     if not names:
         raise ValueError(f"{samples_path} and {ref_path} share no field")
     for f in names:
@@ -184,26 +170,59 @@ def evaluate_files(
         result["fields"][f] = entry
         if figures:
             _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
-    if problem is not None:
-        result["residual"] = _residual(problem, gen_ds, ref_ds, max_samples, residual_metric)
-    _write_json(result, out / "metrics.json")
+    if residual:
+        entry = _residual_entry(problem, gen_ds, ref_ds, ref_path, max_samples)
+        if entry is not None:
+            result["residual"] = entry
+    write_json_atomic(result, out / "metrics.json")
     return result
 
 
-def _residual(problem_name, gen_ds, ref_ds, max_samples, residual_metric) -> dict[str, Any]:
+def _load_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
+    """The problem ``name`` with the parameters the reference file was generated with."""
+    from physgen.problem import load
+
+    params: dict[str, Any] = {}
+    if str(ref_ds.attrs.get("problem", "")) == Path(name).stem:
+        try:
+            params = json.loads(str(ref_ds.attrs.get("params_json", "{}")))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{ref_path}: attribute params_json is not valid JSON") from err
+    return load(name, **params)
+
+
+def _residual_entry(
+    problem: str | None, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
+) -> dict[str, Any] | None:
+    """Residual statistics, a note saying why they were skipped, or None (no problem known).
+
+    An explicit ``problem`` that cannot be found is an error; the reference file's own
+    ``problem`` attribute is only a hint (files from importers name no physgen problem).
+    """
+    name = problem if problem is not None else ref_ds.attrs.get("problem")
+    if not name:
+        return None
     try:
-        from physgen.problem import load
-    except ImportError as err:
-        raise ValueError(
-            "--problem needs physgen.problem, which this installation does not provide"
-        ) from err
-    problem = load(problem_name)
+        loaded = _load_problem(str(name), ref_ds, ref_path)
+    except FileNotFoundError as err:
+        if problem is not None:
+            raise
+        return {"problem": str(name), "skipped": str(err)}
+    try:
+        return _residual(loaded, gen_ds, ref_ds, max_samples)
+    except NotImplementedError as err:  # e.g. random fields: no equation to satisfy
+        return {"problem": loaded.name, "skipped": str(err)}
+
+
+def _residual(problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, max_samples: int):
+    from physgen.metrics import residual_metric
+
     channels = list(problem.field_names)
 
     def stack(ds: xr.Dataset, limit: int) -> np.ndarray:
         missing = [c for c in channels if c not in ds.data_vars]
         if missing:
-            raise KeyError(f"problem {problem_name!r} needs fields {channels}; missing {missing}")
+            raise KeyError(f"problem {problem.name!r} needs fields {channels}; missing {missing}")
         arrays = []
         for c in channels:
             da = ds[c]
@@ -211,9 +230,10 @@ def _residual(problem_name, gen_ds, ref_ds, max_samples, residual_metric) -> dic
                 da = da.transpose("sample", "member", ...).stack(case=("sample", "member"))
                 da = da.transpose("case", ...)
             arrays.append(np.asarray(da.values[:limit], dtype=np.float64))
-        return np.stack(arrays, axis=1)  # (N, C, *grid)
+        return np.stack(arrays, axis=1)  # (N, C, [T], *grid)
 
-    return residual_metric(problem, stack(gen_ds, max_samples), stack(ref_ds, 2 * max_samples))
+    result = residual_metric(problem, stack(gen_ds, max_samples), stack(ref_ds, 2 * max_samples))
+    return {"problem": problem.name, **result}
 
 
 def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
@@ -252,18 +272,6 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
         )
 
 
-def _write_json(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, allow_nan=True)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4) else f"{v:.4f}"
@@ -291,11 +299,11 @@ def format_table(result: dict[str, Any]) -> str:
                 rows.append((field, metric, " ".join(_fmt(x) for x in v), "", ""))
             else:
                 rows.append((field, metric, _fmt(v), "", ""))
-    if "residual" in result:
+    if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
-        rows.append(
-            ("(all)", "pde_residual_rms", _fmt(r["value"]), _fmt(r["floor"]), f"{r['ratio']:.2f}")
-        )
+        name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -319,6 +327,7 @@ def _run(args: argparse.Namespace) -> int:
         permutations=args.permutations,
         seed=args.seed,
         figures=not args.no_figures,
+        residual=not args.no_residual,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     print(format_table(result))
