@@ -25,6 +25,7 @@ CASES = [
         (4,),
         (1, 6),
     ),
+    ("realnvp-half-mask", dict(features=5, transforms=2, hidden=[16], mask="half"), (5,), None),
     ("maf", dict(features=4, transforms=2, hidden=[16], cond_shape=[3]), (4,), (3,)),
     ("iaf", dict(features=4, transforms=2, hidden=[16]), (4,), None),
     (
