@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
 
 from physgen.models.pigan import PIGAN, elliptic_source
+from physgen.paths import load_module_from_path
+from physgen.problem import load
 
 C = 0.1
 
@@ -36,25 +38,19 @@ def test_autograd_source_matches_the_analytic_operator() -> None:
     torch.testing.assert_close(f_no_grad, f_true, rtol=1e-12, atol=1e-12)
 
 
-def conservative_source(u: Tensor, k: Tensor, h: float) -> Tensor:
-    """-c [k_{i+1/2}(u_{i+1} - u_i) - k_{i-1/2}(u_i - u_{i-1})] / h^2 at interior nodes."""
-    face = 0.5 * (k[:, 1:] + k[:, :-1])  # (B, n - 1), arithmetic mean as in the sde1d generator
-    flux = face * (u[:, 1:] - u[:, :-1]) / h
-    return -C * (flux[:, 1:] - flux[:, :-1]) / h
-
-
 def test_generated_f_is_the_operator_of_generated_u_and_k() -> None:
-    # The conservative finite-difference operator of the generator's own u and k converges to
-    # its autograd f at second order.
+    # The sde1d problem's own discrete residual (the conservative stencil its generator
+    # solves) of the generated (k, u, f) vanishes at second order as the grid is refined.
     torch.manual_seed(0)
     model = PIGAN.for_shape((11,), latent_dim=3).double()
     z = torch.randn(4, 3, dtype=torch.float64)
     errors = []
     for n in (65, 129, 257):
-        x = torch.linspace(-1, 1, n, dtype=torch.float64)
+        problem = load("sde1d", n=n)
+        x = torch.as_tensor(problem.grid.coords(0))
         u, k, f = model.fields(z, x)
-        fd = conservative_source(u, k, 2 / (n - 1))
-        errors.append((fd - f[:, 1:-1]).abs().max().item())
+        residual = problem.residual(torch.stack([k, u, f], dim=1))  # (B, n - 2)
+        errors.append(residual.abs().max().item())
     orders = [math.log2(e0 / e1) for e0, e1 in pairwise(errors)]
     assert errors[-1] < 1e-3 * f.abs().max().item()
     assert all(1.8 < p < 2.2 for p in orders), (errors, orders)
@@ -110,3 +106,21 @@ def test_pigan_losses_and_bad_settings() -> None:
         PIGAN.for_shape((3,))
     positive = PIGAN.for_shape((11,), k_transform="exp")
     assert positive.sample_fields(4, torch.linspace(-1, 1, 9))[:, 1].min() > 0
+
+
+def test_pigan_row_reports_the_study_metrics() -> None:
+    path = Path(__file__).parents[1] / "studies" / "pivae_sde" / "pigan_row.py"
+    study = load_module_from_path(path, "pivae_sde_pigan_row")
+    row = study.pigan_row(
+        n_data=16,
+        steps=2,
+        batch_size=8,
+        n_eval=8,
+        eval_points=26,
+        width=8,
+        critic_width=8,
+        problem=load("sde1d", n=51),
+    )
+    for key in ("u_mean_err", "u_std_err", "k_mean_err", "k_std_err", "residual", "boundary"):
+        assert math.isfinite(row[key]) and row[key] >= 0, key
+    assert row["method"] == "PI-WGAN" and row["task"] == "forward"
