@@ -160,7 +160,7 @@ def test_parse_task_and_pairs(tmp_path):
     grid = Grid((16, 16), bc="dirichlet")
     x = torch.randn(6, 2, 16, 16, dtype=torch.float64)
     sr = parse_task("sr4:u", ["a", "u"], grid)
-    assert sr.fields == ("u",) and sr.fraction((16, 16)) == pytest.approx(1 / 16)
+    assert sr.fields == ("u",) and sr.fraction == pytest.approx(1 / 16)
     target, cond = pair_tensors(x[:, 1:], sr)
     torch.testing.assert_close(target, x[:, 1:])
     assert cond.shape == (6, 1, 16, 16)
@@ -172,7 +172,7 @@ def test_parse_task_and_pairs(tmp_path):
     members = target[:, None].expand(-1, 3, -1, -1, -1)  # (B, M, 1, H, W)
     torch.testing.assert_close(col.assemble(cond, members)[:, 2], x)
     sens = parse_task("sensors:20", ["a", "u"], grid, noise_std=0.5, seed=1)
-    assert sens.fraction((16, 16)) == pytest.approx(40 / 512)
+    assert sens.fraction == pytest.approx(40 / 512)
     pairs = PairedDataset(list(x), sens, seed=2)
     _, c0 = pairs[0]
     _, c1 = pairs[0]

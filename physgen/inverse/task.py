@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,12 +51,24 @@ class Task:
         operator: the observation operator ``A`` on ``(B, len(fields), *grid)``.
         targets: the channels a conditional model generates (colorization: the unobserved
             ones; super-resolution and sensors: all ``fields``).
+        grid_shape: the grid of the fields.
     """
 
     name: str
     fields: tuple[str, ...]
     operator: ObservationOperator
     targets: tuple[str, ...]
+    grid_shape: tuple[int, ...]
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one full sample, ``(len(fields), *grid_shape)``."""
+        return (len(self.fields), *self.grid_shape)
+
+    @property
+    def target_shape(self) -> tuple[int, ...]:
+        """Shape of one generated target, ``(len(targets), *grid_shape)``."""
+        return (len(self.targets), *self.grid_shape)
 
     @property
     def target_index(self) -> list[int]:
@@ -76,9 +89,9 @@ class Task:
         self.check(x)
         return self.operator.observe(x, generator)
 
-    def condition(self, y: Tensor, grid_shape: Sequence[int]) -> Tensor:
+    def condition(self, y: Tensor) -> Tensor:
         """The observation lifted onto the grid: a conditional model's input channels."""
-        return self.operator.lift(y, (len(self.fields), *grid_shape))
+        return self.operator.lift(y, self.sample_shape)
 
     def assemble(self, y: Tensor, targets: Tensor) -> Tensor:
         """Full fields from generated ``targets`` ``(..., len(targets), *grid)``.
@@ -104,25 +117,21 @@ class Task:
         ``target = x[:, targets]``; ``cond`` = the lifted noisy observation.
         """
         y = self.observe(x, generator)
-        return x[:, self.target_index], self.condition(y, x.shape[2:])
+        return x[:, self.target_index], self.condition(y)
 
-    def fraction(self, grid_shape: Sequence[int]) -> float:
+    @property
+    def fraction(self) -> float:
         """Observed values per unknown target value (the observation fraction)."""
-        observed = self.operator.observed_shape((len(self.fields), *grid_shape))
-        n_obs = 1
-        for v in observed:
-            n_obs *= v
-        n_target = len(self.targets)
-        for v in grid_shape:
-            n_target *= v
-        return n_obs / n_target
+        observed = self.operator.observed_shape(self.sample_shape)
+        return math.prod(observed) / math.prod(self.target_shape)
 
     def check(self, x: Tensor) -> None:
-        """Raise a clear error unless ``x`` is ``(B, len(fields), *grid)``."""
-        if x.ndim < 3 or x.shape[1] != len(self.fields):
+        """Raise a clear error unless ``x`` is ``(B, len(fields), *grid_shape)``."""
+        if tuple(x.shape[1:]) != self.sample_shape:
+            shape = ", ".join(map(str, self.sample_shape))
             raise ValueError(
-                f"task {self.name!r}: expected fields (B, {len(self.fields)}, *grid) with "
-                f"channels {list(self.fields)}, got {tuple(x.shape)}"
+                f"task {self.name!r}: expected fields (B, {shape}) with channels "
+                f"{list(self.fields)}, got {tuple(x.shape)}"
             )
 
 
@@ -163,14 +172,14 @@ def parse_task(
         kind, factor, names = m.group(1), int(m.group(2)), _names(m.group(3), field_names, spec)
         cls = BlockAverage if kind == "sr" else Subsample
         op = cls(factor, grid.ndim, periodic=periodic, noise_std=noise_std)
-        return Task(spec, names, op, names)
+        return Task(spec, names, op, names, grid.shape)
     if spec.startswith("colorize:"):
         infer = _names(spec.split(":", 1)[1], field_names, spec)
         observed = tuple(f for f in field_names if f not in infer)
         if not observed:
             raise ValueError(f"task {spec!r}: nothing left to observe among {list(field_names)}")
         op = ChannelMask(field_names, observed, noise_std=noise_std)
-        return Task(spec, field_names, op, infer)
+        return Task(spec, field_names, op, infer, grid.shape)
     if spec.startswith("sensors:"):
         parts = spec.split(":")
         if len(parts) not in (2, 3) or not parts[1].isdigit():
@@ -179,7 +188,7 @@ def parse_task(
         op = Sensors.random(
             field_names, grid.shape, int(parts[1]), fields=names, seed=seed, noise_std=noise_std
         )
-        return Task(spec, field_names, op, field_names)
+        return Task(spec, field_names, op, field_names, grid.shape)
     raise ValueError(
         f"unknown task {spec!r}; expected srK[:FIELDS], subK[:FIELDS], colorize:FIELDS or "
         "sensors:N[:FIELDS]"
