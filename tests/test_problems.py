@@ -79,7 +79,16 @@ def test_generation_is_deterministic_per_seed_and_index(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize(("name", "floor"), [("burgers", 5e-2), ("heat", 2e-5)])
+DEFAULT_FLOORS = [
+    ("burgers", 5e-2),
+    ("heat", 2e-5),
+    pytest.param("allen_cahn", 1e-3, marks=pytest.mark.slow),
+    pytest.param("kolmogorov", 5e-2, marks=pytest.mark.slow),
+    pytest.param("navier_stokes", 1e-1, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("name", "floor"), DEFAULT_FLOORS)
 def test_stated_floors_of_the_default_settings(name: str, floor: float) -> None:
     problem = load(name)
     fields = problem.to_tensor(problem.generate(2, seed=1))
