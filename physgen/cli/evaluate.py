@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--permutations", type=int, default=200, help="MMD permutation count")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and projections")
+    parser.add_argument(
+        "--splits", type=int, default=5, help="reference splits averaged for each floor"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.set_defaults(handler=_run)
 
@@ -95,6 +98,7 @@ def evaluate_files(
     max_samples: int = 2000,
     permutations: int = 200,
     seed: int = 0,
+    splits: int = 5,
     figures: bool = True,
     residual: bool = True,
 ) -> dict[str, Any]:
@@ -156,6 +160,7 @@ def evaluate_files(
                     periodic=_is_periodic(ref_ds, spatial),
                     seed=seed,
                     num_permutations=permutations,
+                    num_splits=splits,
                 )
             )
             if paired:
@@ -279,32 +284,35 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of the metrics: value, floor and value/floor where a floor exists."""
-    rows = [("field", "metric", "value", "floor", "value/floor")]
+    """A plain-text table: value, floor, its spread across splits, and the value against both."""
+    rows = [("field", "metric", "value", "floor", "floor sd", "value/floor", "z")]
     for field, entry in result["fields"].items():
         for metric, v in entry.items():
             if metric in ("units", "n", "rank_histogram", "members"):
                 continue
             if isinstance(v, dict) and "value" in v:
                 # Unbiased estimators (MMD², energy distance) have floors near 0 or below it,
-                # where a ratio means nothing; read them against the p-value instead.
+                # where a ratio means nothing; z = (value − floor)/floor sd reads for all.
                 ratio = f"{v['value'] / v['floor']:.2f}" if v["floor"] > 0 else "n/a"
-                rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), ratio))
+                sd = v.get("floor_std")
+                z = f"{(v['value'] - v['floor']) / sd:+.1f}" if sd else ""
+                fl, sds = _fmt(v["floor"]), _fmt(sd) if sd is not None else ""
+                rows.append((field, metric, _fmt(v["value"]), fl, sds, ratio, z))
                 if "p_value" in v:
-                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", ""))
+                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", "", "", ""))
             elif isinstance(v, dict):
                 for sub, x in v.items():
-                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", ""))
+                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", "", "", ""))
             elif isinstance(v, list):
-                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", ""))
+                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", "", "", ""))
             else:
-                rows.append((field, metric, _fmt(v), "", ""))
+                rows.append((field, metric, _fmt(v), "", "", "", ""))
     if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio, ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
@@ -326,6 +334,7 @@ def _run(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         permutations=args.permutations,
         seed=args.seed,
+        splits=args.splits,
         figures=not args.no_figures,
         residual=not args.no_residual,
     )
