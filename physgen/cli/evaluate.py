@@ -284,34 +284,32 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table: value, floor, its spread across splits, and the value against both."""
-    rows = [("field", "metric", "value", "floor", "floor sd", "value/floor", "z")]
+    """A plain-text table: value, floor, the floor's spread across splits, value/floor."""
+    rows = [("field", "metric", "value", "floor", "floor sd", "value/floor")]
     for field, entry in result["fields"].items():
         for metric, v in entry.items():
             if metric in ("units", "n", "rank_histogram", "members"):
                 continue
             if isinstance(v, dict) and "value" in v:
                 # Unbiased estimators (MMD², energy distance) have floors near 0 or below it,
-                # where a ratio means nothing; z = (value − floor)/floor sd reads for all.
+                # where a ratio means nothing: read those against the floor sd and the p-value.
                 ratio = f"{v['value'] / v['floor']:.2f}" if v["floor"] > 0 else "n/a"
-                sd = v.get("floor_std")
-                z = f"{(v['value'] - v['floor']) / sd:+.1f}" if sd else ""
-                fl, sds = _fmt(v["floor"]), _fmt(sd) if sd is not None else ""
-                rows.append((field, metric, _fmt(v["value"]), fl, sds, ratio, z))
+                sd = _fmt(v["floor_std"]) if "floor_std" in v else ""
+                rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), sd, ratio))
                 if "p_value" in v:
-                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", "", "", ""))
+                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", "", ""))
             elif isinstance(v, dict):
                 for sub, x in v.items():
-                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", "", "", ""))
+                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", "", ""))
             elif isinstance(v, list):
-                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", "", "", ""))
+                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", "", ""))
             else:
-                rows.append((field, metric, _fmt(v), "", "", "", ""))
+                rows.append((field, metric, _fmt(v), "", "", ""))
     if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio, ""))
+        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows

@@ -99,8 +99,11 @@ def with_floor(
 
     One split gives a noisy floor. With ``num_splits`` > 1 the split is redrawn (seeds
     ``split_seed``, ``split_seed + 1``, ...), ``value`` and ``floor`` are the means over splits
-    and ``floor_std`` is the floor's standard deviation across splits — the yardstick for
-    "within the floor". Extra keyword arguments go to ``metric``.
+    and ``floor_std`` is the floor's standard deviation across splits. Splits of one reference
+    set share their samples, so ``floor_std`` is a lower bound on the spread of a fresh
+    reference set (heavily so for statistics dominated by a few large-scale modes, such as
+    correlations of long-correlated fields); for a significance test use
+    :func:`physgen.metrics.mmd_permutation_test`. Extra keyword arguments go to ``metric``.
 
     Returns:
         ``{"value", "floor", "n": m}``, plus ``"floor_std"`` when ``num_splits`` > 1.
