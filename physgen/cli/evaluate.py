@@ -255,8 +255,14 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
     gen_v = np.asarray(gen.values[:500], dtype=np.float64)
     ref_v = np.asarray(ref.values[:500], dtype=np.float64)
     window = None if periodic else "hann"
-    k, p_gen = energy_spectrum(gen_v, spatial_dims=len(spatial), window=window)
-    _, p_ref = energy_spectrum(ref_v, spatial_dims=len(spatial), window=window)
+    # Domain lengths from the coordinates (n points × spacing), for wavenumbers in 1/length.
+    lengths = [
+        float(np.ptp(ref[d].values)) * len(ref[d]) / max(len(ref[d]) - 1, 1) for d in spatial
+    ]
+    units = str(ref[spatial[0]].attrs.get("units", "1"))
+    kw = {"spatial_dims": len(spatial), "window": window, "lengths": lengths}
+    k, p_gen = energy_spectrum(gen_v, **kw)
+    _, p_ref = energy_spectrum(ref_v, **kw)
     lead = lambda p: tuple(range(p.ndim - 1))  # noqa: E731
     plot_spectra(
         k.numpy(),
@@ -265,6 +271,7 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
             "reference": p_ref.mean(lead(p_ref)).numpy(),
         },
         out / f"{name}_spectrum.png",
+        xlabel=f"wavenumber k [{units}-1]" if units != "1" else "wavenumber k",
         title=f"{name}: radially averaged power spectrum",
     )
     label = f"{ref.attrs.get('long_name', name)} [{ref.attrs.get('units', '')}]"
