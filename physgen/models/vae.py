@@ -1,0 +1,356 @@
+"""Variational autoencoders: VAE and conditional VAE, with ELBO and importance-weighted bounds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..nn.conv import field_decoder, field_encoder
+from ..nn.mlp import MLP
+from .base import GenerativeModel, register_model
+
+__all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl(
+    mu: Tensor, logvar: Tensor, mu_p: Tensor | None = None, logvar_p: Tensor | None = None
+) -> Tensor:
+    r"""Analytic KL(N(μ, diag σ²) ‖ N(μ_p, diag σ_p²)) summed over the last dimension.
+
+    .. math:: \tfrac12\sum_j \Bigl[\frac{\sigma_j^2 + (\mu_j-\mu_{p,j})^2}{\sigma_{p,j}^2}
+              - 1 + \log\sigma_{p,j}^2 - \log\sigma_j^2\Bigr]
+
+    With ``mu_p = logvar_p = None`` the prior is N(0, I) (Kingma & Welling 2014, App. B).
+    """
+    if mu_p is None or logvar_p is None:
+        return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).sum(-1)
+    return 0.5 * (
+        ((logvar.exp() + (mu - mu_p).pow(2)) / logvar_p.exp()) - 1 + logvar_p - logvar
+    ).sum(-1)
+
+
+def gaussian_log_prob(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(x; μ, diag exp(logvar)) summed over the last dimension."""
+    return -0.5 * (_LOG_2PI + logvar + (x - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+class LatentGaussianModel(GenerativeModel):
+    r"""Shared machinery of the VAE family: Gaussian latent, Gaussian or Bernoulli decoder.
+
+    Subclasses build ``self.encoder_head`` etc. through `_build` and may condition every
+    piece on ``cond``. Implemented once here:
+
+    * ELBO (Kingma & Welling 2014):
+      :math:`\mathcal L = \mathbb E_{q(z|x)}[\log p(x|z)] - \mathrm{KL}(q(z|x)\,\|\,p(z))`;
+      the training loss is ``-(E log p(x|z) - β·KL)`` (β-VAE, Higgins et al. 2017);
+    * importance-weighted bound (Burda et al. 2016), for evaluation:
+      :math:`\mathcal L_K = \mathbb E\bigl[\log\frac1K\sum_k p(x, z_k)/q(z_k|x)\bigr]`,
+      with :math:`\mathcal L = \mathcal L_1 \le \mathcal L_K \le \mathcal L_{K+1} \le \log p(x)`.
+    """
+
+    sample_shape: tuple[int, ...]
+    latent_dim: int
+    _cond_shape: tuple[int, ...] = ()
+
+    def _build(
+        self,
+        sample_shape: Sequence[int],
+        latent_dim: int,
+        arch: str,
+        hidden: Sequence[int],
+        channels: Sequence[int],
+        act: str,
+        likelihood: str,
+        sigma: float | None,
+        beta: float,
+        cond_shape: Sequence[int] | None = None,
+        cond_features: int = 0,
+        prior: str = "standard",
+    ) -> None:
+        if likelihood not in ("gaussian", "bernoulli"):
+            raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
+        if prior not in ("standard", "learned"):
+            raise ValueError(f"prior must be 'standard' or 'learned', got {prior!r}")
+        if sigma is not None and sigma <= 0:
+            raise ValueError(f"sigma must be positive (or None to learn it), got {sigma}")
+        self.sample_shape = tuple(sample_shape)
+        self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
+        width = hidden[-1] if hidden else 64
+        codec = {"arch": arch, "hidden": hidden, "channels": channels, "act": act}
+        self.encoder = field_encoder(self.sample_shape, width, **codec)
+        self.encoder_head = nn.Linear(width + cond_features, 2 * latent_dim)
+        self.decoder = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
+        self.cond_encoder: nn.Module | None = None
+        self.prior_net: nn.Module | None = None
+        if cond_shape is not None:
+            cond_arch = arch if len(cond_shape) >= 2 else "mlp"
+            self.cond_encoder = field_encoder(
+                tuple(cond_shape), cond_features, **{**codec, "arch": cond_arch}
+            )
+            if prior == "learned":
+                self.prior_net = MLP(cond_features, 2 * latent_dim, hidden=(width,), act=act)
+        if likelihood == "gaussian" and sigma is None:
+            self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
+        else:
+            self.log_sigma = None
+        self._fixed_log_sigma = math.log(sigma) if sigma is not None else 0.0
+
+    # -- the three distributions -------------------------------------------------------------
+
+    def _features(self, cond: Tensor | None, n: int) -> Tensor | None:
+        """Conditioning features ``(n, F)`` (``None`` for unconditional models)."""
+        if self.cond_encoder is None:
+            if cond is not None:
+                raise ValueError(f"{type(self).__name__} is unconditional; got cond")
+            return None
+        if cond is None:
+            raise ValueError(f"{type(self).__name__} needs cond")
+        return self.cond_encoder(cond)
+
+    def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Posterior q(z | x[, cond]) as ``(mu, logvar)``, each ``(B, latent_dim)``."""
+        h = self.encoder(x)
+        c = self._features(cond, x.shape[0])
+        if c is not None:
+            h = torch.cat([h, c], dim=1)
+        mu, logvar = self.encoder_head(h).chunk(2, dim=1)
+        return mu, logvar
+
+    def prior(self, cond: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+        """Prior p(z[ | cond]) as ``(mu, logvar)`` of shape ``(n, latent_dim)``."""
+        c = self._features(cond, n)
+        if self.prior_net is not None and c is not None:
+            mu, logvar = self.prior_net(c).chunk(2, dim=1)
+            return mu, logvar
+        w = self.encoder_head.weight
+        zeros = torch.zeros(n, self.latent_dim, device=w.device, dtype=w.dtype)
+        return zeros, zeros
+
+    def decoder_output(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Decoder mean (Gaussian) or logits (Bernoulli), ``(B, *sample_shape)``."""
+        c = self._features(cond, z.shape[0])
+        return self.decoder(z if c is None else torch.cat([z, c], dim=1))
+
+    def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Mean of p(x | z[, cond]): the Gaussian mean or the Bernoulli probabilities."""
+        out = self.decoder_output(z, cond)
+        return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
+
+    def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
+        """log p(x | z) per sample from the decoder output ``out``."""
+        if self.likelihood == "bernoulli":
+            return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
+        log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
+        logvar = torch.as_tensor(2 * log_sigma, device=x.device, dtype=x.dtype)
+        return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar.expand(x[0].numel()))
+
+    # -- bounds and protocol -----------------------------------------------------------------
+
+    def _terms(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(E log p(x|z) with one reparameterized draw, analytic KL, the draw z)."""
+        mu, logvar = self.encode(x, cond)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        mu_p, logvar_p = self.prior(cond, x.shape[0])
+        kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
+        return self.log_likelihood(x, self.decoder_output(z, cond)), kl, z
+
+    def elbo(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Evidence lower bound per sample (β = 1, one reparameterized draw), shape ``(B,)``."""
+        rec, kl, _ = self._terms(x, cond)
+        return rec - kl
+
+    def iwae(self, x: Tensor, cond: Tensor | None = None, k: int = 64) -> Tensor:
+        """Importance-weighted bound :math:`\\mathcal L_K` per sample, shape ``(B,)``."""
+        b = x.shape[0]
+        mu, logvar = self.encode(x, cond)
+        mu_p, logvar_p = self.prior(cond, b)
+        z = mu + (0.5 * logvar).exp() * torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)
+        z = z.reshape(k * b, -1)  # (K*B, L), sample-major over K
+        rep = lambda t: t.repeat(k, *([1] * (t.ndim - 1)))  # noqa: E731
+        cond_k = None if cond is None else rep(cond)
+        log_px = self.log_likelihood(rep(x), self.decoder_output(z, cond_k))
+        log_w = (
+            log_px
+            + gaussian_log_prob(z, rep(mu_p), rep(logvar_p))
+            - gaussian_log_prob(z, rep(mu), rep(logvar))
+        ).reshape(k, b)
+        return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        rec, kl, _ = self._terms(x, cond)
+        return -(rec - self.beta * kl)
+
+    def _expand_cond(self, cond: Tensor | None, n: int) -> Tensor | None:
+        if cond is None or self.cond_encoder is None:
+            return cond
+        if cond.shape[0] == n and cond.ndim > len(self._cond_shape):
+            return cond
+        if tuple(cond.shape) == self._cond_shape:
+            return cond.expand(n, *cond.shape)
+        raise ValueError(
+            f"cond must have shape (n={n}, *{self._cond_shape}) or {self._cond_shape}, "
+            f"got {tuple(cond.shape)}"
+        )
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, cond: Tensor | None = None, mean: bool = True, **options: Any
+    ) -> Tensor:
+        """Draw z from the prior and decode; ``mean=False`` also draws the observation noise."""
+        cond = self._expand_cond(cond, n)
+        mu_p, logvar_p = self.prior(cond, n)
+        z = mu_p + (0.5 * logvar_p).exp() * torch.randn_like(mu_p)
+        out = self.decoder_output(z, cond)
+        if self.likelihood == "bernoulli":
+            p = torch.sigmoid(out)
+            return p if mean else torch.bernoulli(p)
+        if mean:
+            return out
+        sigma = math.exp(self._fixed_log_sigma) if self.log_sigma is None else self.log_sigma.exp()
+        return out + sigma * torch.randn_like(out)
+
+
+def _default_arch(shape: Sequence[int]) -> str:
+    return "conv" if len(shape) >= 2 else "mlp"
+
+
+@register_model("vae")
+class VAE(LatentGaussianModel):
+    """Variational autoencoder for vectors (``arch="mlp"``) or fields (``arch="conv"``).
+
+    ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
+    ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
+    ``elbo`` and ``iwae`` give the bounds for evaluation.
+
+    Example:
+        >>> import torch
+        >>> vae = VAE((6,), latent_dim=2, hidden=(16,))
+        >>> vae.loss(torch.randn(4, 6)).shape, vae.sample(3).shape
+        (torch.Size([4]), torch.Size([3, 6]))
+    """
+
+    example_shape = (8,)
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        latent_dim: int = 8,
+        arch: str = "mlp",
+        hidden: Sequence[int] = (128, 128),
+        channels: Sequence[int] = (32, 64),
+        act: str = "silu",
+        likelihood: str = "gaussian",
+        sigma: float | None = None,
+        beta: float = 1.0,
+    ) -> None:
+        super().__init__(
+            sample_shape=list(sample_shape),
+            latent_dim=latent_dim,
+            arch=arch,
+            hidden=list(hidden),
+            channels=list(channels),
+            act=act,
+            likelihood=likelihood,
+            sigma=sigma,
+            beta=beta,
+        )
+        self._build(sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta)
+
+    @classmethod
+    def for_shape(
+        cls,
+        sample_shape: tuple[int, ...],
+        cond_shape: tuple[int, ...] | None = None,
+        **overrides: Any,
+    ) -> VAE:
+        if cond_shape is not None:
+            raise ValueError("VAE is unconditional; use 'cvae' for conditional data")
+        return cls(sample_shape, **{"arch": _default_arch(sample_shape), **overrides})
+
+
+@register_model("cvae")
+class CVAE(LatentGaussianModel):
+    r"""Conditional VAE (Sohn, Lee & Yan 2015) for inverse problems.
+
+    Notation of the protocol: ``x`` is the target (the paper's y) and ``cond`` the observation
+    (the paper's x). Recognition q(z | x, cond), generation p(x | z, cond), and prior
+    p(z | cond) (``prior="learned"``) or N(0, I) (``prior="standard"``):
+
+    .. math:: \log p(x|c) \ge \mathbb E_{q(z|x,c)}[\log p(x|z,c)]
+              - \mathrm{KL}(q(z|x,c)\,\|\,p(z|c))
+
+    ``cond`` may be a vector or a field; it is embedded by its own encoder into
+    ``cond_features`` numbers shared by the three networks.
+
+    Example:
+        >>> import torch
+        >>> cvae = CVAE((6,), (3,), latent_dim=2, hidden=(16,))
+        >>> cvae.sample(4, cond=torch.zeros(3)).shape
+        torch.Size([4, 6])
+    """
+
+    example_shape = (1, 16)
+    example_cond_shape = (4,)
+
+    def __init__(
+        self,
+        sample_shape: Sequence[int],
+        cond_shape: Sequence[int],
+        latent_dim: int = 8,
+        arch: str = "mlp",
+        hidden: Sequence[int] = (128, 128),
+        channels: Sequence[int] = (32, 64),
+        act: str = "silu",
+        likelihood: str = "gaussian",
+        sigma: float | None = None,
+        beta: float = 1.0,
+        cond_features: int = 32,
+        prior: str = "learned",
+    ) -> None:
+        super().__init__(
+            sample_shape=list(sample_shape),
+            cond_shape=list(cond_shape),
+            latent_dim=latent_dim,
+            arch=arch,
+            hidden=list(hidden),
+            channels=list(channels),
+            act=act,
+            likelihood=likelihood,
+            sigma=sigma,
+            beta=beta,
+            cond_features=cond_features,
+            prior=prior,
+        )
+        self._cond_shape = tuple(cond_shape)
+        self._build(
+            sample_shape,
+            latent_dim,
+            arch,
+            hidden,
+            channels,
+            act,
+            likelihood,
+            sigma,
+            beta,
+            cond_shape=cond_shape,
+            cond_features=cond_features,
+            prior=prior,
+        )
+
+    @classmethod
+    def for_shape(
+        cls,
+        sample_shape: tuple[int, ...],
+        cond_shape: tuple[int, ...] | None = None,
+        **overrides: Any,
+    ) -> CVAE:
+        if cond_shape is None:
+            raise ValueError("CVAE needs a cond_shape (the observation's shape)")
+        return cls(sample_shape, cond_shape, **{"arch": _default_arch(sample_shape), **overrides})

@@ -1,0 +1,171 @@
+"""Physical-inconsistency losses (per-sample penalties) and Latin-hypercube prior samples."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from physgen.problem import Problem
+
+__all__ = [
+    "PhysicsLoss",
+    "boundary_penalty",
+    "equality_penalty",
+    "inequality_penalty",
+    "latin_hypercube",
+    "latin_hypercube_normal",
+    "monotonicity_penalty",
+    "residual_penalty",
+]
+
+
+def _per_sample_mean(x: Tensor) -> Tensor:
+    return x.flatten(1).mean(1) if x.ndim > 1 else x
+
+
+def residual_penalty(problem: Problem, fields: Tensor, normalize: bool = True) -> Tensor:
+    r"""Mean-square PDE residual per sample, optionally relative to the problem's scale.
+
+    .. math:: P(x) = \frac{1}{N}\sum_i r_i(x)^2 \;/\; s(x)^2
+
+    where r is ``problem.residual`` (the generator's discrete operator) and s is
+    ``problem.residual_scale`` when ``normalize`` (so the penalty is the squared relative
+    residual and is comparable across problems). ``fields`` are in physical units,
+    ``(B, C, *grid)``. Zero on exact discrete solutions.
+    """
+    msq = _per_sample_mean(problem.residual(fields).pow(2))
+    if normalize:
+        msq = msq / problem.residual_scale(fields).pow(2)
+    return msq
+
+
+def equality_penalty(value: Tensor, target: Tensor | float = 0.0) -> Tensor:
+    r"""Equality constraint h(x) = target: per-sample mean of :math:`(h - t)^2`, shape ``(B,)``."""
+    return _per_sample_mean((value - target).pow(2))
+
+
+def inequality_penalty(value: Tensor, bound: Tensor | float = 0.0) -> Tensor:
+    r"""Inequality constraint g(x) ≤ bound: per-sample mean of :math:`\max(0, g - b)^2`."""
+    return _per_sample_mean(torch.relu(value - bound).pow(2))
+
+
+def monotonicity_penalty(value: Tensor, dim: int = -1, increasing: bool = True) -> Tensor:
+    r"""Monotonicity along ``dim``: mean of :math:`\max(0, -\Delta g)^2` (PGNN-style).
+
+    Zero when ``value`` is non-decreasing (``increasing``) or non-increasing along ``dim``.
+    """
+    diff = torch.diff(value, dim=dim)
+    return inequality_penalty(-diff if increasing else diff)
+
+
+def boundary_penalty(
+    fields: Tensor, channel: int, axis: int, value: float | tuple[float, float] = 0.0
+) -> Tensor:
+    """Dirichlet condition on both ends of grid ``axis`` for one channel of ``(B, C, *grid)``.
+
+    Per-sample mean square of the boundary values minus ``value`` (or ``(low, high)``).
+    """
+    low, high = value if isinstance(value, tuple) else (value, value)
+    field = fields[:, channel]  # (B, *grid)
+    ends = field.movedim(axis + 1, -1)  # (B, ..., n_axis)
+    return 0.5 * (equality_penalty(ends[..., 0], low) + equality_penalty(ends[..., -1], high))
+
+
+class PhysicsLoss:
+    r"""Weighted sum of a problem's physical-inconsistency penalties, per sample.
+
+    .. math:: L_{phy}(x) = w_r\,P_{res}(x) + \sum_c w_c\,P_c(x) + \sum_k w_k\,Q_k(x)
+
+    with the PDE residual penalty (`residual_penalty`), the problem's own constraint
+    violations (``problem.constraints``, e.g. positivity or conservation) and any ``extra``
+    penalties (callables ``fields -> (B,)`` built from `boundary_penalty`,
+    `monotonicity_penalty`, ...). The multi-level constraints of Zhu et al. (2025), as one
+    object any family can add to its loss.
+
+    Args:
+        problem: supplies ``residual``, ``residual_scale`` and ``constraints``.
+        residual_weight: weight of the PDE residual (0 disables it).
+        constraint_weight: weight of every entry of ``problem.constraints``.
+        normalize: make the residual relative to ``problem.residual_scale``.
+        extra: additional named penalties and their weights.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        residual_weight: float = 1.0,
+        constraint_weight: float = 1.0,
+        normalize: bool = True,
+        extra: Mapping[str, tuple[Callable[[Tensor], Tensor], float]] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.residual_weight = residual_weight
+        self.constraint_weight = constraint_weight
+        self.normalize = normalize
+        self.extra = dict(extra or {})
+
+    def terms(self, fields: Tensor) -> dict[str, Tensor]:
+        """Every unweighted penalty by name, each ``(B,)``."""
+        out: dict[str, Tensor] = {}
+        if self.residual_weight:
+            out["residual"] = residual_penalty(self.problem, fields, self.normalize)
+        if self.constraint_weight:
+            for name, violation in self.problem.constraints(fields).items():
+                out[name] = _per_sample_mean(violation.pow(2))
+        for name, (fn, _) in self.extra.items():
+            out[name] = fn(fields)
+        return out
+
+    def __call__(self, fields: Tensor) -> Tensor:
+        """Weighted total ``(B,)``."""
+        total = torch.zeros(fields.shape[0], device=fields.device, dtype=fields.dtype)
+        for name, value in self.terms(fields).items():
+            if name == "residual":
+                weight = self.residual_weight
+            elif name in self.extra:
+                weight = self.extra[name][1]
+            else:
+                weight = self.constraint_weight
+            total = total + weight * value
+        return total
+
+
+def latin_hypercube(
+    n: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    r"""Latin-hypercube sample of ``n`` points in :math:`[0, 1)^{dim}` (McKay et al. 1979).
+
+    For each dimension j, a random permutation π_j assigns the n strata
+    :math:`[k/n, (k+1)/n)` to the points and a uniform draw places each point inside its
+    stratum: :math:`u_{ij} = (\pi_j(i) + U_{ij}) / n`. Every stratum of every dimension holds
+    exactly one point (Zhu et al. 2025, Algorithm 1).
+    """
+    if n < 1 or dim < 1:
+        raise ValueError(f"latin_hypercube needs n >= 1 and dim >= 1, got n={n}, dim={dim}")
+    perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(dim)], dim=1)
+    jitter = torch.rand(n, dim, generator=generator, dtype=torch.float64)
+    return ((perms.double() + jitter) / n).to(dtype)  # (n, dim)
+
+
+def latin_hypercube_normal(
+    n: int,
+    dim: int,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    r"""Latin-hypercube sample of the standard normal prior: :math:`z = \Phi^{-1}(u)`.
+
+    The uniform LHS is mapped through the inverse CDF, so each of the n equal-probability
+    slabs of N(0, 1) holds exactly one point per latent dimension. Computed in float64 and
+    kept away from 0 and 1 so no point is infinite.
+    """
+    u = latin_hypercube(n, dim, generator, dtype=torch.float64)
+    u = u.clamp(1e-12, 1 - 1e-12)
+    return torch.special.ndtri(u).to(dtype)

@@ -1,0 +1,79 @@
+"""Autoencoders: codec shapes on odd grids, denoising and sparsity terms, learning a subspace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physgen.models.autoencoder import Autoencoder, sparsity_kl
+from physgen.nn.conv import ConvDecoder, ConvEncoder
+
+
+@pytest.mark.parametrize("shape", [(1, 17), (3, 32), (2, 13, 10), (1, 5, 6, 7)])
+def test_conv_codec_round_trips_any_grid_size(shape: tuple[int, ...]) -> None:
+    enc = ConvEncoder(shape, 6, channels=(4, 8))
+    dec = ConvDecoder(6, shape, channels=(8, 4))
+    x = torch.randn(2, *shape)
+    assert enc(x).shape == (2, 6)
+    assert dec(enc(x)).shape == x.shape
+
+
+def test_denoising_corruption_only_in_training() -> None:
+    torch.manual_seed(0)
+    for noise in ("gaussian", "dropout"):
+        ae = Autoencoder((8,), latent_dim=2, hidden=(8,), noise=noise, noise_level=0.5)
+        x = torch.ones(4, 8)
+        ae.train()
+        assert not torch.equal(ae.corrupt(x), x)
+        ae.eval()
+        assert torch.equal(ae.corrupt(x), x)
+        # Evaluation loss is deterministic: no corruption, target is the clean input.
+        assert torch.equal(ae.loss(x), ae.loss(x))
+
+
+def test_sparsity_kl_is_zero_exactly_at_the_target_rate() -> None:
+    codes = torch.full((10, 3), 0.05)
+    assert sparsity_kl(codes, 0.05).item() == pytest.approx(0.0, abs=1e-7)
+    assert sparsity_kl(torch.full((10, 3), 0.3), 0.05) > 0.1
+
+
+def test_l1_sparsity_adds_the_code_norm() -> None:
+    torch.manual_seed(0)
+    ae = Autoencoder((6,), latent_dim=3, hidden=(8,), sparsity="l1", sparsity_weight=0.1).eval()
+    x = torch.randn(5, 6)
+    z = ae.encode(x)
+    plain = (ae.decode(z) - x).pow(2).mean(1)
+    torch.testing.assert_close(ae.loss(x), plain + 0.1 * z.abs().sum(1))
+
+
+def test_kl_sparse_codes_are_rates() -> None:
+    ae = Autoencoder((6,), latent_dim=3, hidden=(8,), sparsity="kl")
+    z = ae.encode(torch.randn(5, 6) * 10)
+    assert torch.all((z > 0) & (z < 1))
+
+
+def test_linear_autoencoder_recovers_a_rank_two_subspace() -> None:
+    torch.manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(6, 2))[0]
+    data = torch.randn(512, 2) @ basis.T
+    ae = Autoencoder((6,), latent_dim=2, hidden=(), act="tanh")
+    opt = torch.optim.Adam(ae.parameters(), lr=2e-2)
+    for _ in range(400):
+        opt.zero_grad()
+        ae.loss(data).mean().backward()
+        opt.step()
+    rel = ae.loss(data).mean() / data.pow(2).mean()
+    assert rel < 1e-3
+    # Codes are tracked during training, so samples lie in the learned subspace.
+    samples = ae.sample(64)
+    off_plane = samples - samples @ basis @ basis.T
+    assert off_plane.pow(2).mean() < 1e-3 * samples.pow(2).mean()
+
+
+def test_bad_options_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="noise"):
+        Autoencoder((4,), noise="salt")
+    with pytest.raises(ValueError, match="arch"):
+        Autoencoder((4,), arch="transformer")
+    with pytest.raises(ValueError, match="conv"):
+        Autoencoder((4,), arch="conv")

@@ -1,0 +1,163 @@
+"""VAE and CVAE: bounds against a linear-Gaussian model with an analytic log p(x)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from physgen.models.vae import CVAE, VAE, gaussian_kl, gaussian_log_prob
+
+D, L, SIGMA = 5, 2, 0.5
+
+
+def _linear_gaussian(generator: torch.Generator) -> tuple[VAE, torch.Tensor, torch.Tensor]:
+    """A VAE whose decoder is x = W z + b + σε with orthogonal W columns (float64).
+
+    Returns the model with its encoder set to the exact posterior, data x drawn from the
+    model, and the analytic log p(x) = log N(x; b, WWᵀ + σ²I).
+    """
+    model = VAE((D,), latent_dim=L, hidden=(), sigma=SIGMA).double()
+    q, _ = torch.linalg.qr(torch.randn(D, L, generator=generator, dtype=torch.float64))
+    W = q * torch.tensor([2.0, 0.7], dtype=torch.float64)  # orthogonal columns → diagonal Σ
+    b = torch.randn(D, generator=generator, dtype=torch.float64)
+    dec = model.decoder.net[0]
+    enc, head = model.encoder.net[0], model.encoder_head
+    post_var = 1.0 / (1.0 + (W**2).sum(0) / SIGMA**2)  # Σ = (I + WᵀW/σ²)⁻¹, diagonal
+    with torch.no_grad():
+        dec.weight.copy_(W)
+        dec.bias.copy_(b)
+        enc.weight.zero_()
+        enc.weight[:D].copy_(torch.eye(D, dtype=torch.float64))
+        enc.bias.zero_()
+        head.weight.zero_()
+        head.weight[:L, :D].copy_(post_var[:, None] * W.T / SIGMA**2)  # μ = Σ Wᵀ(x − b)/σ²
+        head.bias[:L].copy_(-(post_var[:, None] * W.T / SIGMA**2) @ b)
+        head.bias[L:].copy_(post_var.log())
+    z = torch.randn(400, L, generator=generator, dtype=torch.float64)
+    x = z @ W.T + b + SIGMA * torch.randn(400, D, generator=generator, dtype=torch.float64)
+    cov = W @ W.T + SIGMA**2 * torch.eye(D, dtype=torch.float64)
+    log_px = torch.distributions.MultivariateNormal(b, cov).log_prob(x)
+    return model, x, log_px
+
+
+def _mean_elbo(model: VAE, x: torch.Tensor, draws: int) -> torch.Tensor:
+    return torch.stack([model.elbo(x) for _ in range(draws)]).mean(0)
+
+
+def test_bounds_are_tight_at_the_exact_posterior(generator: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model, x, log_px = _linear_gaussian(generator)
+    with torch.no_grad():
+        # Every importance weight equals p(x) exactly, so any K gives log p(x).
+        torch.testing.assert_close(model.iwae(x, k=1), log_px, rtol=0, atol=1e-9)
+        torch.testing.assert_close(model.iwae(x, k=7), log_px, rtol=0, atol=1e-9)
+        # The single-draw ELBO is unbiased for log p(x) here; average many draws.
+        gap = (_mean_elbo(model, x, 400) - log_px).mean()
+    assert abs(gap.item()) < 0.01
+
+
+def test_elbo_below_iwae_tightening_with_k_below_log_px(generator: torch.Generator) -> None:
+    torch.manual_seed(1)
+    model, x, log_px = _linear_gaussian(generator)
+    with torch.no_grad():
+        model.encoder_head.bias[:L] += 0.6  # a wrong posterior mean
+        model.encoder_head.bias[L:] += 1.0  # and a too-wide posterior
+        elbo = _mean_elbo(model, x, 50).mean()
+        iwae = {
+            k: torch.stack([model.iwae(x, k=k) for _ in range(10)]).mean() for k in (2, 16, 256)
+        }
+    true = log_px.mean()
+    assert elbo < iwae[2] < iwae[16] < iwae[256] < true
+    # The gap closes: K=256 recovers most of the ELBO's gap.
+    assert (true - iwae[256]) < 0.1 * (true - elbo)
+
+
+def test_analytic_kl_matches_monte_carlo(generator: torch.Generator) -> None:
+    mu, logvar = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64).unbind(0)
+    mu_p, logvar_p = torch.randn(2, 3, 4, generator=generator, dtype=torch.float64).unbind(0)
+    n = 200_000
+    z = mu + (0.5 * logvar).exp() * torch.randn(n, 3, 4, generator=generator, dtype=torch.float64)
+    log_q = gaussian_log_prob(z, mu, logvar)
+    for args, log_p in (
+        ((mu_p, logvar_p), gaussian_log_prob(z, mu_p, logvar_p)),
+        ((None, None), gaussian_log_prob(z, torch.zeros_like(mu), torch.zeros_like(mu))),
+    ):
+        mc = (log_q - log_p).mean(0)
+        se = (log_q - log_p).std(0) / math.sqrt(n)
+        kl = gaussian_kl(mu, logvar, *args)
+        assert torch.all((mc - kl).abs() < 4 * se + 1e-12)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+@pytest.mark.parametrize("shape", [(7,), (1, 15), (2, 9, 6)])
+def test_vae_shapes_and_sampling(likelihood: str, shape: tuple[int, ...]) -> None:
+    model = VAE.for_shape(shape, latent_dim=3, hidden=(16,), channels=(4, 8), likelihood=likelihood)
+    x = torch.rand(4, *shape)
+    assert model.loss(x).shape == (4,)
+    assert model.iwae(x, k=3).shape == (4,)
+    sample = model.sample(5, mean=False)
+    assert sample.shape == (5, *shape)
+    if likelihood == "bernoulli":
+        assert set(sample.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_beta_scales_only_the_kl_term() -> None:
+    torch.manual_seed(0)
+    model = VAE((4,), latent_dim=2, hidden=(8,), sigma=1.0)
+    x = torch.randn(6, 4)
+    torch.manual_seed(3)
+    rec, kl, _ = model._terms(x, None)
+    model.beta = 0.25
+    torch.manual_seed(3)
+    torch.testing.assert_close(model.loss(x), -(rec - 0.25 * kl))
+
+
+@pytest.mark.parametrize("prior", ["learned", "standard"])
+def test_cvae_conditions_every_part(prior: str) -> None:
+    torch.manual_seed(0)
+    model = CVAE((1, 12), (3,), latent_dim=2, hidden=(16,), channels=(4,), prior=prior)
+    x, c = torch.randn(5, 1, 12), torch.randn(5, 3)
+    assert model.loss(x, c).shape == (5,)
+    mu_p, logvar_p = model.prior(c, 5)
+    if prior == "standard":
+        assert torch.all(mu_p == 0) and torch.all(logvar_p == 0)
+    else:
+        assert not torch.allclose(mu_p[0], mu_p[1])
+    # The decoder depends on the condition.
+    z = torch.zeros(2, 2)
+    out = model.decode(z, torch.stack([c[0], c[1]]))
+    assert not torch.allclose(out[0], out[1])
+    # One condition broadcasts over the samples; a wrong shape is refused clearly.
+    assert model.sample(4, cond=c[0]).shape == (4, 1, 12)
+    with pytest.raises(ValueError, match="cond must have shape"):
+        model.sample(4, cond=torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="needs cond"):
+        model.loss(x)
+
+
+def test_cvae_iwae_is_above_elbo_on_average() -> None:
+    torch.manual_seed(0)
+    model = CVAE((6,), (2,), latent_dim=2, hidden=(16,)).double()
+    x, c = torch.randn(64, 6, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        elbo = torch.stack([model.elbo(x, c) for _ in range(40)]).mean()
+        iwae = torch.stack([model.iwae(x, c, k=64) for _ in range(4)]).mean()
+    assert iwae > elbo
+
+
+def test_vae_training_improves_the_bound() -> None:
+    torch.manual_seed(0)
+    data = torch.randn(256, 2) @ torch.tensor([[1.0, 0.5, 0.0, -1.0], [0.0, 1.0, 2.0, 0.3]])
+    model = VAE((4,), latent_dim=2, hidden=(32,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with torch.no_grad():
+        before = model.iwae(data, k=16).mean()
+    for _ in range(300):
+        opt.zero_grad()
+        model.loss(data).mean().backward()
+        opt.step()
+    with torch.no_grad():
+        after = model.iwae(data, k=16).mean()
+    assert after > before + 3.0
