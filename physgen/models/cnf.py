@@ -160,7 +160,8 @@ class _ContinuousFlow(DensityModel):
         the solver options (``method``, ``rtol``, ``atol``, ``steps``)."""
         if (cond is None) != (self.cond_shape is None):
             raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
-        z = torch.randn((n, *self.sample_shape), generator=generator).to(self.device)
+        dtype = next(self.parameters()).dtype
+        z = torch.randn((n, *self.sample_shape), generator=generator, dtype=dtype).to(self.device)
         x, _ = solve_ode(lambda y, t: self.net(y, t, cond), z, 1.0, 0.0, **{**self.ode, **ode})
         return x
 

@@ -253,7 +253,10 @@ class Diffusion(DensityModel):
         """``n`` samples with any sampler of ``physgen.samplers`` (``ddim`` by default;
         ``ode`` takes ``steps`` only for fixed-grid methods). ``guidance_scale`` is the
         classifier-free weight, ``guidance`` a log-likelihood of ``x̂0`` to ascend."""
-        x = self.sde.prior_sample((n, *self.sample_shape), generator=generator, device=self.device)
+        x = self.sde.prior_sample(
+            (n, *self.sample_shape), generator=generator, device=self.device,
+            dtype=next(self.parameters()).dtype,
+        )  # fmt: skip
         score = self._guided_score(cond, guidance_scale, guidance, guidance_strength)
         fn = get_sampler(sampler)
         if sampler == "ode" and "method" not in knobs:
