@@ -35,6 +35,27 @@ def physgen_realnvp() -> Contender:
     )  # fmt: skip
 
 
+def physgen_realnvp_zuko_init() -> Contender:
+    """physgen's RealNVP started from zuko's seed-0 weights: the same function, so any NLL gap
+    between the two rows above is the initial draw, not the model."""
+    zuko_flow = zuko_realnvp().module
+    c = physgen_realnvp()
+    couplings = c.module.layers[1:]  # after the fixed even/odd permutation
+    # Outputs: zuko interleaves (feature, param), physgen stacks (param, feature).
+    half = FEATURES // 2
+    rows = torch.tensor([i * 2 + q for q in range(2) for i in range(half)])
+    with torch.no_grad():
+        for layer, zt in zip(couplings, zuko_flow.transform.transforms, strict=True):
+            ours = [m for m in layer.net if isinstance(m, nn.Linear)]
+            theirs = [m for m in zt.hyper if hasattr(m, "weight")]  # zuko.nn.Linear
+            for k, (lin, src) in enumerate(zip(ours, theirs, strict=True)):
+                r = rows if k == len(ours) - 1 else slice(None)
+                lin.weight.copy_(src.weight[r])
+                lin.bias.copy_(src.bias[r])
+    c.name = "physgen, zuko's init"
+    return c
+
+
 def zuko_realnvp() -> Contender:
     import zuko
 
@@ -90,7 +111,8 @@ def normflows_realnvp() -> Contender:
 
 
 BUILDERS = {"physgen": physgen_realnvp, "zuko": zuko_realnvp, "nflows": nflows_realnvp,
-            "normflows": normflows_realnvp}  # fmt: skip
+            "normflows": normflows_realnvp,
+            "physgen-zuko-init": physgen_realnvp_zuko_init}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
