@@ -1,0 +1,138 @@
+"""Per-field statistics of a training split (mean, std, min, max), stored as ``stats.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from physgen.data.atomic import write_json_atomic
+from physgen.data.fields import field_names, iter_sample_blocks, open_fields
+
+__all__ = ["STATS_SCHEMA", "FieldStats", "compute_stats", "load_stats", "save_stats"]
+
+STATS_SCHEMA = "physgen-stats/1"
+
+
+@dataclass(frozen=True)
+class FieldStats:
+    """Statistics of one field over all samples, times and grid points.
+
+    ``std`` is the population standard deviation (ddof = 0); ``count`` the number of values.
+    """
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    count: int
+
+    @property
+    def scale(self) -> float:
+        """The divisor for z-scoring: ``std``, or 1 for a constant field (avoids 0/0)."""
+        return self.std if self.std > 0 else 1.0
+
+
+def _field_stats(var: xr.DataArray, source: str, block_bytes: int) -> FieldStats:
+    """One pass over ``var`` in float64, merging block moments with Chan et al.'s update.
+
+    For blocks A, B with counts n_A, n_B, means m_A, m_B and squared-deviation sums M2:
+    δ = m_B − m_A, m = m_A + δ n_B / n, M2 = M2_A + M2_B + δ² n_A n_B / n (Chan, Golub &
+    LeVeque 1979). This avoids the cancellation of the naive Σx² − n·m² formula.
+    """
+    count, mean, m2 = 0, 0.0, 0.0
+    lo, hi = math.inf, -math.inf
+    for _, block in iter_sample_blocks(var, block_bytes):
+        values = block.astype(np.float64, copy=False).ravel()
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"{source}: field {var.name!r} holds NaN/Inf; cannot compute stats")
+        n_b = values.size
+        if n_b == 0:
+            continue
+        mean_b = float(values.mean())
+        m2_b = float(np.square(values - mean_b).sum())
+        total = count + n_b
+        delta = mean_b - mean
+        mean += delta * n_b / total
+        m2 += m2_b + delta * delta * count * n_b / total
+        count = total
+        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    if count == 0:
+        raise ValueError(f"{source}: field {var.name!r} is empty; cannot compute stats")
+    return FieldStats(mean=mean, std=math.sqrt(m2 / count), min=lo, max=hi, count=count)
+
+
+def compute_stats(
+    data: xr.Dataset | str | os.PathLike[str],
+    names: Sequence[str] | None = None,
+    *,
+    block_bytes: int = 64 * 2**20,
+) -> dict[str, FieldStats]:
+    """Per-field statistics of a physgen-field/1 dataset; call it on the training split only.
+
+    Args:
+        data: an open dataset or the path of a field file.
+        names: the fields (default: the file's ``fields``); per-sample variables such as a
+            parameter ``nu(sample)`` may be named too.
+        block_bytes: memory per read (whole samples; at least one).
+
+    Returns:
+        ``{name: FieldStats}`` in the order of ``names``.
+    """
+    if isinstance(data, xr.Dataset):
+        return _stats_of(data, names, "<dataset>", block_bytes)
+    with open_fields(data, nonfinite="ignore") as ds:
+        return _stats_of(ds, names, str(data), block_bytes)
+
+
+def _stats_of(
+    ds: xr.Dataset, names: Sequence[str] | None, source: str, block_bytes: int
+) -> dict[str, FieldStats]:
+    chosen = list(field_names(ds) if names is None else names)
+    for name in chosen:
+        if name not in ds.data_vars:
+            raise KeyError(f"{source}: no variable {name!r} (variables: {sorted(ds.data_vars)})")
+    return {name: _field_stats(ds[name], source, block_bytes) for name in chosen}
+
+
+def save_stats(
+    stats: Mapping[str, FieldStats], path: str | os.PathLike[str], *, source: str = ""
+) -> Path:
+    """Write ``stats`` as ``stats.json`` (atomically); ``source`` names the training file."""
+    doc = {
+        "schema": STATS_SCHEMA,
+        "source": source,
+        "fields": {name: asdict(s) for name, s in stats.items()},
+    }
+    return write_json_atomic(doc, path)
+
+
+def load_stats(path: str | os.PathLike[str]) -> dict[str, FieldStats]:
+    """Read a ``stats.json`` written by :func:`save_stats`; errors name the file and the key."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != STATS_SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{path}: expected schema {STATS_SCHEMA!r}, found {found!r}")
+    out = {}
+    for name, entry in doc.get("fields", {}).items():
+        try:
+            out[name] = FieldStats(
+                mean=float(entry["mean"]),
+                std=float(entry["std"]),
+                min=float(entry["min"]),
+                max=float(entry["max"]),
+                count=int(entry["count"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}: field {name!r} lacks a valid entry {err}") from None
+    return out

@@ -1,0 +1,286 @@
+"""Headless figures for fields: sample grids, spectra, marginals, rank histograms, loss curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from physgen.data.atomic import atomic_output
+
+__all__ = [
+    "plot_loss_curves",
+    "plot_marginals",
+    "plot_rank_histogram",
+    "plot_sample_grid",
+    "plot_spectra",
+    "read_training_log",
+    "save_figure",
+]
+
+# Dimensions that index samples rather than space; everything else in a field is a grid axis.
+_NON_SPATIAL = ("sample", "member", "time")
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:
+    """Write ``fig`` atomically (temporary file in the same folder, then ``os.replace``).
+
+    Figures are built on :class:`matplotlib.figure.Figure` directly, never through pyplot,
+    so nothing needs a display and no global backend state is touched. The format follows
+    the file suffix (``.png``, ``.pdf``, ``.svg``).
+    """
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def _label(obj: xr.DataArray, fallback: str) -> str:
+    """'long name [units]' from CF attributes."""
+    name = obj.attrs.get("long_name", obj.name if obj.name is not None else fallback)
+    units = obj.attrs.get("units")
+    return f"{name} [{units}]" if units not in (None, "") else str(name)
+
+
+def _frames(da: xr.DataArray, n: int, time_index: int) -> xr.DataArray:
+    """The first ``n`` samples of a field, at one time and for the first member."""
+    if "sample" not in da.dims:
+        raise ValueError(f"field {da.name!r} has no 'sample' dimension (dims {da.dims})")
+    if "member" in da.dims:
+        da = da.isel(member=0)
+    if "time" in da.dims:
+        da = da.isel(time=time_index)
+    spatial = [d for d in da.dims if d not in _NON_SPATIAL]
+    if len(spatial) not in (1, 2):
+        raise ValueError(
+            f"field {da.name!r}: can only draw 1-D or 2-D fields, got spatial dims {spatial}"
+        )
+    return da.isel(sample=slice(0, n)).transpose("sample", *spatial)
+
+
+def _coord(da: xr.DataArray, dim: str) -> tuple[np.ndarray, str]:
+    if dim in da.coords:
+        return np.asarray(da[dim].values, dtype=float), _label(da[dim], dim)
+    return np.arange(da.sizes[dim], dtype=float), dim
+
+
+def plot_sample_grid(
+    samples: xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    ref: xr.DataArray | None = None,
+    n: int = 4,
+    time_index: int = -1,
+    title: str | None = None,
+) -> Path:
+    """Draw the first ``n`` samples of a 1-D or 2-D field (and of a reference set below them).
+
+    Axes use the file's coordinates and their ``units``/``long_name`` attributes; 2-D fields
+    use ``imshow(u.T, origin="lower")`` (fields are stored with ``indexing="ij"``) and one
+    colour scale for every panel, so generated and reference samples compare at a glance.
+    Time-dependent fields are drawn at ``time_index``; ensembles show their first member.
+    """
+    sets = {"generated": _frames(samples, n, time_index)}
+    if ref is not None:
+        sets["reference"] = _frames(ref, n, time_index)
+    first = sets["generated"]
+    spatial = [d for d in first.dims if d != "sample"]
+    value_label = _label(samples, "value")
+    finite = np.concatenate([np.asarray(s.values, dtype=float).ravel() for s in sets.values()])
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        raise ValueError(f"field {samples.name!r}: no finite values to draw")
+    vmin, vmax = np.percentile(finite, [0.5, 99.5])
+    # Signed fields (vorticity, anomalies) get a diverging map centred on zero; others viridis.
+    cmap = "viridis"
+    if vmin < 0 < vmax:
+        cmap, vmax = "RdBu_r", max(-vmin, vmax)
+        vmin = -vmax
+    if len(spatial) == 1:
+        fig = Figure(layout="constrained", figsize=(5.0 * len(sets), 3.2))
+        axes = fig.subplots(1, len(sets), squeeze=False)[0]
+        x, xlabel = _coord(first, spatial[0])
+        for ax, (label, frames) in zip(axes, sets.items(), strict=True):
+            for curve in np.asarray(frames.values, dtype=float):
+                ax.plot(x, curve, lw=1.0)
+            ax.set(title=label, xlabel=xlabel, ylabel=value_label, ylim=(vmin, vmax))
+    else:
+        count = max(s.sizes["sample"] for s in sets.values())
+        fig = Figure(layout="constrained", figsize=(2.6 * count + 0.8, 2.5 * len(sets)))
+        axes = fig.subplots(len(sets), count, squeeze=False)
+        x, xlabel = _coord(first, spatial[0])
+        y, ylabel = _coord(first, spatial[1])
+        # Pixels centred on the coordinates: half a cell beyond the first and last points.
+        dx = (x[-1] - x[0]) / max(len(x) - 1, 1)
+        dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
+        extent = (x[0] - dx / 2, x[-1] + dx / 2, y[0] - dy / 2, y[-1] + dy / 2)
+        image = None
+        for row, (label, frames) in zip(axes, sets.items(), strict=True):
+            values = np.asarray(frames.values, dtype=float)
+            for j, ax in enumerate(row):
+                if j >= len(values):
+                    ax.set_axis_off()
+                    continue
+                image = ax.imshow(
+                    values[j].T, origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap=cmap
+                )
+                ax.set_title(f"{label} {j}", fontsize=9)
+                ax.set_xlabel(xlabel, fontsize=8)
+                ax.set_ylabel(ylabel if j == 0 else "", fontsize=8)
+                ax.tick_params(labelsize=7)
+        if image is not None:
+            fig.colorbar(image, ax=axes, shrink=0.8, label=value_label)
+    if "time" in samples.dims and "time" in samples.coords:
+        when = float(samples["time"].values[time_index])
+        stamp = f"time = {when:g} {samples['time'].attrs.get('units', '')}".strip()
+        title = f"{title}, {stamp}" if title else stamp
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_spectra(
+    k: Sequence[float] | np.ndarray,
+    spectra: Mapping[str, Sequence[float] | np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    xlabel: str = "wavenumber k",
+    ylabel: str = "power P(k)",
+    title: str | None = None,
+) -> Path:
+    """Log–log plot of radially averaged spectra (e.g. generated vs reference), k > 0 only."""
+    k = np.asarray(k, dtype=float)
+    fig = Figure(layout="constrained", figsize=(5.0, 3.8))
+    ax = fig.subplots()
+    for label, p in spectra.items():
+        p = np.asarray(p, dtype=float)
+        if p.shape != k.shape:
+            raise ValueError(f"spectrum {label!r} has shape {p.shape}, wavenumbers {k.shape}")
+        keep = (k > 0) & (p > 0)
+        ax.loglog(k[keep], p[keep], label=label, lw=1.4)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
+    ax.legend()
+    ax.grid(True, which="both", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_marginals(
+    values: Mapping[str, Sequence[float] | np.ndarray],
+    path: str | os.PathLike[str],
+    *,
+    bins: int = 60,
+    xlabel: str = "value",
+    title: str | None = None,
+) -> Path:
+    """Density histograms of pooled pointwise values of several sets on shared bins."""
+    arrays = {k: np.asarray(v, dtype=float).ravel() for k, v in values.items()}
+    pooled = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
+    if pooled.size == 0:
+        raise ValueError("plot_marginals: no finite values")
+    edges = np.histogram_bin_edges(
+        pooled, bins=bins, range=tuple(np.percentile(pooled, [0.1, 99.9]))
+    )
+    fig = Figure(layout="constrained", figsize=(5.0, 3.6))
+    ax = fig.subplots()
+    for label, a in arrays.items():
+        ax.hist(a[np.isfinite(a)], bins=edges, density=True, histtype="step", lw=1.5, label=label)
+    ax.set(xlabel=xlabel, ylabel="density", title=title or "")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_rank_histogram(
+    frequencies: Sequence[float] | np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    title: str | None = None,
+) -> Path:
+    """Bar chart of rank frequencies (M + 1 bins) with the flat line of a calibrated ensemble."""
+    freq = np.asarray(frequencies, dtype=float).ravel()
+    if freq.size < 2:
+        raise ValueError(f"a rank histogram needs ≥ 2 bins, got {freq.size}")
+    fig = Figure(layout="constrained", figsize=(5.0, 3.4))
+    ax = fig.subplots()
+    ax.bar(np.arange(freq.size), freq, width=0.85, color="tab:blue")
+    ax.axhline(1 / freq.size, color="k", ls="--", lw=1, label="calibrated")
+    ax.set(xlabel="rank of truth among members", ylabel="frequency", title=title or "")
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def read_training_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
+    """Read a JSON-lines training log (one object per line, e.g. ``step``, ``loss``).
+
+    Blank lines are skipped; a line that is not a JSON object raises ``ValueError`` naming
+    the file and the line number.
+    """
+    path = Path(path)
+    records = []
+    with path.open() as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}"
+                )
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path}: the training log holds no records")
+    return records
+
+
+def plot_loss_curves(
+    log_path: str | os.PathLike[str],
+    path: str | os.PathLike[str],
+    *,
+    keys: Sequence[str] | None = None,
+    x_key: str = "step",
+    title: str | None = None,
+) -> Path:
+    """Plot loss curves from a JSON-lines training log against ``step`` (or the record index).
+
+    Default keys: every numeric key whose name contains "loss". Records lacking a key
+    (validation losses logged every few steps) are skipped for that curve only. The y axis is
+    logarithmic when every plotted value is positive.
+    """
+    records = read_training_log(log_path)
+    if keys is None:
+        keys = sorted({k for r in records for k, v in r.items() if "loss" in k and _is_number(v)})
+        if not keys:
+            raise ValueError(f"{log_path}: no numeric key containing 'loss' to plot")
+    fig = Figure(layout="constrained", figsize=(5.5, 3.8))
+    ax = fig.subplots()
+    positive = True
+    for key in keys:
+        pts = [
+            (float(r.get(x_key, i)), float(r[key]))
+            for i, r in enumerate(records)
+            if _is_number(r.get(key)) and math.isfinite(float(r[key]))
+        ]
+        if not pts:
+            raise ValueError(f"{log_path}: no numeric values for key {key!r}")
+        xs, ys = zip(*pts, strict=True)
+        positive &= min(ys) > 0
+        ax.plot(xs, ys, label=key, lw=1.2, marker="o" if len(xs) < 30 else None, ms=3)
+    if positive:
+        ax.set_yscale("log")
+    ax.set(xlabel=x_key, ylabel="loss", title=title or "")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

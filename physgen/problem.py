@@ -1,0 +1,450 @@
+"""The Problem protocol (parameters, grid, fields, generator, residual, constraints) and its loader.
+
+A problem is one Python module in the top-level ``problems/`` folder (or any file a user
+points at) defining one concrete subclass of :class:`Problem`. ``load("darcy")`` finds
+``problems/darcy.py``; ``load("path/to/my_problem.py", n=32)`` imports a user's file.
+
+Conventions shared by every problem:
+
+* **Fields tensor**: ``(B, C, *grid)`` for steady problems and ``(B, C, T, *grid)`` for
+  time-dependent ones, channels in ``field_names`` order, **physical units** (de-normalised),
+  any float dtype and device. ``to_tensor(ds)`` builds it from a physgen-field/1 dataset.
+* **residual(fields)** returns the per-point residual of the discrete equations, batch first;
+  it is built from torch operations only (differentiable) and uses exactly the generator's
+  discrete operator, so the generator's own float64 output sits at round-off. The per-sample
+  scalar is ``relative_residual(fields) = RMS(residual) / residual_scale(fields)``.
+* **generate(n, seed, start=0)**: sample ``i`` (global index ``start + i``) draws from its own
+  generator seeded by ``(seed, start + i)`` (:func:`sample_rng`), so any split of the index
+  range into shards reproduces the same samples. Arrays stay float64 in memory;
+  ``physgen.data.write_fields`` casts fields to float32 on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from physgen.grids import Grid
+from physgen.operators import time_derivative
+from physgen.paths import find_project_dir, load_module_from_path
+
+__all__ = [
+    "Downsample",
+    "Field",
+    "Observation",
+    "Problem",
+    "SensorSet",
+    "TimeDependentProblem",
+    "available_problems",
+    "frame_times",
+    "load",
+    "load_class",
+    "rms",
+    "sample_rng",
+    "sample_seed",
+    "substeps",
+]
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of global sample ``index`` under dataset seed ``seed`` (63-bit, deterministic)."""
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and sample index must be non-negative, got {seed}, {index}")
+    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The numpy generator of global sample ``index`` (independent streams per index)."""
+    return np.random.default_rng(sample_seed(seed, index))
+
+
+@dataclass(frozen=True)
+class Field:
+    """One scalar field of a problem: variable name, CF ``long_name`` and ``units``."""
+
+    name: str
+    long_name: str
+    units: str = "1"
+
+
+class Observation(ABC):
+    """A linear observation operator y = A(x) for inverse tasks (sensors, downsampling)."""
+
+    @abstractmethod
+    def __call__(self, fields: Tensor) -> Tensor:
+        """Observe a fields tensor ``(B, C, [T], *grid)``."""
+
+
+@dataclass(frozen=True)
+class SensorSet(Observation):
+    """Point sensors: ``points[j] = (channel, grid index tuple)``; output ``(B, [T], m)``.
+
+    Build one from field names with :meth:`from_indices`.
+    """
+
+    points: tuple[tuple[int, tuple[int, ...]], ...]
+    labels: tuple[str, ...] = ()
+
+    @classmethod
+    def from_indices(
+        cls, field_names: Sequence[str], indices: Mapping[str, Sequence[Any]]
+    ) -> SensorSet:
+        """``indices[name]`` lists grid indices (ints for 1-D, tuples otherwise) of that field."""
+        points, labels = [], []
+        for name, idx in indices.items():
+            if name not in field_names:
+                raise KeyError(f"sensor field {name!r} is not one of {list(field_names)}")
+            c = list(field_names).index(name)
+            for i in idx:
+                point = tuple(int(v) for v in np.atleast_1d(i))
+                points.append((c, point))
+                labels.append(f"{name}{list(point)}")
+        return cls(tuple(points), tuple(labels))
+
+    def __call__(self, fields: Tensor) -> Tensor:
+        d = len(self.points[0][1])
+        values = [fields[(slice(None), c, ..., *p)] for c, p in self.points]
+        if any(v.ndim != fields.ndim - 1 - d for v in values):
+            raise ValueError(f"SensorSet: {d}-D points do not fit fields {tuple(fields.shape)}")
+        return torch.stack(values, dim=-1)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+@dataclass(frozen=True)
+class Downsample(Observation):
+    """Coarsen the ``ndim`` trailing grid axes by ``factor``: block ``mean`` or ``subsample``."""
+
+    factor: int
+    ndim: int
+    mode: str = "mean"
+
+    def __call__(self, fields: Tensor) -> Tensor:
+        s, d = self.factor, self.ndim
+        grid = fields.shape[fields.ndim - d :]
+        if any(n % s for n in grid):
+            raise ValueError(f"Downsample: grid {tuple(grid)} is not divisible by {s}")
+        if self.mode == "subsample":
+            return fields[(..., *([slice(None, None, s)] * d))]
+        if self.mode != "mean":
+            raise ValueError(f"Downsample: mode must be 'mean' or 'subsample', got {self.mode!r}")
+        lead = fields.shape[: fields.ndim - d]
+        blocks = [v for n in grid for v in (n // s, s)]
+        x = fields.reshape(*lead, *blocks)  # (..., n1/s, s, n2/s, s, ...)
+        return x.mean(dim=tuple(range(len(lead) + 1, x.ndim, 2)))
+
+
+class Problem(ABC):
+    """A physical problem: parameters, grid, fields, reference generator and residual.
+
+    Subclasses set the class attributes and implement ``grid``, ``_generate`` and (where the
+    physics is a PDE) ``residual`` and ``residual_scale``.
+
+    Class attributes:
+        name: short identifier (the module name in ``problems/``).
+        Params: a dataclass of the parameters, with the literature's defaults.
+        fields: the scalar fields, in channel order.
+        pde: the equation, as text for the file's ``pde`` attribute.
+        chunk: samples handed to ``_generate`` at once (a batched solver's batch size).
+
+    Args:
+        **params: overrides of ``Params`` defaults.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+    fields: ClassVar[tuple[Field, ...]]
+    pde: ClassVar[str] = ""
+    chunk: ClassVar[int] = 1
+
+    def __init__(self, **params: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"problem {self.name!r}: unknown parameter(s) {unknown}; known: {sorted(known)}"
+            )
+        self.params = self.Params(**params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
+
+    # --- description -------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def grid(self) -> Grid:
+        """The spatial grid (with the boundary conditions)."""
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """Field (channel) names in order."""
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def time(self) -> np.ndarray | None:
+        """Stored time coordinates for time-dependent problems, else ``None``."""
+        return None
+
+    @property
+    def time_units(self) -> str:
+        """Units of the time coordinate."""
+        return "1"
+
+    @property
+    def space_units(self) -> str:
+        """Units of the spatial coordinates."""
+        return "1"
+
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's fields tensor: ``(C, [T], *grid)``."""
+        t = () if self.time is None else (len(self.time),)
+        return (len(self.fields), *t, *self.grid.shape)
+
+    # --- generation --------------------------------------------------------------------
+    @abstractmethod
+    def _generate(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        """One float64 array ``(len(rngs), [T], *grid)`` per field; sample j uses ``rngs[j]``."""
+
+    def generate(
+        self,
+        n: int,
+        seed: int,
+        *,
+        start: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> xr.Dataset:
+        """Generate samples ``start .. start + n - 1`` of the dataset with seed ``seed``.
+
+        Args:
+            n: number of samples.
+            seed: dataset seed; sample ``i`` uses ``sample_rng(seed, i)``.
+            start: global index of the first sample (shards use disjoint ranges).
+            progress: called with the number of samples finished after each chunk.
+
+        Returns:
+            A physgen-field/1 dataset (fields float64 in memory; ``write_fields`` casts).
+        """
+        if n < 1:
+            raise ValueError(f"generate: n must be >= 1, got {n}")
+        index = np.arange(start, start + n, dtype=np.int64)
+        parts: dict[str, list[np.ndarray]] = {f.name: [] for f in self.fields}
+        for lo in range(0, n, self.chunk):
+            rngs = [sample_rng(seed, int(i)) for i in index[lo : lo + self.chunk]]
+            out = self._generate(rngs)
+            for f in self.fields:
+                parts[f.name].append(np.asarray(out[f.name], dtype=np.float64))
+            if progress is not None:
+                progress(len(rngs))
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        seeds = np.array([sample_seed(seed, int(i)) for i in index], dtype=np.int64)
+        return self.to_dataset(arrays, index, seeds, dataset_seed=seed)
+
+    def to_dataset(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        index: np.ndarray,
+        seeds: np.ndarray | None = None,
+        *,
+        dataset_seed: int | None = None,
+    ) -> xr.Dataset:
+        """Wrap per-field arrays ``(N, [T], *grid)`` in the physgen-field/1 layout."""
+        grid = self.grid
+        dims = ("sample", *(("time",) if self.time is not None else ()), *grid.axis_names)
+        data_vars: dict[str, Any] = {}
+        for f in self.fields:
+            a = np.asarray(arrays[f.name])
+            expected = (len(index), *self.sample_shape()[1:])
+            if a.shape != expected:
+                raise ValueError(
+                    f"{self.name}: field {f.name!r} has shape {a.shape}, expected {expected}"
+                )
+            data_vars[f.name] = (dims, a, {"long_name": f.long_name, "units": f.units})
+        if seeds is not None:
+            data_vars["seed"] = (
+                ("sample",),
+                np.asarray(seeds, dtype=np.int64),
+                {"long_name": "sample seed"},
+            )
+        coords: dict[str, Any] = {"sample": ("sample", np.asarray(index, dtype=np.int64))}
+        if self.time is not None:
+            coords["time"] = (
+                "time",
+                np.asarray(self.time, dtype=np.float64),
+                {"units": self.time_units, "axis": "T", "long_name": "time"},
+            )
+        for axis, name in enumerate(grid.axis_names):
+            coords[name] = (
+                name,
+                grid.coords(axis),
+                {"units": self.space_units, "axis": name.upper(), "long_name": name},
+            )
+        attrs = {
+            "title": f"{self.name} samples",
+            "source": "physgen reference generator",
+            "problem": self.name,
+            "pde": self.pde,
+            "fields": list(self.field_names),
+            **grid.attrs(),
+            "params_json": json.dumps(dataclasses.asdict(self.params), sort_keys=True),
+            "generator": f"{type(self).__module__}:{type(self).__name__}",
+        }
+        if dataset_seed is not None:
+            attrs["dataset_seed"] = int(dataset_seed)
+        return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+    def to_tensor(
+        self, ds: xr.Dataset, *, dtype: torch.dtype = torch.float64, device: Any = None
+    ) -> Tensor:
+        """Stack ``ds``'s fields into ``(B, C, [T], *grid)`` in ``field_names`` order."""
+        missing = [f for f in self.field_names if f not in ds]
+        if missing:
+            raise KeyError(f"{self.name}: dataset lacks field(s) {missing}")
+        stacked = np.stack([np.asarray(ds[f].values) for f in self.field_names], axis=1)
+        return torch.as_tensor(stacked, dtype=dtype, device=device)
+
+    # --- physics -----------------------------------------------------------------------
+    def residual(self, fields: Tensor) -> Tensor:
+        """Per-point residual of the discrete equations, ``(B, ...)`` in physical units."""
+        raise NotImplementedError(f"problem {self.name!r} states no PDE residual")
+
+    def residual_scale(self, fields: Tensor) -> Tensor:
+        """A physical scale ``(B,)`` of the equation's terms, to make the residual relative."""
+        raise NotImplementedError(f"problem {self.name!r} states no PDE residual")
+
+    def relative_residual(self, fields: Tensor) -> Tensor:
+        """Per-sample ``RMS(residual) / residual_scale``, shape ``(B,)``."""
+        return rms(self.residual(fields)) / self.residual_scale(fields)
+
+    def constraints(self, fields: Tensor) -> dict[str, Tensor]:
+        """Per-sample violations ``(B,)`` (zero when satisfied) of inequalities/conservation."""
+        return {}
+
+    def observations(self) -> dict[str, Observation]:
+        """Default observation operators for inverse tasks, by name."""
+        return {}
+
+    def _check_fields(self, fields: Tensor) -> None:
+        expected = self.sample_shape()
+        if tuple(fields.shape[1:]) != expected:
+            raise ValueError(
+                f"{self.name}: fields tensor must be (B, *{expected}) in the order "
+                f"{list(self.field_names)}, got {tuple(fields.shape)}"
+            )
+
+
+class TimeDependentProblem(Problem):
+    """An evolution problem u_t = F(u) stored as frames; the residual is u_t − F(u).
+
+    ``Params`` must have ``t_end``, ``dt_save`` and ``time_order`` (and may have ``t_start``,
+    the time of the first stored frame). Subclasses implement ``tendency`` — F in the
+    generator's own spatial discretisation (same stencils/FFTs, same dealiasing). The time
+    derivative is the central difference of order ``time_order`` over the stored frames
+    (``operators.time_derivative``), so the residual of exact data has a floor of
+    O(dt_save^time_order) that each problem states.
+    """
+
+    @property
+    def time(self) -> np.ndarray:
+        p = self.params
+        start = getattr(p, "t_start", 0.0)
+        return frame_times(p.t_end - start, p.dt_save, start)
+
+    @abstractmethod
+    def tendency(self, fields: Tensor) -> Tensor:
+        """F(u) for fields ``(B, C, T, *grid)``, same shape."""
+
+    def time_derivative(self, fields: Tensor) -> Tensor:
+        """u_t at the interior frames, ``(B, C, T − time_order, *grid)``."""
+        p = self.params
+        return time_derivative(fields, p.dt_save, dim=2, order=p.time_order)
+
+    def residual(self, fields: Tensor) -> Tensor:
+        """u_t − F(u) at the interior frames, ``(B, C, T − time_order, *grid)``."""
+        self._check_fields(fields)
+        h = self.params.time_order // 2
+        return self.time_derivative(fields) - self.tendency(fields[:, :, h : fields.shape[2] - h])
+
+    def residual_scale(self, fields: Tensor) -> Tensor:
+        """RMS of u_t over the interior frames."""
+        return rms(self.time_derivative(fields))
+
+
+def rms(x: Tensor) -> Tensor:
+    """Per-sample root mean square over every axis but the first."""
+    return x.pow(2).flatten(1).mean(1).sqrt()
+
+
+def frame_times(t_end: float, dt_save: float, t_start: float = 0.0) -> np.ndarray:
+    """Stored times ``t_start + j dt_save`` for j = 0 .. t_end / dt_save."""
+    steps = round(t_end / dt_save)
+    if dt_save <= 0 or steps < 1 or not math.isclose(steps * dt_save, t_end, rel_tol=1e-9):
+        raise ValueError(f"t_end={t_end} must be a positive multiple of dt_save={dt_save}")
+    return t_start + dt_save * np.arange(steps + 1, dtype=np.float64)
+
+
+def substeps(dt_save: float, dt: float) -> int:
+    """Solver steps per stored frame; ``dt_save`` must be a multiple of ``dt``."""
+    steps = round(dt_save / dt)
+    if dt <= 0 or steps < 1 or not math.isclose(steps * dt, dt_save, rel_tol=1e-9):
+        raise ValueError(f"dt_save={dt_save} must be a positive multiple of the solver dt={dt}")
+    return steps
+
+
+def available_problems() -> list[str]:
+    """Names of the problems in the ``problems/`` folder."""
+    folder = find_project_dir("problems")
+    return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def load_class(name_or_path: str | Path) -> type[Problem]:
+    """The Problem subclass of ``problems/<name>.py`` or of the Python file at a path."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".py") or path.is_file():
+        module_name = f"physgen_problem_{path.stem}"
+    else:
+        folder = find_project_dir("problems")
+        path = folder / f"{text}.py"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no problem {text!r} in {folder} (known: {', '.join(available_problems())})"
+            )
+        module_name = f"physgen_problem_{text}"
+    module = load_module_from_path(path, module_name)
+    found = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Problem)
+        and obj.__module__ == module.__name__
+        and not getattr(obj, "__abstractmethods__", None)
+    ]
+    if len(found) != 1:
+        raise ValueError(
+            f"{path}: expected exactly one concrete Problem subclass, found "
+            f"{[c.__name__ for c in found] or 'none'}"
+        )
+    return found[0]
+
+
+def load(name_or_path: str | Path, **params: Any) -> Problem:
+    """Instantiate a problem by name (``problems/<name>.py``) or by file path, with parameters.
+
+    Example:
+        >>> sde = load("sde1d")  # doctest: +SKIP
+        >>> ds = sde.generate(8, seed=0)  # doctest: +SKIP
+    """
+    return load_class(name_or_path)(**params)
