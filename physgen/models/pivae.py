@@ -288,6 +288,9 @@ class SDEPIVAE(GenerativeModel):
     * ``decoder="chebyshev"``: u and k as Chebyshev series of degree ``degree`` with
       coefficients from an MLP of z (smooth by construction, far cheaper derivatives);
     * ``k_transform="exp"``: decode log k, so k > 0 (the operator stays elliptic);
+    * ``encoder_logvar="linear"``: an unconstrained log-variance. The paper's sigmoid keeps
+      log σ² in (0, 1), so training latents are wider than the N(0, I) draws used to sample,
+      which shrinks the spread of generated fields;
     * Zhu et al.'s physics terms: ``alpha1`` × the Dirichlet boundary penalty
       :math:`\tfrac12(u(a)-g_a)^2 + \tfrac12(u(b)-g_b)^2` on reconstructions and ``alpha2`` ×
       the same on decodings of a fixed synthetic latent set (``syn_sampling``), switched on
@@ -311,6 +314,7 @@ class SDEPIVAE(GenerativeModel):
         degree: int = 24,
         spectral_decay: float = 2.0,
         k_transform: str = "identity",
+        encoder_logvar: str = "sigmoid",
         diffusion_scale: float = 0.1,
         domain: Sequence[float] = (-1.0, 1.0),
         boundary_values: Sequence[float] = (0.0, 0.0),
@@ -334,6 +338,7 @@ class SDEPIVAE(GenerativeModel):
             degree=degree,
             spectral_decay=spectral_decay,
             k_transform=k_transform,
+            encoder_logvar=encoder_logvar,
             diffusion_scale=diffusion_scale,
             domain=list(domain),
             boundary_values=list(boundary_values),
@@ -362,7 +367,14 @@ class SDEPIVAE(GenerativeModel):
         blocks = [m for _ in range(depth) for m in (nn.Linear(width, width), nn.Tanh())]
         self.encoder = nn.Sequential(nn.Linear(d, width), *blocks)
         self.encoder_mu = nn.Sequential(nn.Linear(width, latent_dim), nn.Tanh())
-        self.encoder_logvar = nn.Sequential(nn.Linear(width, latent_dim), nn.Sigmoid())
+        if encoder_logvar not in ("sigmoid", "linear"):
+            raise ValueError(
+                f"encoder_logvar must be 'sigmoid' or 'linear', got {encoder_logvar!r}"
+            )
+        head = nn.Linear(width, latent_dim)
+        self.encoder_logvar = (
+            nn.Sequential(head, nn.Sigmoid()) if encoder_logvar == "sigmoid" else head
+        )
         if decoder == "mlp":
             self.u_decoder: nn.Module = _CoordinateMLP(latent_dim, width, depth)
             self.k_decoder: nn.Module = _CoordinateMLP(latent_dim, width, depth)
