@@ -114,3 +114,45 @@ def test_synthetic_latents_are_a_latin_hypercube_of_the_prior() -> None:
     )
     with pytest.raises(ValueError, match="syn_sampling"):
         synthetic_latents(4, 2, "sobol")
+
+
+def test_zhu_pivae_physics_is_zero_on_exact_fields_and_enters_after_pretraining() -> None:
+    from physgen.models.pivae import PIVAE
+    from physgen.problem import load
+
+    problem = load("sde1d", n=33)
+    fields = problem.to_tensor(problem.generate(8, seed=1)).float()  # (B, 3, 33)
+    mean = fields.mean(dim=(0, 2))
+    std = fields.std(dim=(0, 2))
+    torch.manual_seed(0)
+    model = PIVAE(
+        (3, 33),
+        problem="sde1d",
+        problem_params={"n": 33},
+        channel_mean=mean.tolist(),
+        channel_std=std.tolist(),
+        latent_dim=3,
+        hidden=(32,),
+        alpha1=1.0,
+        alpha2=1.0,
+        n_syn=16,
+        pretrain_steps=1,
+    )
+    normalised = (fields - mean[:, None]) / std[:, None]
+    torch.testing.assert_close(model.physical(normalised), fields, rtol=1e-5, atol=1e-5)
+    assert model.physics_loss(normalised.double()).max() < 1e-8  # float32 data: round-off
+    assert torch.all(model.physics_loss(normalised * 1.05) > 1e-4)
+    # The LHS synthetic set covers the prior: one point per stratum.
+    strata = torch.floor(0.5 * (1 + torch.erf(model.z_syn.double() / math.sqrt(2))) * 16)
+    assert torch.equal(strata[:, 0].sort().values.long(), torch.arange(16))
+    # Stage 1 (one step) is the plain negative ELBO; stage 2 adds the physics terms.
+    torch.manual_seed(2)
+    stage1 = model.loss(normalised)
+    torch.manual_seed(2)
+    rec, kl, _ = model._terms(normalised, None)
+    torch.testing.assert_close(stage1, -(rec - kl))
+    torch.manual_seed(2)
+    stage2 = model.loss(normalised)
+    assert torch.all(stage2 > stage1)
+    with pytest.raises(ValueError, match="does not match problem"):
+        PIVAE((3, 20), problem="sde1d", problem_params={"n": 33})

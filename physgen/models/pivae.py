@@ -288,6 +288,9 @@ class SDEPIVAE(GenerativeModel):
     * ``decoder="chebyshev"``: u and k as Chebyshev series of degree ``degree`` with
       coefficients from an MLP of z (smooth by construction, far cheaper derivatives);
     * ``k_transform="exp"``: decode log k, so k > 0 (the operator stays elliptic);
+    * ``sensor_scale``: divide each sensor value by this scale inside the MMD (e.g. the data's
+      per-sensor std), so the 21 weakly varying f readings, which carry the physics, weigh as
+      much as the k readings;
     * ``encoder_logvar="linear"``: an unconstrained log-variance. The paper's sigmoid keeps
       log σ² in (0, 1), so training latents are wider than the N(0, I) draws used to sample,
       which shrinks the spread of generated fields;
@@ -315,6 +318,7 @@ class SDEPIVAE(GenerativeModel):
         spectral_decay: float = 2.0,
         k_transform: str = "identity",
         encoder_logvar: str = "sigmoid",
+        sensor_scale: Sequence[float] | None = None,
         diffusion_scale: float = 0.1,
         domain: Sequence[float] = (-1.0, 1.0),
         boundary_values: Sequence[float] = (0.0, 0.0),
@@ -339,6 +343,7 @@ class SDEPIVAE(GenerativeModel):
             spectral_decay=spectral_decay,
             k_transform=k_transform,
             encoder_logvar=encoder_logvar,
+            sensor_scale=None if sensor_scale is None else [float(v) for v in sensor_scale],
             diffusion_scale=diffusion_scale,
             domain=list(domain),
             boundary_values=list(boundary_values),
@@ -388,6 +393,10 @@ class SDEPIVAE(GenerativeModel):
             self.register_buffer(f"{name}_coords", torch.tensor([float(v) for v in coords]))
         self.register_buffer("z_syn", synthetic_latents(n_syn, latent_dim, syn_sampling, syn_seed))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        scale = torch.ones(d) if sensor_scale is None else torch.tensor(sensor_scale)
+        if scale.shape != (d,) or not torch.all(scale > 0):
+            raise ValueError(f"sensor_scale needs {d} positive entries (one per sensor value)")
+        self.register_buffer("sensor_scale", scale)
 
     @classmethod
     def for_shape(
@@ -462,7 +471,8 @@ class SDEPIVAE(GenerativeModel):
         mu, logvar = self.encode(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         recon = self.sensors(z)
-        total = mmd_rows(recon, x, self.kernel_mul, self.kernel_num)
+        scale = self.sensor_scale
+        total = mmd_rows(recon / scale, x / scale, self.kernel_mul, self.kernel_num)
         total = total + mmd_rows(z, torch.randn_like(z), self.kernel_mul, self.kernel_num)
         active = int(self.steps) >= self.pretrain_steps
         if self.training:
