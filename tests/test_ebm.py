@@ -108,3 +108,14 @@ def test_ebm_learns_a_gaussian() -> None:
     print("mean", samples.mean(0).tolist(), "cov", torch.cov(samples.T).tolist())
     torch.testing.assert_close(samples.mean(0), MEAN, rtol=0, atol=0.15)
     torch.testing.assert_close(torch.cov(samples.T), COV, rtol=0, atol=0.15)
+
+
+def test_eval_mode_losses_leave_the_buffer_alone() -> None:
+    model = EBM(sample_shape=[2], hidden=[8], buffer_size=8, langevin_steps=2).eval()
+    before = model.replay.clone()
+    torch.manual_seed(0)
+    first = model.loss(torch.randn(4, 2))
+    torch.manual_seed(0)
+    second = model.loss(torch.randn(4, 2))
+    assert torch.equal(model.replay, before)
+    torch.testing.assert_close(first, second)

@@ -206,3 +206,15 @@ def test_wgan_gp_covers_all_eight_ring_modes() -> None:
     print(f"ring: covered {result.n_covered}/8, high-quality {result.high_quality_fraction:.3f}")
     assert result.n_covered == 8
     assert result.high_quality_fraction >= 0.5
+
+
+def test_losses_run_under_no_grad_with_the_same_values() -> None:
+    model = WGANGP(sample_shape=[3], latent_dim=2, hidden=[8])
+    x = torch.randn(5, 3)
+    torch.manual_seed(0)
+    with_grad = model.discriminator_loss(x)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        without = model.discriminator_loss(x)
+    assert not without.requires_grad
+    torch.testing.assert_close(without, with_grad.detach())

@@ -159,7 +159,11 @@ class EBM(GenerativeModel):
         )
 
     def negatives(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` negatives from the replay buffer, refine them and write them back."""
+        """Draw ``n`` negatives from the replay buffer and refine them by Langevin dynamics.
+
+        In training mode the refined states are written back (persistent chains); in eval
+        mode the buffer is left as it is, so validation losses do not move the chains.
+        """
         cfg = self.config
         device = self.replay.device
         index = torch.randint(self.replay.shape[0], (n,), device=device)
@@ -171,7 +175,8 @@ class EBM(GenerativeModel):
             start,
         )
         x = self._langevin(start, cfg["langevin_steps"], generator)
-        self.replay[index] = x
+        if self.training:
+            self.replay[index] = x
         return x
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
