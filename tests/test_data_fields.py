@@ -8,6 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import physgen
 from physgen.data import (
@@ -168,3 +170,38 @@ def test_validate_in_memory_names_source():
     ds = make_dataset()
     with pytest.raises(FieldFileError, match=r"^my-source: missing schema"):
         validate_fields(ds, source="my-source")
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 3),
+    grid=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    n_time=st.one_of(st.none(), st.integers(1, 3)),
+    seed=st.integers(0, 2**16),
+)
+def test_roundtrip_any_layout(tmp_path, n, grid, n_time, seed):
+    """Every layout (sample, [time], x[, y[, z]]) round-trips exactly through write/open."""
+    rng = np.random.default_rng(seed)
+    space = ("x", "y", "z")[: len(grid)]
+    dims = ("sample", *(("time",) if n_time else ()), *space)
+    shape = (n, *((n_time,) if n_time else ()), *grid)
+    coords = {d: np.sort(rng.normal(size=m)) for d, m in zip(space, grid, strict=True)}
+    if n_time:
+        coords["time"] = np.arange(n_time) * rng.uniform(0.1, 1.0)
+    ds = xr.Dataset(
+        {
+            "f": (dims, rng.normal(size=shape).astype(np.float32)),
+            "g": (space, rng.normal(size=grid)),
+        },
+        coords=coords,
+        attrs={"fields": ["f"]},
+    )
+    path = tmp_path / f"rt-{seed}-{n}-{len(grid)}-{n_time}.nc"
+    back = open_fields(write_fields(ds, path), load=True)
+    assert back["f"].dims == dims and back.attrs["fields"] == ["f"]
+    np.testing.assert_array_equal(back["f"].values, ds["f"].values)
+    np.testing.assert_array_equal(back["g"].values, ds["g"].values)
+    for d, values in coords.items():
+        np.testing.assert_array_equal(back[d].values, values)

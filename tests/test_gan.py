@@ -21,10 +21,13 @@ def train_two_player(
     lr: float = 1e-4,
     betas: tuple[float, float] = (0.5, 0.9),
 ) -> None:
-    """Alternate ``n_critic`` critic steps and one generator step, as ``fit`` does."""
+    """Alternate ``n_critic`` critic steps and one generator step, as ``fit`` does, with the
+    learning rate decayed linearly to zero (as in Gulrajani et al. 2017)."""
     opt_g = torch.optim.Adam(model.generator_parameters(), lr=lr, betas=betas)
     opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=lr, betas=betas)
-    for _ in range(steps):
+    for step in range(steps):
+        for opt in (opt_g, opt_d):
+            opt.param_groups[0]["lr"] = lr * (1 - step / steps)
         for _ in range(model.n_critic):
             x = draw()
             opt_d.zero_grad()
@@ -200,12 +203,14 @@ def test_wgan_gp_covers_all_eight_ring_modes() -> None:
     data = torch.Generator().manual_seed(0)
     std = 0.05
     model = WGANGP(sample_shape=[2], latent_dim=2, hidden=[64, 64, 64])
-    train_two_player(model, lambda: sample_ring(256, std=std, generator=data), steps=3000, lr=5e-4)
+    train_two_player(model, lambda: sample_ring(256, std=std, generator=data), steps=3000, lr=1e-3)
     samples = model.sample(4000, generator=torch.Generator().manual_seed(1))
     result = mode_coverage(samples, ring_centers(8, 2.0), std)
     print(f"ring: covered {result.n_covered}/8, high-quality {result.high_quality_fraction:.3f}")
+    # Every mode holds at least a fifth of its fair share, and 60 % of all samples lie
+    # within 3 std of a mode (the data themselves: 98.9 %).
     assert result.n_covered == 8
-    assert result.high_quality_fraction >= 0.5
+    assert result.high_quality_fraction >= 0.6
 
 
 def test_losses_run_under_no_grad_with_the_same_values() -> None:

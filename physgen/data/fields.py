@@ -40,6 +40,7 @@ __all__ = [
     "COORD_DTYPE",
     "FIELDS_ATTR",
     "FIELD_DTYPE",
+    "MEMBER_DIM",
     "SAMPLE_DIM",
     "SCHEMA",
     "SCHEMA_ATTR",
@@ -63,6 +64,7 @@ FIELDS_ATTR = "fields"
 CONVENTIONS = "CF-1.8"
 SAMPLE_DIM = "sample"
 TIME_DIM = "time"
+MEMBER_DIM = "member"
 SPATIAL_DIMS = ("x", "y", "z")
 FIELD_DTYPE = np.dtype("float32")
 COORD_DTYPE = np.dtype("float64")
@@ -118,10 +120,10 @@ def validate_fields(ds: xr.Dataset, *, source: str | os.PathLike[str] = "<datase
     """Check that ``ds`` follows physgen-field/1; raise :class:`FieldFileError` if not.
 
     Checks, in order: schema attribute, the ``fields`` attribute and that it names existing
-    variables, each field's dims against the layout ``(sample, [time], x[, y[, z]])`` with one
-    spatial grid for all fields, a coordinate for every dimension a field uses, and dtypes
-    (float32 fields, float64 time/space coordinates, integer ``sample``). Values are not read
-    here; :func:`find_nonfinite` scans them.
+    variables, each field's dims against the layout ``(sample, [member], [time], x[, y[, z]])``
+    (``member`` for ensembles) with one spatial grid for all fields, a coordinate for every
+    dimension a field uses, and dtypes (float32 fields, float64 time/space coordinates, integer
+    ``sample``). Values are not read here; :func:`find_nonfinite` scans them.
 
     Args:
         ds: the dataset to check.
@@ -164,7 +166,7 @@ def validate_fields(ds: xr.Dataset, *, source: str | os.PathLike[str] = "<datase
 
 def _check_field_dims(var: xr.DataArray, grid: tuple[str, ...], source: Any) -> None:
     name, dims = var.name, tuple(map(str, var.dims))
-    layout = f"({SAMPLE_DIM}, [{TIME_DIM}], {', '.join(grid) or 'x, y'})"
+    layout = f"({SAMPLE_DIM}, [{MEMBER_DIM}], [{TIME_DIM}], {', '.join(grid) or 'x, y'})"
     if SAMPLE_DIM not in dims:
         raise FieldFileError(
             source, f"field {name!r} has dims {dims}: missing dimension {SAMPLE_DIM!r}"
@@ -178,7 +180,9 @@ def _check_field_dims(var: xr.DataArray, grid: tuple[str, ...], source: Any) -> 
         raise FieldFileError(
             source, f"fields use spatial dims {grid}: missing dimension {missing!r}"
         )
-    allowed = ((SAMPLE_DIM, *grid), (SAMPLE_DIM, TIME_DIM, *grid))
+    # Ensembles (M posterior samples per case) add a member axis right after the case axis.
+    allowed = [(SAMPLE_DIM, *extra, *grid) for extra in ((), (TIME_DIM,))]
+    allowed += [(SAMPLE_DIM, MEMBER_DIM, *dims_[1:]) for dims_ in allowed]
     if dims not in allowed:
         raise FieldFileError(
             source, f"field {name!r} has dims {dims}, which disagree with the layout {layout}"

@@ -514,6 +514,7 @@ def read_fno(
             f"(N, s, s, T) (Navier–Stokes) or u (N, s) (Burgers); found {keys} with shapes "
             f"{ {k: arrays[k].shape for k in keys} }",
         )
+    ds = ds.assign_coords(sample=np.arange(ds.sizes[SAMPLE_DIM], dtype=np.int64))
     ds = ds.isel({d: slice(None, None, subsample) for d in SPATIAL_DIMS if d in ds.dims})
     ds = ds.isel(sample=_as_index(_select(ds.sizes[SAMPLE_DIM], samples)))
     ds.attrs.update(_provenance("FNO", src, {"subsample": subsample}))

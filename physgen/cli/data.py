@@ -1,0 +1,259 @@
+"""``physgen data ...``: inspect field files; import PDEBench, The Well and FNO files."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from physgen.data import (
+    FIELDS_ATTR,
+    SAMPLE_DIM,
+    SCHEMA_ATTR,
+    field_names,
+    import_fields,
+    iter_sample_blocks,
+    open_fields,
+)
+
+__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "data",
+        help="inspect, import and make physgen-field/1 data files",
+        description=(
+            "Work with physgen-field/1 files: NetCDF4/HDF5 files with one float32 variable "
+            "per field, dims (sample, [time], x[, y[, z]]), named coordinates and provenance."
+        ),
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    for add in SUBCOMMANDS:
+        add(commands)
+    parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def add_inspect(commands: argparse._SubParsersAction) -> None:
+    """``physgen data inspect FILE``."""
+    parser = commands.add_parser(
+        "inspect",
+        help="show dimensions, fields, value ranges and provenance of a field file",
+        description=(
+            "Validate a physgen-field/1 file and print its dimensions, coordinates, fields "
+            "(channel order, dims, units, min/max/mean, NaN/Inf count), per-sample variables "
+            "and provenance attributes. Exits with an error naming the defect if the file is "
+            "not a valid physgen-field/1 file."
+        ),
+    )
+    parser.add_argument("file", type=Path, help="the .nc file")
+    parser.add_argument(
+        "--no-values",
+        action="store_true",
+        help="skip the value ranges (they read the whole file)",
+    )
+    parser.set_defaults(handler=_inspect)
+
+
+def _ranges(var: xr.DataArray) -> tuple[float, float, float, int]:
+    """min, max and mean over the finite values (float64), and the count of NaN/Inf."""
+    lo, hi, total, count, bad = np.inf, -np.inf, 0.0, 0, 0
+    for _, block in iter_sample_blocks(var):
+        values = block.astype(np.float64, copy=False)
+        finite = np.isfinite(values)
+        bad += int(values.size - finite.sum())
+        good = values[finite]
+        if good.size:
+            lo, hi = min(lo, good.min()), max(hi, good.max())
+            total, count = total + good.sum(), count + good.size
+    return lo, hi, total / max(count, 1), bad
+
+
+def _dims(var: xr.DataArray) -> str:
+    return "(" + ", ".join(map(str, var.dims)) + ")"
+
+
+def _format_range(values: np.ndarray) -> str:
+    if values.size == 0:
+        return "(empty)"
+    if values.size == 1:
+        return f"{values[0]:.6g}"
+    return f"{values[0]:.6g} .. {values[-1]:.6g}"
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    path: Path = args.file
+    with open_fields(path, nonfinite="ignore") as ds:
+        names = field_names(ds)
+        size = path.stat().st_size / 2**20
+        print(f"{path}  ({size:.2f} MiB, {ds.attrs[SCHEMA_ATTR]})")
+        print("dimensions:  " + "  ".join(f"{d}={n}" for d, n in ds.sizes.items()))
+        print("coordinates:")
+        for name in ds.coords:
+            c = ds[name]
+            units = c.attrs.get("units", "")
+            print(f"  {name!s:<10} {c.dtype!s:<8} {_format_range(c.values):<28} {units}")
+        print(f"fields (channel order):  {', '.join(names)}")
+        header = f"  {'name':<12} {'dims':<28} {'units':<10} {'min':>11} {'max':>11} {'mean':>11}"
+        print(header + ("" if args.no_values else "  non-finite"))
+        for name in names:
+            var = ds[name]
+            line = f"  {name:<12} {_dims(var):<28} {var.attrs.get('units', ''):<10}"
+            if not args.no_values:
+                lo, hi, mean, bad = _ranges(var)
+                line += f" {lo:>11.4g} {hi:>11.4g} {mean:>11.4g}  {bad}"
+            long_name = var.attrs.get("long_name", "")
+            print(line + (f"  {long_name}" if long_name and long_name != name else ""))
+        others = [str(v) for v in ds.data_vars if v not in names]
+        if others:
+            print("other variables:")
+            for name in others:
+                var = ds[name]
+                values = np.asarray(var.values).ravel()
+                extent = f"{values.min():.6g} .. {values.max():.6g}" if values.size else ""
+                print(f"  {name:<12} {_dims(var):<28} {var.dtype!s:<8} {extent}")
+        print("provenance:")
+        for key, value in ds.attrs.items():
+            if key not in (FIELDS_ATTR, SCHEMA_ATTR):
+                text = str(value.tolist() if isinstance(value, np.ndarray) else value)
+                print(f"  {key}: {text if len(text) <= 200 else text[:197] + '...'}")
+    return 0
+
+
+# -- import ----------------------------------------------------------------------------------
+def _sample_slice(text: str) -> slice:
+    """``N`` (the first N samples) or ``START:STOP[:STEP]``, as in Python slicing."""
+    try:
+        if ":" not in text:
+            return slice(0, int(text))
+        parts = [int(p) if p.strip() else None for p in text.split(":")]
+        if len(parts) > 3:
+            raise ValueError
+        return slice(*parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--samples expects N or START:STOP[:STEP], got {text!r}"
+        ) from None
+
+
+_IMPORT_HELP = {
+    "pdebench": (
+        "PDEBench HDF5: 'tensor' (1-D/2-D time-dependent), Darcy 'tensor'+'nu', CFD "
+        "'density'/'pressure'/'Vx'/'Vy'/'Vz', or per-seed groups '0000/data'. The layout is "
+        "detected from the keys; PDEBench's nt+1 't-coordinate' is cut to the nt frames."
+    ),
+    "well": (
+        "The Well HDF5: t0_fields (scalars), t1_fields (vectors → NAME_x, NAME_y), t2_fields "
+        "(tensors → NAME_xy ...), coordinates from dimensions/, boundary conditions → bc_x, "
+        "bc_y, constant scalars → attributes, per-sample scalars → variables."
+    ),
+    "fno": (
+        "FNO .mat (MATLAB v5 or v7.3): Navier–Stokes 'a','u','t' with time last → w "
+        "(sample, time, x, y) and w0; Darcy 'coeff','sol' → a, u; Burgers 'a','u' → a, u."
+    ),
+}
+
+
+def add_import(commands: argparse._SubParsersAction) -> None:
+    """``physgen data import {pdebench,well,fno} SRC DST``."""
+    parser = commands.add_parser(
+        "import",
+        help="convert PDEBench, The Well or FNO .mat files to physgen-field/1",
+        description=(
+            "Convert a file in another benchmark's layout to physgen-field/1 with named "
+            "dimensions and coordinates. The output is written atomically: if the import "
+            "fails, nothing is left under DST."
+        ),
+    )
+    kinds = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, text in _IMPORT_HELP.items():
+        sub = kinds.add_parser(kind, help=text.split(":")[0], description=text)
+        sub.add_argument("src", type=Path, help="the source file")
+        sub.add_argument("dst", type=Path, help="the physgen-field/1 file to write (.nc)")
+        sub.add_argument(
+            "--samples",
+            type=_sample_slice,
+            default=None,
+            help="import only these samples: N (the first N) or START:STOP[:STEP]",
+        )
+        if kind == "pdebench":
+            sub.add_argument(
+                "--channel-names",
+                default=None,
+                help="comma-separated names for the channels of seed-group files "
+                "(default: u, or u,v for two channels)",
+            )
+        if kind == "fno":
+            sub.add_argument(
+                "--subsample",
+                type=int,
+                default=1,
+                help="keep every R-th grid point (FNO's r; e.g. 2 turns 421 into 211)",
+            )
+        sub.set_defaults(handler=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    options: dict[str, object] = {"samples": args.samples}
+    if getattr(args, "channel_names", None):
+        options["channel_names"] = [n.strip() for n in args.channel_names.split(",")]
+    if args.kind == "fno":
+        options["subsample"] = args.subsample
+    dst = import_fields(args.kind, args.src, args.dst, **options)
+    with open_fields(dst, nonfinite="ignore") as ds:
+        sizes = ", ".join(f"{d}={n}" for d, n in ds.sizes.items())
+        print(f"wrote {dst}: {ds.sizes[SAMPLE_DIM]} samples, fields {field_names(ds)} ({sizes})")
+    return 0
+
+
+# -- make ------------------------------------------------------------------------------------
+def add_make(commands: argparse._SubParsersAction) -> None:
+    """``physgen data make RECIPE [--out DIR] [--shard I/N] [--workers N]``."""
+    parser = commands.add_parser(
+        "make",
+        help="generate a dataset from a recipe in datasets/ (train/valid/test + stats.json)",
+        description=(
+            "Generate the train/valid/test physgen-field/1 files and stats.json (training "
+            "split only) of a dataset recipe: a name in datasets/ or a .toml file. Deterministic "
+            "per seed; an interrupted run resumes where it stopped. --shard I/N makes the I-th "
+            "of N parts of every split (files train-00I-of-00N.nc ...), for cluster job arrays."
+        ),
+    )
+    parser.add_argument("recipe", help="recipe name (datasets/<name>.toml) or path")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--shard", type=_shard, default=None, help="I/N: make shard I of N")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_make)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like 2/8, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _make(args: argparse.Namespace) -> int:
+    from physgen.recipes import make_dataset
+
+    written = make_dataset(
+        args.recipe, args.out, shard=args.shard, workers=args.workers, progress=not args.quiet
+    )
+    for key, path in written.items():
+        print(f"{key:<6} {path}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_inspect,
+    add_import,
+    add_make,
+]
