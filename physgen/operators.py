@@ -34,7 +34,9 @@ __all__ = [
     "laplacian",
     "pad",
     "stream_function",
+    "time_derivative",
     "velocity_from_vorticity",
+    "vorticity_tendency",
     "wavenumbers",
 ]
 
@@ -267,3 +269,44 @@ def flux_divergence(
         flux = face * (up.narrow(d, 1, n + 1) - up.narrow(d, 0, n + 1)) / h  # n + 1 faces
         total = total + (flux.narrow(d, 1, n) - flux.narrow(d, 0, n)) / h
     return total
+
+
+def vorticity_tendency(
+    w: Tensor,
+    grid: Grid,
+    *,
+    viscosity: float,
+    drag: float = 0.0,
+    forcing: Tensor | float = 0.0,
+) -> Tensor:
+    """Right-hand side of 2-D vorticity, ``−D(u·∇ω) + νΔω − μω + f``, spectral and periodic.
+
+    u = (∂ψ/∂y, −∂ψ/∂x) with −Δψ = ω; D is the 2/3-rule truncation of the product, as in the
+    pseudo-spectral generators (Li et al. 2021, FNO; Shu et al. 2023 for Kolmogorov flow).
+    ``w``: ``(..., nx, ny)``; ``forcing`` broadcasts against it.
+    """
+    v = velocity_from_vorticity(w, grid)
+    transport = advection(v, w, grid, "spectral", dealiased=True)
+    return -transport + viscosity * laplacian(w, grid, "spectral") - drag * w + forcing
+
+
+# Central-difference weights on offsets -2..2 (order 2 uses -1..1).
+_TIME_STENCILS = {2: (0.0, -0.5, 0.0, 0.5, 0.0), 4: (1 / 12, -2 / 3, 0.0, 2 / 3, -1 / 12)}
+
+
+def time_derivative(u: Tensor, dt: float, dim: int, order: int = 2) -> Tensor:
+    """Central difference ∂u/∂t along tensor dimension ``dim`` with frame spacing ``dt``.
+
+    ``order=2``: (u_{n+1} − u_{n−1}) / 2dt, drops one frame at each end; ``order=4``:
+    (u_{n−2} − 8u_{n−1} + 8u_{n+1} − u_{n+2}) / 12dt, drops two. The error is O(dt^order), so
+    a residual built on stored frames has a floor set by the frame spacing.
+    """
+    if order not in _TIME_STENCILS:
+        raise ValueError(f"time_derivative: order must be 2 or 4, got {order}")
+    half = order // 2
+    n = u.shape[dim] - 2 * half
+    if n < 1:
+        raise ValueError(f"time_derivative: need more than {2 * half} frames, got {u.shape[dim]}")
+    weights = _TIME_STENCILS[order][2 - half : 3 + half]
+    out = sum(w * u.narrow(dim, j, n) for j, w in enumerate(weights) if w != 0.0)
+    return out / dt

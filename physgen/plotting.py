@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
+
+from physgen.data.atomic import atomic_output
 
 __all__ = [
     "plot_loss_curves",
@@ -31,18 +32,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) ->
     """Write ``fig`` atomically (temporary file in the same folder, then ``os.replace``).
 
     Figures are built on :class:`matplotlib.figure.Figure` directly, never through pyplot,
-    so nothing needs a display and no global backend state is touched.
+    so nothing needs a display and no global backend state is touched. The format follows
+    the file suffix (``.png``, ``.pdf``, ``.svg``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
     return path
 
 

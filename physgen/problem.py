@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ import xarray as xr
 from torch import Tensor
 
 from physgen.grids import Grid
+from physgen.operators import time_derivative
 from physgen.paths import find_project_dir, load_module_from_path
 
 __all__ = [
@@ -43,12 +45,15 @@ __all__ = [
     "Observation",
     "Problem",
     "SensorSet",
+    "TimeDependentProblem",
     "available_problems",
+    "frame_times",
     "load",
     "load_class",
     "rms",
     "sample_rng",
     "sample_seed",
+    "substeps",
 ]
 
 
@@ -340,9 +345,62 @@ class Problem(ABC):
             )
 
 
+class TimeDependentProblem(Problem):
+    """An evolution problem u_t = F(u) stored as frames; the residual is u_t − F(u).
+
+    ``Params`` must have ``t_end``, ``dt_save`` and ``time_order`` (and may have ``t_start``,
+    the time of the first stored frame). Subclasses implement ``tendency`` — F in the
+    generator's own spatial discretisation (same stencils/FFTs, same dealiasing). The time
+    derivative is the central difference of order ``time_order`` over the stored frames
+    (``operators.time_derivative``), so the residual of exact data has a floor of
+    O(dt_save^time_order) that each problem states.
+    """
+
+    @property
+    def time(self) -> np.ndarray:
+        p = self.params
+        start = getattr(p, "t_start", 0.0)
+        return frame_times(p.t_end - start, p.dt_save, start)
+
+    @abstractmethod
+    def tendency(self, fields: Tensor) -> Tensor:
+        """F(u) for fields ``(B, C, T, *grid)``, same shape."""
+
+    def time_derivative(self, fields: Tensor) -> Tensor:
+        """u_t at the interior frames, ``(B, C, T − time_order, *grid)``."""
+        p = self.params
+        return time_derivative(fields, p.dt_save, dim=2, order=p.time_order)
+
+    def residual(self, fields: Tensor) -> Tensor:
+        """u_t − F(u) at the interior frames, ``(B, C, T − time_order, *grid)``."""
+        self._check_fields(fields)
+        h = self.params.time_order // 2
+        return self.time_derivative(fields) - self.tendency(fields[:, :, h : fields.shape[2] - h])
+
+    def residual_scale(self, fields: Tensor) -> Tensor:
+        """RMS of u_t over the interior frames."""
+        return rms(self.time_derivative(fields))
+
+
 def rms(x: Tensor) -> Tensor:
     """Per-sample root mean square over every axis but the first."""
     return x.pow(2).flatten(1).mean(1).sqrt()
+
+
+def frame_times(t_end: float, dt_save: float, t_start: float = 0.0) -> np.ndarray:
+    """Stored times ``t_start + j dt_save`` for j = 0 .. t_end / dt_save."""
+    steps = round(t_end / dt_save)
+    if dt_save <= 0 or steps < 1 or not math.isclose(steps * dt_save, t_end, rel_tol=1e-9):
+        raise ValueError(f"t_end={t_end} must be a positive multiple of dt_save={dt_save}")
+    return t_start + dt_save * np.arange(steps + 1, dtype=np.float64)
+
+
+def substeps(dt_save: float, dt: float) -> int:
+    """Solver steps per stored frame; ``dt_save`` must be a multiple of ``dt``."""
+    steps = round(dt_save / dt)
+    if dt <= 0 or steps < 1 or not math.isclose(steps * dt, dt_save, rel_tol=1e-9):
+        raise ValueError(f"dt_save={dt_save} must be a positive multiple of the solver dt={dt}")
+    return steps
 
 
 def available_problems() -> list[str]:

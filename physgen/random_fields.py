@@ -26,6 +26,7 @@ __all__ = [
     "KarhunenLoeve",
     "kernel_spectral_density",
     "matern_kernel",
+    "precision_operator_density",
     "se_kernel",
     "spectral_field",
     "stationary_kernel",
@@ -74,6 +75,17 @@ def kernel_spectral_density(
         )
         return lambda w2: c * (lam2 + w2) ** (-(nu + d / 2))
     raise ValueError(f"kernel must be 'se' or 'matern', got {kind!r}")
+
+
+def precision_operator_density(
+    variance: float, tau: float, alpha: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """S(ω) = σ²(|ω|² + τ²)^{−α} with the mean mode removed: the field N(0, σ²(−Δ + τ²)^{−α}).
+
+    The covariance operator of the FNO initial conditions (Li et al. 2021); in d dimensions
+    it is Matérn with ν = α − d/2, ℓ = √(2ν)/τ (Lindgren, Rue & Lindström 2011).
+    """
+    return lambda w2: np.where(w2 > 0, variance * (w2 + tau**2) ** (-alpha), 0.0)
 
 
 def spectral_field(

@@ -266,14 +266,15 @@ class VESDE(SDE):
 
 
 class DiscreteVPSDE(_VPFamily):
-    r"""DDPM's discrete chain (Ho et al. 2020) as a VP SDE with piecewise-constant
-    :math:`\beta(t) = -N\log(1-\beta_i)` on :math:`((i-1)/N, i/N]`.
+    r"""DDPM's discrete chain (Ho et al. 2020) as a VP SDE through its grid values.
 
-    At the grid times :math:`t_i = i/N` the kernel is exactly DDPM's,
-    :math:`\alpha(t_i)^2 = \bar\alpha_i = \prod_{j\le i}(1-\beta_j)`, so the ancestral sampler on
-    that grid is the DDPM chain, while every continuous-time sampler and the likelihood work
-    unchanged. With ``linear(N, beta_min/N, beta_max/N)`` it converges to ``VPSDE(beta_min,
-    beta_max)`` as ``N`` grows.
+    :math:`\log\alpha(t)` is the monotone cubic (PCHIP, Fritsch & Carlson 1980) interpolant
+    of :math:`\tfrac12\log\bar\alpha_i` at :math:`t_i = i/N`, and
+    :math:`\beta(t) = -2\,d\log\alpha/dt \ge 0`. At the grid times the kernel is exactly
+    DDPM's, :math:`\alpha(t_i)^2 = \bar\alpha_i = \prod_{j\le i}(1-\beta_j)`, so the
+    ancestral sampler on that grid is the DDPM chain; between them ``beta`` is continuous,
+    so adaptive ODE solvers (likelihood, probability flow) are not stalled by jumps. With
+    ``linear(N, beta_min/N, beta_max/N)`` it converges to ``VPSDE(beta_min, beta_max)``.
     """
 
     def __init__(self, betas: Tensor) -> None:
@@ -282,9 +283,11 @@ class DiscreteVPSDE(_VPFamily):
             raise ValueError("DiscreteVPSDE: betas must be a 1-D tensor with entries in (0, 1)")
         self.betas = betas
         self.N = betas.numel()
-        self._rates = -torch.log1p(-betas) * self.N  # beta(t) on each interval
-        # log alpha at the grid: (N + 1,), starting at 0
-        self._log_alpha = torch.cat([betas.new_zeros(1), 0.5 * torch.log1p(-betas).cumsum(0)])
+        # log alpha at the grid (N + 1,), and monotone Hermite slopes in t.
+        self._y = torch.cat([betas.new_zeros(1), 0.5 * torch.log1p(-betas).cumsum(0)])
+        delta = torch.diff(self._y) * self.N  # (N,) secant slopes, all negative
+        inner = 2.0 / (1.0 / delta[:-1] + 1.0 / delta[1:])  # harmonic mean: monotone
+        self._m = torch.cat([delta[:1], inner, delta[-1:]])
 
     @classmethod
     def linear(
@@ -300,20 +303,29 @@ class DiscreteVPSDE(_VPFamily):
         abar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
         return cls((1 - abar[1:] / abar[:-1]).clamp(max=max_beta))
 
-    def _locate(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        u = (t * self.N).clamp(0, self.N)
-        i = u.ceil().long().clamp(1, self.N)  # interval ((i-1)/N, i/N]
-        return i, u - (i - 1)
+    def _hermite(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``log alpha(t)`` and its time derivative, from the cubic on ``t``'s interval."""
+        u = (t.to(torch.float64) * self.N).clamp(0, self.N)
+        i = u.floor().long().clamp(max=self.N - 1)  # interval [i/N, (i+1)/N]
+        u = u - i
+        y, m = self._y.to(t.device), self._m.to(t.device)
+        y0, y1, m0, m1 = y[i], y[i + 1], m[i] / self.N, m[i + 1] / self.N
+        u2, u3 = u * u, u * u * u
+        value = (
+            (2 * u3 - 3 * u2 + 1) * y0 + (u3 - 2 * u2 + u) * m0 + (3 * u2 - 2 * u3) * y1
+            + (u3 - u2) * m1
+        )  # fmt: skip
+        slope = (
+            (6 * u2 - 6 * u) * y0 + (3 * u2 - 4 * u + 1) * m0 + (6 * u - 6 * u2) * y1
+            + (3 * u2 - 2 * u) * m1
+        ) * self.N  # fmt: skip
+        return value.to(t.dtype), slope.to(t.dtype)
 
     def beta(self, t: Tensor) -> Tensor:
-        i, _ = self._locate(t)
-        return self._rates.to(t.device)[i - 1].to(t.dtype)
+        return (-2 * self._hermite(t)[1]).clamp(min=0)
 
     def log_alpha(self, t: Tensor) -> Tensor:
-        i, frac = self._locate(t)
-        log_alpha = self._log_alpha.to(t.device)
-        left, right = log_alpha[i - 1], log_alpha[i]
-        return (left + frac.to(left.dtype) * (right - left)).to(t.dtype)
+        return self._hermite(t)[0]
 
 
 _SDES: dict[str, Callable[..., SDE]] = {

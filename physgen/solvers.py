@@ -22,8 +22,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from physgen.grids import Grid
+from physgen.random_fields import spectral_field
 
-__all__ = ["SpectralGrid", "diffusion_matrix", "etdrk4", "vorticity_step"]
+__all__ = ["SpectralGrid", "diffusion_matrix", "etdrk4", "integrate_vorticity", "vorticity_step"]
 
 
 def diffusion_matrix(a: np.ndarray, grid: Grid, *, mean: str = "harmonic") -> sp.csr_matrix:
@@ -112,6 +113,28 @@ class SpectralGrid:
             mask &= np.reshape(kp, [-1 if j == i else 1 for j in range(grid.ndim)])
         self.dealias = mask.astype(np.float64)
         self.axes = tuple(range(-grid.ndim, 0))
+        # Modes with a Nyquist index on some axis: their odd derivatives are dropped.
+        resolved = np.ones(shape, dtype=bool)
+        for k, odd in zip(self.k, self.k_odd, strict=True):
+            resolved &= (odd != 0) | (k == 0)
+        self.nyquist_free = resolved.astype(np.float64)
+
+    def gaussian_fields(
+        self,
+        rngs: list[np.random.Generator],
+        density: Callable[[np.ndarray], np.ndarray],
+        *,
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``(len(rngs), *grid)`` stationary Gaussian fields (``spectral_field``), one per rng.
+
+        ``mask`` (default ``nyquist_free``) filters the modes, so the fields hold only modes
+        the spectral operators differentiate exactly.
+        """
+        fields = np.stack(
+            [spectral_field(r, self.grid.shape, self.grid.lengths, density) for r in rngs]
+        )
+        return self.ifft(self.fft(fields) * (self.nyquist_free if mask is None else mask))
 
     def fft(self, u: np.ndarray) -> np.ndarray:
         """rfftn over the grid axes (trailing)."""
@@ -203,3 +226,38 @@ def vorticity_step(
     predictor = (explicit * w_hat + dt * f1) * implicit
     f2 = forcing_hat - advection_hat(predictor)
     return (explicit * w_hat + dt * 0.5 * (f1 + f2)) * implicit
+
+
+def integrate_vorticity(
+    w0: np.ndarray,
+    spectral: SpectralGrid,
+    *,
+    dt: float,
+    steps_per_save: int,
+    saves: int,
+    viscosity: float,
+    drag: float,
+    forcing: np.ndarray,
+    spinup_steps: int = 0,
+) -> np.ndarray:
+    """Frames ``(..., saves + 1, nx, ny)`` of ``vorticity_step`` from ``w0 (..., nx, ny)``.
+
+    The first frame is the state after ``spinup_steps`` steps; then one frame every
+    ``steps_per_save`` steps.
+    """
+    forcing_hat = spectral.fft(forcing)
+    w_hat = spectral.fft(w0)
+
+    def advance(v: np.ndarray, steps: int) -> np.ndarray:
+        for _ in range(steps):
+            v = vorticity_step(
+                v, spectral, dt=dt, viscosity=viscosity, drag=drag, forcing_hat=forcing_hat
+            )
+        return v
+
+    w_hat = advance(w_hat, spinup_steps)
+    frames = [spectral.ifft(w_hat)]
+    for _ in range(saves):
+        w_hat = advance(w_hat, steps_per_save)
+        frames.append(spectral.ifft(w_hat))
+    return np.stack(frames, axis=-3)

@@ -45,10 +45,16 @@ class GaussianData:
         dist = torch.distributions.MultivariateNormal(mean, cov)
         return dist.log_prob(x.flatten(1))
 
-    def sample(self, n: int, t: float, generator: torch.Generator) -> Tensor:
+    def sample(self, n: int, t: float, generator: torch.Generator, whiten: bool = False) -> Tensor:
+        """``n`` draws from the marginal at ``t``; ``whiten=True`` makes the sample mean and
+        covariance exact (removes the initial sampling error from sampler comparisons)."""
         mean, cov = self.moments(t)
         chol = torch.linalg.cholesky(cov)
         z = torch.randn(n, self.mean.numel(), generator=generator, dtype=torch.float64)
+        if whiten:
+            z = z - z.mean(0)
+            sample_cov = torch.cov(z.T).reshape(z.shape[1], -1)  # (D, D) even for D = 1
+            z = z @ torch.linalg.inv(torch.linalg.cholesky(sample_cov)).T
         return (mean + z @ chol.T).reshape(n, *self.shape)
 
 

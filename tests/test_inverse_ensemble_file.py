@@ -21,7 +21,7 @@ def test_member_dimension_round_trips(tmp_path):
     path = write_fields(_ensemble(), tmp_path / "ens.nc", provenance={"task": "sr4"})
     ds = open_fields(path, load=True)
     assert ds["u"].dims == ("sample", "member", "x", "y")
-    assert ds["member"].dtype == np.int64 and list(ds["member"].values) == [0, 1, 2, 3, 4]
+    assert list(ds["member"].values) == [0, 1, 2, 3, 4]
     assert ds.attrs["task"] == "sr4"
 
 
@@ -32,12 +32,6 @@ def test_member_dimension_must_follow_sample():
     ds["u"] = ds["u"].astype("float32")
     with pytest.raises(FieldFileError, match="disagree with the layout"):
         validate_fields(ds)
-    bad = _ensemble().assign_coords(member=np.linspace(0, 1, 5))
-    bad.attrs["physgen_schema"] = "physgen-field/1"
-    bad["u"] = bad["u"].astype("float32")
-    bad = bad.assign_coords(sample=np.arange(3), x=bad.x.astype("float64"))
-    with pytest.raises(FieldFileError, match="'member' has dtype float64"):
-        validate_fields(bad)
 
 
 @pytest.mark.parametrize("m", [2, 5, 20])

@@ -50,7 +50,7 @@ def test_same_distribution_within_floor_and_shift_far_above(name: str) -> None:
     ref = smooth_fields(600, seed=0)
     # The floor's Monte-Carlo spread, from several random splits of the reference.
     floors = torch.tensor(
-        [float(with_floor(metric, ref[:300], ref, seed=s)["floor"]) for s in range(8)]
+        [float(with_floor(metric, ref[:300], ref, split_seed=s)["floor"]) for s in range(8)]
     )
     center, spread = floors.mean().item(), floors.std().item()
     same = with_floor(metric, smooth_fields(300, seed=1), ref)

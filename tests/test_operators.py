@@ -214,3 +214,34 @@ def test_bad_input_is_named() -> None:
         ops.derivative(torch.zeros(1, 8, 8), grid, 1, method="spectral")
     with pytest.raises(ValueError, match="components"):
         ops.divergence(torch.zeros(1, 3, 8, 8), grid)
+
+
+@pytest.mark.parametrize("order", [2, 4])
+def test_time_derivative_order(order: int) -> None:
+    errors, dts = [], (0.1, 0.05, 0.025)
+    for dt in dts:
+        t = torch.arange(0, 2 + dt / 2, dt, dtype=torch.float64)
+        u = torch.sin(3 * t)[None, :, None].expand(2, -1, 4)  # (B, T, x)
+        du = ops.time_derivative(u, dt, dim=1, order=order)
+        h = order // 2
+        assert du.shape == (2, len(t) - 2 * h, 4)
+        errors.append(_maxerr(du[0, :, 0], 3 * torch.cos(3 * t[h:-h])))
+    assert _slope(tuple(1 / d for d in dts), errors) == pytest.approx(order, abs=0.1)
+
+
+def test_vorticity_tendency_of_a_steady_kolmogorov_state() -> None:
+    # ω = −k cos(ky) is steady under forcing f = νk²ω... : advection of a shear flow vanishes.
+    grid = Grid((32, 32), domain=((0, 2 * PI), (0, 2 * PI)), bc="periodic", centering="node")
+    _, y = grid.mesh()
+    w = _tensor(-4 * np.cos(4 * y))[None]
+    nu, mu = 0.01, 0.1
+    forcing = (nu * 16 + mu) * w
+    rhs = ops.vorticity_tendency(w, grid, viscosity=nu, drag=mu, forcing=forcing)
+    assert float(rhs.abs().max()) < 1e-12
+    # A non-parallel flow is advected: the tendency is not zero.
+    x, _ = grid.mesh()
+    w2 = w + _tensor(np.cos(x + y))[None]
+    assert (
+        float(ops.vorticity_tendency(w2, grid, viscosity=nu, drag=mu, forcing=forcing).abs().max())
+        > 0.1
+    )

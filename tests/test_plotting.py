@@ -28,7 +28,7 @@ def assert_real_png(path: Path) -> None:
     # Something was drawn: many distinct colours, not a blank canvas.
     assert pixels.std() > 0.05
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
-    assert not list(path.parent.glob(f".{path.stem}-*"))  # no temporary file left behind
+    assert not list(path.parent.glob(f".{path.name}.*"))  # no temporary file left behind
 
 
 def field(dims: tuple[str, ...], shape: tuple[int, ...], seed: int) -> xr.DataArray:

@@ -13,6 +13,11 @@ CASES: dict[str, tuple[dict, float, int]] = {
     "sde1d": ({"n": 101}, 1e-10, 4),
     "darcy": ({"n": 24}, 1e-10, 3),
     "darcy_pidm": ({"n": 16, "modes": 16}, 1e-10, 3),
+    "burgers": ({"n": 64, "t_start": 0.1, "t_end": 0.3, "dt_save": 0.002}, 1e-7, 3),
+    "heat": ({"n": 32, "t_end": 0.2}, 3e-5, 3),
+    "navier_stokes": ({"n": 32, "t_end": 1.0, "dt_save": 0.05}, 3e-4, 2),
+    "kolmogorov": ({"n": 32, "reynolds": 100, "t_start": 2.0, "t_end": 2.5}, 3e-5, 2),
+    "allen_cahn": ({"n": 32, "t_end": 2.0, "dt_save": 0.05}, 2e-6, 2),
 }
 
 
@@ -72,6 +77,13 @@ def test_generation_is_deterministic_per_seed_and_index(name: str) -> None:
     assert not np.array_equal(
         a[problem.field_names[0]].values[0], c[problem.field_names[0]].values[0]
     )
+
+
+@pytest.mark.parametrize(("name", "floor"), [("burgers", 3e-2), ("heat", 2e-5)])
+def test_stated_floors_of_the_default_settings(name: str, floor: float) -> None:
+    problem = load(name)
+    fields = problem.to_tensor(problem.generate(2, seed=1))
+    assert float(problem.relative_residual(fields).max()) <= floor
 
 
 def test_sample_seeds_are_distinct_and_stable() -> None:

@@ -93,11 +93,14 @@ def spline_coupling(context: bool) -> tuple[Transform, Tensor]:
     return SplineCouplingTransform(cond, split=2, bound=3.0), x
 
 
-def autoregressive(inverse: bool, context: bool) -> tuple[Transform, Tensor]:
+def autoregressive(inverse: bool, context: bool, steps: bool = False) -> tuple[Transform, Tensor]:
     torch.manual_seed(6)
     made = MADE(4, 2, context=2 * context, hidden=(16, 16), act="tanh", order=[2, 0, 3, 1]).to(DT)
+    c = CONTEXT if context else None
     t = MaskedAutoregressiveTransform(
-        lambda x: made(x, CONTEXT if context else None).unbind(-2), passes=4
+        lambda x: made(x, c).unbind(-2),
+        passes=4,
+        step=(lambda x, k: made.step(x, k, c)) if steps else None,
     )
     return (t.inv if inverse else t), _randn(3, 4)
 
@@ -190,6 +193,8 @@ CASES: dict[str, Callable[[], tuple[Transform, Tensor]]] = {
     "maf-conditional": lambda: autoregressive(False, True),
     "iaf": lambda: autoregressive(True, False),
     "iaf-conditional": lambda: autoregressive(True, True),
+    "maf-conditional-stepwise-inverse": lambda: autoregressive(False, True, steps=True),
+    "iaf-stepwise": lambda: autoregressive(True, False, steps=True),
     "multiscale-1d-odd": lambda: multiscale((7,)),
     "multiscale-2d-odd": lambda: multiscale((5, 6)),
     "compose": composed,
@@ -309,3 +314,16 @@ def test_made_is_autoregressive_in_its_order() -> None:
     assert torch.all(jac.abs().sum(0)[allowed] > 0)
     jac_c = torch.autograd.functional.jacobian(lambda v: made(x, v), c)
     assert torch.all(jac_c.abs().sum((0, -1)) > 0)  # every output sees the context
+
+
+@pytest.mark.parametrize("context", [0, 2])
+def test_made_step_is_the_matching_slice_of_a_full_pass(context: int) -> None:
+    torch.manual_seed(1)
+    order = [3, 0, 4, 1, 2]
+    made = MADE(5, params=2, context=context, hidden=(24, 24), order=order).to(DT)
+    x, c = _randn(7, 5), (_randn(7, context, seed=2) if context else None)
+    full = made(x, c)  # (7, 2, 5)
+    for k in range(5):
+        i, params = made.step(x, k, c)
+        assert order[i] == k
+        torch.testing.assert_close(params, full[..., i], atol=1e-12, rtol=1e-12)

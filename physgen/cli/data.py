@@ -19,7 +19,7 @@ from physgen.data import (
     open_fields,
 )
 
-__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "register"]
+__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -210,4 +210,50 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_inspect, add_import]
+# -- make ------------------------------------------------------------------------------------
+def add_make(commands: argparse._SubParsersAction) -> None:
+    """``physgen data make RECIPE [--out DIR] [--shard I/N] [--workers N]``."""
+    parser = commands.add_parser(
+        "make",
+        help="generate a dataset from a recipe in datasets/ (train/valid/test + stats.json)",
+        description=(
+            "Generate the train/valid/test physgen-field/1 files and stats.json (training "
+            "split only) of a dataset recipe: a name in datasets/ or a .toml file. Deterministic "
+            "per seed; an interrupted run resumes where it stopped. --shard I/N makes the I-th "
+            "of N parts of every split (files train-00I-of-00N.nc ...), for cluster job arrays."
+        ),
+    )
+    parser.add_argument("recipe", help="recipe name (datasets/<name>.toml) or path")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--shard", type=_shard, default=None, help="I/N: make shard I of N")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_make)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must look like 2/8, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _make(args: argparse.Namespace) -> int:
+    from physgen.recipes import make_dataset
+
+    written = make_dataset(
+        args.recipe, args.out, shard=args.shard, workers=args.workers, progress=not args.quiet
+    )
+    for key, path in written.items():
+        print(f"{key:<6} {path}")
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_inspect,
+    add_import,
+    add_make,
+]

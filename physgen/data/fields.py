@@ -1,8 +1,7 @@
 """The physgen-field/1 file format: validate, write (atomically) and open field files.
 
 A physgen-field/1 file is a NetCDF4-compatible HDF5 file with a flat root group: one float32
-variable per scalar field with dims ``(sample, [member], [time], x[, y[, z]])``
-(``indexing="ij"``; ``member`` indexes the members of an ensemble prediction per sample),
+variable per scalar field with dims ``(sample, [time], x[, y[, z]])`` (``indexing="ij"``),
 float64 coordinates with CF attributes (``units``, ``long_name``, ``axis``), an int64 ``sample``
 coordinate, the channel order in the global attribute ``fields`` and provenance in global
 attributes. It opens unchanged with h5py, ``xarray.open_dataset(engine="h5netcdf")`` and netCDF
@@ -64,8 +63,8 @@ SCHEMA_ATTR = "physgen_schema"
 FIELDS_ATTR = "fields"
 CONVENTIONS = "CF-1.8"
 SAMPLE_DIM = "sample"
-MEMBER_DIM = "member"
 TIME_DIM = "time"
+MEMBER_DIM = "member"
 SPATIAL_DIMS = ("x", "y", "z")
 FIELD_DTYPE = np.dtype("float32")
 COORD_DTYPE = np.dtype("float64")
@@ -122,10 +121,9 @@ def validate_fields(ds: xr.Dataset, *, source: str | os.PathLike[str] = "<datase
 
     Checks, in order: schema attribute, the ``fields`` attribute and that it names existing
     variables, each field's dims against the layout ``(sample, [member], [time], x[, y[, z]])``
-    with one spatial grid for all fields, a coordinate for every dimension a field uses, and
-    dtypes (float32 fields, float64 time/space coordinates, integer ``sample`` and ``member``).
-    Values are not read
-    here; :func:`find_nonfinite` scans them.
+    (``member`` for ensembles) with one spatial grid for all fields, a coordinate for every
+    dimension a field uses, and dtypes (float32 fields, float64 time/space coordinates, integer
+    ``sample``). Values are not read here; :func:`find_nonfinite` scans them.
 
     Args:
         ds: the dataset to check.
@@ -156,7 +154,7 @@ def validate_fields(ds: xr.Dataset, *, source: str | os.PathLike[str] = "<datase
     for name in names:
         _check_field_dims(ds[name], grid, source)
     used = {d for name in names for d in ds[name].dims}
-    for dim in (SAMPLE_DIM, MEMBER_DIM, TIME_DIM, *grid):
+    for dim in (SAMPLE_DIM, TIME_DIM, *grid):
         if dim in used:
             _check_coordinate(ds, dim, source)
     for name in names:
@@ -182,11 +180,9 @@ def _check_field_dims(var: xr.DataArray, grid: tuple[str, ...], source: Any) -> 
         raise FieldFileError(
             source, f"fields use spatial dims {grid}: missing dimension {missing!r}"
         )
-    allowed = [
-        (SAMPLE_DIM, *member, *time, *grid)
-        for member in ((), (MEMBER_DIM,))
-        for time in ((), (TIME_DIM,))
-    ]
+    # Ensembles (M posterior samples per case) add a member axis right after the case axis.
+    allowed = [(SAMPLE_DIM, *extra, *grid) for extra in ((), (TIME_DIM,))]
+    allowed += [(SAMPLE_DIM, MEMBER_DIM, *dims_[1:]) for dims_ in allowed]
     if dims not in allowed:
         raise FieldFileError(
             source, f"field {name!r} has dims {dims}, which disagree with the layout {layout}"
@@ -197,7 +193,7 @@ def _check_coordinate(ds: xr.Dataset, dim: str, source: Any) -> None:
     if dim not in ds.coords or ds[dim].dims != (dim,):
         raise FieldFileError(source, f"missing coordinate variable {dim!r} for dimension {dim!r}")
     dtype = ds[dim].dtype
-    if dim in (SAMPLE_DIM, MEMBER_DIM):
+    if dim == SAMPLE_DIM:
         if dtype.kind not in "iu":
             raise FieldFileError(source, f"coordinate {dim!r} has dtype {dtype}, expected int64")
     elif dtype != COORD_DTYPE:
@@ -348,9 +344,8 @@ def _prepare(ds: xr.Dataset, provenance: Mapping[str, Any] | None) -> xr.Dataset
     names = field_names(out) or [
         str(v) for v in out.data_vars if any(d in SPATIAL_DIMS for d in out[v].dims)
     ]
-    for dim in (SAMPLE_DIM, MEMBER_DIM):
-        if dim not in out.coords and dim in out.dims:
-            out = out.assign_coords({dim: np.arange(out.sizes[dim], dtype=np.int64)})
+    if SAMPLE_DIM not in out.coords and SAMPLE_DIM in out.dims:
+        out = out.assign_coords({SAMPLE_DIM: np.arange(out.sizes[SAMPLE_DIM], dtype=np.int64)})
     for name in names:
         if name in out.data_vars and out[name].dtype.kind == "f":
             out[name] = out[name].astype(FIELD_DTYPE)
@@ -390,10 +385,9 @@ def _chunks(var: xr.DataArray) -> tuple[int, ...] | None:
     if SAMPLE_DIM not in var.dims or var.ndim < 2 or var.dims[0] != SAMPLE_DIM:
         return None
     shape = [1, *var.shape[1:]]
-    if TIME_DIM in var.dims:
-        t = var.dims.index(TIME_DIM)
-        frame = int(np.prod(shape[t + 1 :])) * var.dtype.itemsize
-        shape[t] = max(1, min(shape[t], _MAX_CHUNK_BYTES // max(frame, 1)))
+    if var.dims[1] == TIME_DIM:
+        frame = int(np.prod(shape[2:])) * var.dtype.itemsize
+        shape[1] = max(1, min(shape[1], _MAX_CHUNK_BYTES // max(frame, 1)))
     return tuple(shape)
 
 
@@ -407,7 +401,7 @@ def write_fields(
     """Validate ``ds`` and write it as a physgen-field/1 file, atomically.
 
     Floating fields are cast to float32, time/space coordinates to float64 and a missing
-    ``sample`` (or ``member``) coordinate becomes ``0..N-1``. Missing CF attributes are filled
+    ``sample`` coordinate becomes ``0..N-1``. Missing CF attributes are filled
     (``long_name`` = the variable name, ``units="1"`` (dimensionless) and ``axis`` on
     coordinates). Global attributes get ``Conventions``, ``physgen_schema``, ``fields`` (the
     dataset's ``fields`` attribute, else every variable with a spatial dim in dataset order),

@@ -84,7 +84,7 @@ def with_floor(
     samples: ArrayLike,
     ref: ArrayLike,
     *,
-    seed: int = 0,
+    split_seed: int = 0,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate a two-set metric for the model and for the reference-vs-reference floor.
@@ -94,14 +94,14 @@ def with_floor(
     distribution reach at this sample size; ``value = metric(samples[:m], B, **kwargs)`` uses the
     same sizes, so estimators with a finite-sample bias (Fréchet distance, W1, total-std error)
     are compared on equal terms. A model value within the floor is indistinguishable from the
-    data at this N. ``seed`` fixes the split; extra keyword arguments go to ``metric``.
+    data at this N. ``split_seed`` fixes the split; extra keyword arguments go to ``metric``.
 
     Returns:
         ``{"value": ..., "floor": ..., "n": m}``.
     """
     s = as_float64(samples, name="samples")
     r = as_float64(ref, name="ref")
-    a, b = split_halves(r, seed=seed)
+    a, b = split_halves(r, seed=split_seed)
     m = a.shape[0]
     if s.shape[0] < m:
         raise ValueError(

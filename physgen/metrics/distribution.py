@@ -32,16 +32,24 @@ def _two_sets(samples: ArrayLike, ref: ArrayLike) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def mean_field_error(samples: ArrayLike, ref: ArrayLike) -> Tensor:
+def mean_field_error(samples: ArrayLike, ref: ArrayLike, *, relative_to: str = "mean") -> Tensor:
     """Relative error of the pointwise mean field, ‖μ̂ − μ‖₂ / ‖μ‖₂.
 
     μ̂, μ are sample means over axis 0 of ``(N, *grid)`` arrays; the norm runs over all grid
     points. This is the "mean error" of PI-GAN (Yang et al., arXiv:1811.02033) and of the PI-VAE
     code (WeihengZ/PI-VAE ``examples/SDE.py``: ``norm(mean_u − true_mean_u)/norm(true_mean_u)``).
+    For zero-mean fields (GRFs, vorticity) that ratio divides by noise; ``relative_to="std"``
+    divides by ‖σ‖₂ instead (σ the reference's pointwise std), the mean error in units of the
+    spread.
     """
     x, y = _two_sets(samples, ref)
-    mu_hat, mu = x.mean(0), y.mean(0)
-    return torch.linalg.vector_norm(mu_hat - mu) / torch.linalg.vector_norm(mu)
+    if relative_to == "mean":
+        scale = torch.linalg.vector_norm(y.mean(0))
+    elif relative_to == "std":
+        scale = torch.linalg.vector_norm(y.std(0))
+    else:
+        raise ValueError(f"relative_to must be 'mean' or 'std', got {relative_to!r}")
+    return torch.linalg.vector_norm(x.mean(0) - y.mean(0)) / scale
 
 
 def std_field_error(samples: ArrayLike, ref: ArrayLike, *, ddof: int = 1) -> Tensor:

@@ -6,6 +6,7 @@ import math
 
 from torch import Tensor
 
+from physgen.likelihood import bits_per_dim as core_bits_per_dim
 from physgen.metrics._common import ArrayLike, as_float64
 
 __all__ = ["bits_per_dim", "bits_to_nats", "nats_per_dim", "nats_to_bits"]
@@ -31,6 +32,20 @@ def _log_abs_scale(data_scale: ArrayLike, num_dims: int) -> Tensor:
     if s.numel() != num_dims:
         raise ValueError(f"data_scale has {s.numel()} entries but num_dims={num_dims}")
     return s.abs().log().sum()
+
+
+def _with_offset(
+    log_prob_nats: ArrayLike, num_dims: int, bins: int | None, data_scale: ArrayLike | None
+) -> tuple[Tensor, Tensor]:
+    """float64 log-probabilities and the change-of-variables offset Σ log|s_i|."""
+    if num_dims < 1:
+        raise ValueError(f"num_dims must be ≥ 1, got {num_dims}")
+    if bins is not None and bins < 2:
+        raise ValueError(f"bins must be ≥ 2 quantization levels, got {bins}")
+    if data_scale is None:
+        data_scale = 1.0 / bins if bins is not None else 1.0
+    log_p = as_float64(log_prob_nats, name="log_prob_nats")
+    return log_p, _log_abs_scale(data_scale, num_dims).to(log_p.device)
 
 
 def nats_per_dim(
@@ -67,14 +82,7 @@ def nats_per_dim(
         >>> nats_per_dim(torch.tensor([0.0]), 1, bins=256)  # uniform on [0,1) = uniform over levels
         tensor([5.5452], dtype=torch.float64)
     """
-    if num_dims < 1:
-        raise ValueError(f"num_dims must be ≥ 1, got {num_dims}")
-    if bins is not None and bins < 2:
-        raise ValueError(f"bins must be ≥ 2 quantization levels, got {bins}")
-    if data_scale is None:
-        data_scale = 1.0 / bins if bins is not None else 1.0
-    log_p = as_float64(log_prob_nats, name="log_prob_nats")
-    offset = _log_abs_scale(data_scale, num_dims).to(log_p.device)
+    log_p, offset = _with_offset(log_prob_nats, num_dims, bins, data_scale)
     return -(log_p + offset) / num_dims
 
 
@@ -88,6 +96,9 @@ def bits_per_dim(
     """Negative log-likelihood per dimension in bits: :func:`nats_per_dim` / ln 2.
 
     For 8-bit data modelled on [0, 1) (``bins=256``) this is the usual bits/dim,
-    (−log p_z(z) + D ln 256) / (D ln 2) = −log₂ p_z(z)/D + 8.
+    (−log p_z(z) + D ln 256) / (D ln 2) = −log₂ p_z(z)/D + 8. The arithmetic is
+    :func:`physgen.likelihood.bits_per_dim` with ``log_scale`` = Σ log|s_i|; this wrapper
+    works out that offset from ``bins`` and ``data_scale``.
     """
-    return nats_to_bits(nats_per_dim(log_prob_nats, num_dims, bins=bins, data_scale=data_scale))
+    log_p, offset = _with_offset(log_prob_nats, num_dims, bins, data_scale)
+    return core_bits_per_dim(log_p, num_dims, log_scale=offset)

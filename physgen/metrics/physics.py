@@ -34,13 +34,20 @@ def _rms(r: Any) -> Tensor:
     return (sq / n).sqrt()
 
 
-def residual_rms(problem: HasResidual, fields: ArrayLike, *, batch_size: int = 256) -> Tensor:
+def residual_rms(
+    problem: HasResidual, fields: ArrayLike, *, relative: bool = False, batch_size: int = 256
+) -> Tensor:
     """Per-sample RMS of ``problem.residual`` over the grid, √(mean_i r_i²), in physical units.
+
+    With ``relative=True`` it is divided by the problem's ``residual_scale(fields)`` (a
+    physical scale of the equation's terms, e.g. ‖f‖ for Darcy), which makes it dimensionless
+    and comparable across problems.
 
     Args:
         problem: anything with ``residual(fields)`` taking ``(B, C, *grid)`` in the channel order
             of ``problem.field_names`` (the :class:`physgen.problem.Problem` protocol).
-        fields: de-normalised fields ``(N, C, *grid)``.
+        fields: de-normalised fields ``(N, C, [T], *grid)``.
+        relative: divide by ``problem.residual_scale`` per sample.
         batch_size: samples per residual call (memory bound).
 
     Returns:
@@ -59,8 +66,13 @@ def residual_rms(problem: HasResidual, fields: ArrayLike, *, batch_size: int = 2
 
 
 def residual_metric(
-    problem: HasResidual, samples: ArrayLike, ref: ArrayLike, *, batch_size: int = 256
-) -> dict[str, float]:
+    problem: HasResidual,
+    samples: ArrayLike,
+    ref: ArrayLike,
+    *,
+    relative: bool | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """Residual statistics of samples relative to the ground-truth residual floor.
 
     The discrete residual of exact data is not zero — solver tolerance, float32 storage, time
@@ -69,9 +81,19 @@ def residual_metric(
     "residual reference"; Bastek et al., arXiv:2403.14404). Reported: mean, median and 90th
     percentile of the per-sample RMS for samples and reference, and ``ratio`` = mean(samples) /
     mean(reference) — ≈ 1 at the floor, ≫ 1 for physically inconsistent samples.
+
+    ``relative=None`` uses the problem's ``residual_scale`` when it has one (RMS / scale, as
+    :meth:`physgen.problem.Problem.relative_residual`), the raw RMS otherwise; the result says
+    which in ``"relative"``.
     """
-    rs = residual_rms(problem, samples, batch_size=batch_size)
-    rr = residual_rms(problem, ref, batch_size=batch_size)
+    if relative is None:
+        try:
+            residual_rms(problem, as_float64(ref)[:1], relative=True)
+            relative = True
+        except (NotImplementedError, ValueError):
+            relative = False
+    rs = residual_rms(problem, samples, relative=relative, batch_size=batch_size)
+    rr = residual_rms(problem, ref, relative=relative, batch_size=batch_size)
 
     def stats(v: Tensor) -> tuple[float, float, float]:
         q = torch.quantile(v, torch.tensor([0.5, 0.9], dtype=torch.float64, device=v.device))
@@ -82,7 +104,8 @@ def residual_metric(
     return {
         "value": s_mean,
         "floor": r_mean,
-        "ratio": s_mean / r_mean if r_mean > 0 else float("inf"),
+        "ratio": s_mean / r_mean if r_mean > 0 else None,
+        "relative": relative,
         "median": s_med,
         "p90": s_p90,
         "floor_median": r_med,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -59,11 +59,22 @@ class AdversarialModel(TwoPlayerModel):
         objective: one of ``OBJECTIVES`` (``minimax``, ``non_saturating``, ``wasserstein``).
         lipschitz: one of ``LIPSCHITZ`` (``none``, ``clip``, ``gp``).
         config: the concrete class's constructor arguments, stored as ``.config``; the keys
-            read here are ``sample_shape``, ``cond_shape``, ``latent_dim`` and, where present,
-            ``n_critic``, ``gp_weight``, ``clip_value``, ``spectral_norm``.
+            read here, where present, are ``n_critic``, ``gp_weight``, ``clip_value`` and
+            ``spectral_norm``.
+        sample_shape: shape of one sample (no batch dimension).
+        cond_shape: shape of one conditioning tensor, ``None`` for unconditional models.
+        latent_dim: dimension of the standard-normal latent.
     """
 
-    def __init__(self, objective: str, lipschitz: str, config: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        objective: str,
+        lipschitz: str,
+        config: dict[str, Any],
+        sample_shape: Sequence[int],
+        cond_shape: Sequence[int] | None,
+        latent_dim: int,
+    ) -> None:
         super().__init__(**config)
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}; expected one of {', '.join(OBJECTIVES)}")
@@ -71,10 +82,9 @@ class AdversarialModel(TwoPlayerModel):
             raise ValueError(f"lipschitz={lipschitz!r}; expected one of {', '.join(LIPSCHITZ)}")
         self.objective = objective
         self.lipschitz = lipschitz
-        self.sample_shape = tuple(int(s) for s in config["sample_shape"])
-        cond_shape = config.get("cond_shape")
+        self.sample_shape = tuple(int(s) for s in sample_shape)
         self.cond_shape = None if cond_shape is None else tuple(int(s) for s in cond_shape)
-        self.latent_dim = int(config["latent_dim"])
+        self.latent_dim = int(latent_dim)
         self.n_critic = int(config.get("n_critic", 1))
         self.gp_weight = float(config.get("gp_weight", 10.0))
         self.clip_value = float(config.get("clip_value", 0.01))
@@ -152,10 +162,11 @@ class AdversarialModel(TwoPlayerModel):
     def latent(
         self, n: int, device: torch.device, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Standard-normal latents ``(n, latent_dim)`` on ``device``."""
+        """Standard-normal latents ``(n, latent_dim)`` on ``device``, in the generator's dtype."""
         z_device = generator.device if generator is not None else device
         z = torch.randn(n, self.latent_dim, generator=generator, device=z_device)
-        return z.to(device)
+        dtype = next(self.generator_net.parameters()).dtype
+        return z.to(device, dtype)
 
     def discriminator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         self.check_sample(x)
@@ -166,8 +177,12 @@ class AdversarialModel(TwoPlayerModel):
             fake = self.generate(self.latent(x.shape[0], x.device), cond)
         loss = critic_objective(self.score(x, cond), self.score(fake, cond), self.objective)
         if self.lipschitz == "gp":
-            loss = loss + self.gp_weight * gradient_penalty(self.score, x, fake, cond)
+            loss = loss + self.gp_weight * self.penalty(x, fake, cond)
         return loss
+
+    def penalty(self, real: Tensor, fake: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample gradient penalty of the critic (``gradient_penalty`` on ``score``)."""
+        return gradient_penalty(self.score, real, fake, cond)
 
     def generator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         self.check_cond(cond, x.shape[0])

@@ -80,9 +80,28 @@ class GenerativeModel(nn.Module, ABC):
     ) -> GenerativeModel:
         """A model with sensible default sizes for samples of ``sample_shape`` (no batch dim)."""
 
+    @classmethod
+    def example_batch(
+        cls, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``n`` samples of ``example_shape`` (and conditions) that this family accepts.
+
+        Standard normal draws by default; families whose data are constrained (binary,
+        bounded, quantized) override this, so the contract test feeds them valid inputs.
+        """
+        x = torch.randn(n, *cls.example_shape, generator=generator)
+        if cls.example_cond_shape is None:
+            return x, None
+        return x, torch.randn(n, *cls.example_cond_shape, generator=generator)
+
     @abstractmethod
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Per-sample training loss of shape ``(B,)``."""
+        """Per-sample training loss of shape ``(B,)``.
+
+        It must also run under ``torch.no_grad()`` (validation does): a loss that needs
+        autograd internally (derivatives of outputs) wraps that part in
+        ``torch.enable_grad()``.
+        """
 
     @abstractmethod
     def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:

@@ -311,7 +311,10 @@ class _MADELayer(nn.Module):
             shift, a = self.made(x, h).unbind(-2)
             return shift, a
 
-        t = MaskedAutoregressiveTransform(params, passes=self.features)
+        def step(x: Tensor, k: int) -> tuple[int, Tensor]:
+            return self.made.step(x, k, h)
+
+        t = MaskedAutoregressiveTransform(params, passes=self.features, step=step)
         return t.inv if self.iaf else t
 
 

@@ -111,7 +111,7 @@ class GAN(MLPAdversarialModel):
             "n_critic": n_critic,
             "spectral_norm": spectral_norm,
         }
-        super().__init__(objective, "none", config)
+        super().__init__(objective, "none", config, sample_shape, cond_shape, latent_dim)
 
 
 @register_model("wgan")
@@ -139,7 +139,7 @@ class WGAN(MLPAdversarialModel):
             "clip_value": clip_value,
             "n_critic": n_critic,
         }
-        super().__init__("wasserstein", "clip", config)
+        super().__init__("wasserstein", "clip", config, sample_shape, cond_shape, latent_dim)
 
 
 @register_model("wgan-gp")
@@ -175,7 +175,7 @@ class WGANGP(MLPAdversarialModel):
             "n_critic": n_critic,
             "spectral_norm": spectral_norm,
         }
-        super().__init__("wasserstein", "gp", config)
+        super().__init__("wasserstein", "gp", config, sample_shape, cond_shape, latent_dim)
 
 
 @register_model("cgan")
@@ -216,4 +216,4 @@ class ConditionalGAN(MLPAdversarialModel):
             "n_critic": n_critic,
             "spectral_norm": spectral_norm,
         }
-        super().__init__(objective, lipschitz, config)
+        super().__init__(objective, lipschitz, config, sample_shape, cond_shape, latent_dim)

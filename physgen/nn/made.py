@@ -79,18 +79,48 @@ class MADE(nn.Module):
         degrees = [degrees_in]
         for width in hidden:
             if context:  # degree-0 units see only the context, so every output can see it
-                degrees.append(torch.arange(width) % features)
+                deg = torch.arange(width) % features
             else:
-                degrees.append(torch.arange(width) % max(features - 1, 1) + min(features - 1, 1))
+                deg = torch.arange(width) % max(features - 1, 1) + min(features - 1, 1)
+            # Units sorted by degree: those a given output needs form a prefix (see `step`).
+            degrees.append(deg.sort().values)
         layers: list[nn.Module] = []
         for d_in, d_out in pairwise(degrees):
             layers += [MaskedLinear(d_out[:, None] >= d_in[None, :]), activation(act)]
         d_out = (order_t + 1).repeat(params)  # output (p, i) at index p * D + i
         layers.append(MaskedLinear(d_out[:, None] > degrees[-1][None, :]))
         self.net = nn.Sequential(*layers)
+        # For output position k of the order: hidden units of degree <= k per layer, and the
+        # feature index; `step` evaluates only that sub-network.
+        self._prefix = [[int((deg <= k).sum()) for deg in degrees[1:]] for k in range(features)]
+        self._feature_at = torch.argsort(order_t).tolist()
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         if context is not None:
             x = torch.cat([x, context.expand(*x.shape[:-1], context.shape[-1])], dim=-1)
         out = self.net(x)
         return out.unflatten(-1, (self.params, self.features))  # (..., P, D)
+
+    def step(self, x: Tensor, k: int, context: Tensor | None = None) -> tuple[int, Tensor]:
+        """The outputs ``(..., P)`` of the ``k``-th feature in the order, and its index.
+
+        Output ``k`` depends only on hidden units of degree ``<= k``; with units sorted by
+        degree these are a prefix of every layer, so this evaluates a sub-network (a small
+        one for early ``k``) and returns exactly ``forward(x, context)[..., :, i]``. It makes
+        the ``D``-pass direction of an autoregressive flow about twice as cheap.
+        """
+        if context is not None:
+            x = torch.cat([x, context.expand(*x.shape[:-1], context.shape[-1])], dim=-1)
+        i = self._feature_at[k]
+        prefix = self._prefix[k]
+        linears = [m for m in self.net if isinstance(m, MaskedLinear)]
+        acts = [m for m in self.net if not isinstance(m, MaskedLinear)]
+        h, width_in = x, x.shape[-1]
+        for lin, act, width in zip(linears[:-1], acts, prefix, strict=True):
+            weight = lin.weight[:width, :width_in] * lin.mask[:width, :width_in]
+            h = act(F.linear(h, weight, lin.bias[:width]))
+            width_in = width
+        last = linears[-1]
+        rows = torch.arange(self.params, device=x.device) * self.features + i
+        weight = last.weight[rows, :width_in] * last.mask[rows, :width_in]
+        return i, F.linear(h, weight, last.bias[rows])

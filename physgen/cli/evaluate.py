@@ -1,0 +1,335 @@
+"""``physgen evaluate SAMPLES --ref REF``: metrics with floors, metrics.json, figures, a table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from physgen.data import field_names, open_fields
+from physgen.data.atomic import write_json_atomic
+
+__all__ = ["evaluate_files", "format_table", "register"]
+
+_NON_SPATIAL = ("sample", "member", "time")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compare generated fields with reference fields",
+        description=(
+            "Compare a physgen-field/1 file of generated fields with a reference file. "
+            "Unconditional samples get distribution metrics (mean/std errors, spectra, "
+            "correlations, MMD with a permutation test, sliced Wasserstein, W1, energy and "
+            "Fréchet-PCA distances), each beside its reference-vs-reference floor; files with a "
+            "'member' dimension get ensemble scores (fair CRPS, spread-skill, rank histogram, "
+            "coverage). Writes metrics.json and figures to --out and prints a table."
+        ),
+    )
+    parser.add_argument("samples", type=Path, help="generated fields (physgen-field/1 file)")
+    parser.add_argument("--ref", type=Path, required=True, help="reference fields (same layout)")
+    parser.add_argument(
+        "--problem",
+        help="problem name or file for PDE-residual statistics against the reference floor "
+        "(default: the problem named in the reference file)",
+    )
+    parser.add_argument("--no-residual", action="store_true", help="skip the PDE residual")
+    parser.add_argument("--fields", nargs="+", help="fields to evaluate (default: all shared)")
+    parser.add_argument(
+        "--out", type=Path, help="output folder (default: <SAMPLES stem>-evaluation beside it)"
+    )
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="samples are predictions of the reference with equal 'sample' indices: "
+        "add per-sample errors (rel-L2, RMSE, VRMSE, spectral bands)",
+    )
+    parser.add_argument(
+        "--max-samples", type=int, default=2000, help="use at most this many fields per set"
+    )
+    parser.add_argument("--permutations", type=int, default=200, help="MMD permutation count")
+    parser.add_argument("--seed", type=int, default=0, help="seed of splits and projections")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.set_defaults(handler=_run)
+
+
+def _open(path: Path) -> xr.Dataset:
+    """Open and validate a physgen-field/1 file (errors name the file and the defect)."""
+    return open_fields(path)
+
+
+def _is_periodic(ds: xr.Dataset, spatial: list[str]) -> bool:
+    return all(str(ds.attrs.get(f"bc_{d}", "")).lower() == "periodic" for d in spatial)
+
+
+def _check_layout(name: str, gen: xr.DataArray, ref: xr.DataArray, paths: tuple[Path, Path]):
+    gen_dims = [d for d in gen.dims if d != "member"]
+    if gen_dims != list(ref.dims):
+        raise ValueError(
+            f"field {name!r}: dims {tuple(gen.dims)} in {paths[0]} do not match "
+            f"{tuple(ref.dims)} in {paths[1]}"
+        )
+    if gen_dims[0] != "sample":
+        raise ValueError(f"field {name!r}: the first dimension must be 'sample', got {gen_dims}")
+    for d in gen_dims[1:]:
+        if gen.sizes[d] != ref.sizes[d]:
+            raise ValueError(
+                f"field {name!r}: dimension {d!r} has {gen.sizes[d]} points in {paths[0]} "
+                f"but {ref.sizes[d]} in {paths[1]}"
+            )
+
+
+def evaluate_files(
+    samples_path: Path,
+    ref_path: Path,
+    *,
+    out: Path,
+    fields: list[str] | None = None,
+    problem: str | None = None,
+    paired: bool = False,
+    max_samples: int = 2000,
+    permutations: int = 200,
+    seed: int = 0,
+    figures: bool = True,
+    residual: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one file of generated fields against a reference file; write metrics.json.
+
+    The PDE residual is evaluated with ``problem`` (a name or file) or, when that is None,
+    with the problem named in the reference file's ``problem`` attribute, using the
+    parameters of its ``params_json``; ``residual=False`` skips it.
+
+    Returns the metrics dictionary that was written to ``out / "metrics.json"``.
+    """
+    from physgen.metrics.report import distribution_report, ensemble_report, paired_report
+
+    gen_ds, ref_ds = _open(samples_path), _open(ref_path)
+    names = fields or [f for f in field_names(gen_ds) if f in ref_ds.data_vars]
+    if not names:
+        raise ValueError(f"{samples_path} and {ref_path} share no field")
+    for f in names:
+        for ds, path in ((gen_ds, samples_path), (ref_ds, ref_path)):
+            if f not in ds.data_vars:
+                raise KeyError(f"{path}: no field {f!r} (has {sorted(map(str, ds.data_vars))})")
+    ensemble = any("member" in gen_ds[f].dims for f in names)
+    result: dict[str, Any] = {
+        "schema": "physgen-metrics/1",
+        "samples": str(samples_path),
+        "ref": str(ref_path),
+        "mode": "ensemble" if ensemble else "distribution",
+        "seed": seed,
+        "fields": {},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for f in names:
+        gen, ref = gen_ds[f], ref_ds[f]
+        _check_layout(f, gen, ref, (samples_path, ref_path))
+        spatial = [d for d in ref.dims if d not in _NON_SPATIAL]
+        entry: dict[str, Any] = {"units": str(ref.attrs.get("units", ""))}
+        if ensemble:
+            if "member" not in gen.dims:
+                raise ValueError(f"field {f!r} in {samples_path} has no 'member' dimension")
+            common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
+            if common.size == 0:
+                raise ValueError(f"{samples_path} and {ref_path} share no 'sample' index")
+            gen = gen.sel(sample=common).transpose("sample", "member", ...)
+            ref = ref.sel(sample=common)
+            entry["n"] = int(common.size)
+            entry.update(
+                ensemble_report(
+                    gen.values, ref.values, spatial_dims=len(spatial), member_dim=1, seed=seed
+                )
+            )
+        else:
+            gen_v = gen.isel(sample=slice(0, max_samples)).values
+            ref_v = ref.isel(sample=slice(0, 2 * max_samples)).values
+            entry.update(
+                distribution_report(
+                    gen_v,
+                    ref_v,
+                    spatial_dims=len(spatial),
+                    periodic=_is_periodic(ref_ds, spatial),
+                    seed=seed,
+                    num_permutations=permutations,
+                )
+            )
+            if paired:
+                common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
+                if common.size == 0:
+                    raise ValueError(f"--paired: {samples_path} and {ref_path} share no sample")
+                entry["paired"] = paired_report(
+                    gen.sel(sample=common).values,
+                    ref.sel(sample=common).values,
+                    spatial_dims=len(spatial),
+                )
+        result["fields"][f] = entry
+        if figures:
+            _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
+    if residual:
+        entry = _residual_entry(problem, gen_ds, ref_ds, ref_path, max_samples)
+        if entry is not None:
+            result["residual"] = entry
+    write_json_atomic(result, out / "metrics.json")
+    return result
+
+
+def _load_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
+    """The problem ``name`` with the parameters the reference file was generated with."""
+    from physgen.problem import load
+
+    params: dict[str, Any] = {}
+    if str(ref_ds.attrs.get("problem", "")) == Path(name).stem:
+        try:
+            params = json.loads(str(ref_ds.attrs.get("params_json", "{}")))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{ref_path}: attribute params_json is not valid JSON") from err
+    return load(name, **params)
+
+
+def _residual_entry(
+    problem: str | None, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
+) -> dict[str, Any] | None:
+    """Residual statistics, a note saying why they were skipped, or None (no problem known).
+
+    An explicit ``problem`` that cannot be found is an error; the reference file's own
+    ``problem`` attribute is only a hint (files from importers name no physgen problem).
+    """
+    name = problem if problem is not None else ref_ds.attrs.get("problem")
+    if not name:
+        return None
+    try:
+        loaded = _load_problem(str(name), ref_ds, ref_path)
+    except FileNotFoundError as err:
+        if problem is not None:
+            raise
+        return {"problem": str(name), "skipped": str(err)}
+    try:
+        return _residual(loaded, gen_ds, ref_ds, max_samples)
+    except NotImplementedError as err:  # e.g. random fields: no equation to satisfy
+        return {"problem": loaded.name, "skipped": str(err)}
+
+
+def _residual(problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, max_samples: int):
+    from physgen.metrics import residual_metric
+
+    channels = list(problem.field_names)
+
+    def stack(ds: xr.Dataset, limit: int) -> np.ndarray:
+        missing = [c for c in channels if c not in ds.data_vars]
+        if missing:
+            raise KeyError(f"problem {problem.name!r} needs fields {channels}; missing {missing}")
+        arrays = []
+        for c in channels:
+            da = ds[c]
+            if "member" in da.dims:  # every member is a sample of the field
+                da = da.transpose("sample", "member", ...).stack(case=("sample", "member"))
+                da = da.transpose("case", ...)
+            arrays.append(np.asarray(da.values[:limit], dtype=np.float64))
+        return np.stack(arrays, axis=1)  # (N, C, [T], *grid)
+
+    result = residual_metric(problem, stack(gen_ds, max_samples), stack(ref_ds, 2 * max_samples))
+    return {"problem": problem.name, **result}
+
+
+def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
+    from physgen.metrics import energy_spectrum
+    from physgen.plotting import (
+        plot_marginals,
+        plot_rank_histogram,
+        plot_sample_grid,
+        plot_spectra,
+    )
+
+    if len(spatial) in (1, 2):
+        plot_sample_grid(gen, out / f"{name}_samples.png", ref=ref, title=name)
+    gen_v = np.asarray(gen.values[:500], dtype=np.float64)
+    ref_v = np.asarray(ref.values[:500], dtype=np.float64)
+    window = None if periodic else "hann"
+    k, p_gen = energy_spectrum(gen_v, spatial_dims=len(spatial), window=window)
+    _, p_ref = energy_spectrum(ref_v, spatial_dims=len(spatial), window=window)
+    lead = lambda p: tuple(range(p.ndim - 1))  # noqa: E731
+    plot_spectra(
+        k.numpy(),
+        {
+            "generated": p_gen.mean(lead(p_gen)).numpy(),
+            "reference": p_ref.mean(lead(p_ref)).numpy(),
+        },
+        out / f"{name}_spectrum.png",
+        title=f"{name}: radially averaged power spectrum",
+    )
+    label = f"{ref.attrs.get('long_name', name)} [{ref.attrs.get('units', '')}]"
+    plot_marginals(
+        {"generated": gen_v, "reference": ref_v}, out / f"{name}_marginals.png", xlabel=label
+    )
+    if ensemble:
+        plot_rank_histogram(
+            entry["rank_histogram"], out / f"{name}_rank_histogram.png", title=f"{name}: ranks"
+        )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3e}" if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4) else f"{v:.4f}"
+    return str(v)
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A plain-text table of the metrics: value, floor and value/floor where a floor exists."""
+    rows = [("field", "metric", "value", "floor", "value/floor")]
+    for field, entry in result["fields"].items():
+        for metric, v in entry.items():
+            if metric in ("units", "n", "rank_histogram", "members"):
+                continue
+            if isinstance(v, dict) and "value" in v:
+                # Unbiased estimators (MMD², energy distance) have floors near 0 or below it,
+                # where a ratio means nothing; read them against the p-value instead.
+                ratio = f"{v['value'] / v['floor']:.2f}" if v["floor"] > 0 else "n/a"
+                rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), ratio))
+                if "p_value" in v:
+                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", ""))
+            elif isinstance(v, dict):
+                for sub, x in v.items():
+                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", ""))
+            elif isinstance(v, list):
+                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", ""))
+            else:
+                rows.append((field, metric, _fmt(v), "", ""))
+    if "residual" in result and "skipped" not in result["residual"]:
+        r = result["residual"]
+        name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), ratio))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.max_samples < 2:
+        raise ValueError(f"--max-samples must be ≥ 2, got {args.max_samples}")
+    out = args.out or args.samples.with_name(f"{args.samples.stem}-evaluation")
+    result = evaluate_files(
+        args.samples,
+        args.ref,
+        out=out,
+        fields=args.fields,
+        problem=args.problem,
+        paired=args.paired,
+        max_samples=args.max_samples,
+        permutations=args.permutations,
+        seed=args.seed,
+        figures=not args.no_figures,
+        residual=not args.no_residual,
+    )
+    print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
+    print(format_table(result))
+    print(f"wrote {out / 'metrics.json'}")
+    return 0

@@ -1,0 +1,320 @@
+"""Dataset recipes (``datasets/*.toml``) and the runner that turns one into train/valid/test files.
+
+A recipe names a problem, its parameters, the split sizes and a seed::
+
+    problem = "darcy"          # a name in problems/, or a .py path relative to the recipe
+    seed = 0
+    description = "FNO Darcy flow on 32² cells"
+    observation = "pressure_sensors"   # optional: the default inverse task's operator
+    [params]
+    n = 32
+    [splits]
+    train = 1000
+    valid = 100
+    test = 100
+
+``make_dataset`` writes ``<out>/{train,valid,test}.nc`` (physgen-field/1) and ``stats.json``
+(training split only). Samples are numbered globally across the splits (train first), and
+sample ``i`` is drawn from its own generator seeded by ``(seed, i)``, so the data do not
+depend on how the work is cut. Work proceeds in blocks of samples, each written atomically
+under ``<out>/.blocks/``; an interrupted run leaves complete blocks behind, and running it
+again generates only what is missing, then joins the blocks into the split file. With
+``shard=(i, n)`` a run makes shard ``i`` of ``n`` of every split (``train-001-of-004.nc``,
+...): concatenated along ``sample`` the shards equal the unsharded files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+from tqdm.auto import tqdm
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
+
+from physgen.data import compute_stats, open_fields, save_stats, write_fields
+from physgen.paths import data_root, find_project_dir
+from physgen.problem import Problem, load
+
+__all__ = [
+    "SPLITS",
+    "Recipe",
+    "available_recipes",
+    "load_recipe",
+    "make_dataset",
+    "shard_range",
+    "split_path",
+]
+
+SPLITS = ("train", "valid", "test")
+_BLOCKS = ".blocks"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed dataset recipe (see the module docstring for the TOML keys)."""
+
+    name: str
+    problem: str
+    seed: int
+    splits: dict[str, int]
+    params: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    observation: str | None = None
+    block_size: int | None = None  # samples per work block (default: about a minute of work)
+    source: Path | None = None
+
+    def build_problem(self) -> Problem:
+        """The problem with the recipe's parameters (a path resolves beside the recipe file)."""
+        target = self.problem
+        if target.endswith(".py") and self.source is not None:
+            target = str((self.source.parent / target).resolve())
+        problem = load(target, **self.params)
+        if self.observation is not None and self.observation not in problem.observations():
+            raise ValueError(
+                f"recipe {self.name!r}: observation {self.observation!r} is not one of "
+                f"{sorted(problem.observations())}"
+            )
+        return problem
+
+    def offsets(self) -> dict[str, int]:
+        """Global index of each split's first sample (train, then valid, then test)."""
+        out, start = {}, 0
+        for split in SPLITS:
+            out[split] = start
+            start += self.splits.get(split, 0)
+        return out
+
+    def to_json(self) -> str:
+        """The recipe as a JSON string (file provenance)."""
+        doc = {
+            "name": self.name,
+            "problem": self.problem,
+            "seed": self.seed,
+            "splits": self.splits,
+            "params": self.params,
+            "observation": self.observation,
+        }
+        return json.dumps(doc, sort_keys=True)
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes in the ``datasets/`` folder."""
+    return sorted(p.stem for p in find_project_dir("datasets").glob("*.toml"))
+
+
+def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
+    """Read ``datasets/<name>.toml`` or a recipe file; errors name the file and the key."""
+    text = str(name_or_path)
+    path = Path(text)
+    if not (text.endswith(".toml") or path.is_file()):
+        folder = find_project_dir("datasets")
+        path = folder / f"{text}.toml"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no recipe {text!r} in {folder} (known: {', '.join(available_recipes())})"
+            )
+    if not path.is_file():
+        raise FileNotFoundError(f"no such recipe file: {path}")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    known = {"problem", "seed", "splits", "params", "description", "observation", "block_size"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    for key, kind in (("problem", str), ("seed", int), ("splits", dict)):
+        if not isinstance(doc.get(key), kind):
+            raise ValueError(f"{path}: key {key!r} must be a {kind.__name__}, got {doc.get(key)!r}")
+    splits = doc["splits"]
+    bad = {k: v for k, v in splits.items() if k not in SPLITS or not isinstance(v, int) or v < 0}
+    if bad or not any(splits.values()):
+        raise ValueError(
+            f"{path}: [splits] must give non-negative sample counts for {SPLITS}, got {splits}"
+        )
+    if doc["seed"] < 0:
+        raise ValueError(f"{path}: seed must be non-negative, got {doc['seed']}")
+    params = doc.get("params", {})
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: [params] must be a table, got {params!r}")
+    params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+    return Recipe(
+        name=path.stem,
+        problem=doc["problem"],
+        seed=doc["seed"],
+        splits={k: splits[k] for k in SPLITS if splits.get(k)},
+        params=params,
+        description=doc.get("description", ""),
+        observation=doc.get("observation"),
+        block_size=doc.get("block_size"),
+        source=path.resolve(),
+    )
+
+
+def shard_range(count: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Offsets ``[lo, hi)`` of shard ``i`` of ``n`` (1-based) within ``count`` samples."""
+    i, n = shard
+    if not 1 <= i <= n:
+        raise ValueError(f"shard must be i/n with 1 <= i <= n, got {i}/{n}")
+    return count * (i - 1) // n, count * i // n
+
+
+def split_path(out: Path, split: str, shard: tuple[int, int] | None) -> Path:
+    """``train.nc``, or ``train-002-of-004.nc`` for shard 2 of 4."""
+    if shard is None or shard == (1, 1):
+        return out / f"{split}.nc"
+    return out / f"{split}-{shard[0]:03d}-of-{shard[1]:03d}.nc"
+
+
+def _block_path(out: Path, split: str, lo: int, hi: int) -> Path:
+    return out / _BLOCKS / f"{split}-{lo:09d}-{hi:09d}.nc"
+
+
+def _blocks(lo: int, hi: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(lo, hi, size):
+        yield start, min(hi, start + size)
+
+
+def _make_block(recipe: Recipe, split: str, lo: int, hi: int, out: Path) -> int:
+    """Generate global samples ``[lo, hi)`` and write them atomically as one block file."""
+    problem = recipe.build_problem()
+    ds = problem.generate(hi - lo, recipe.seed, start=lo)
+    write_fields(ds, _block_path(out, split, lo, hi), provenance=_provenance(recipe, split))
+    return hi - lo
+
+
+def _provenance(recipe: Recipe, split: str) -> dict[str, Any]:
+    out = {"split": split, "dataset": recipe.name, "recipe_json": recipe.to_json()}
+    if recipe.observation:
+        out["observation"] = recipe.observation
+    return out
+
+
+def _default_block_size(problem: Problem) -> int:
+    """Blocks of about 8 MB of float32 fields (at least one sample, at most 512)."""
+    per_sample = 4 * math.prod(problem.sample_shape())
+    return max(1, min(512, 8 * 2**20 // per_sample))
+
+
+def _join(paths: list[Path], target: Path, recipe: Recipe, split: str) -> Path:
+    """Concatenate block files along ``sample`` into ``target`` (atomically); remove them."""
+    if len(paths) == 1:
+        os.replace(paths[0], target)  # one block is already the whole file
+        return target
+    parts = [open_fields(p, load=True) for p in paths]
+    ds = xr.concat(parts, dim="sample", data_vars="minimal")
+    write_fields(ds, target, provenance=_provenance(recipe, split))
+    for p in paths:
+        p.unlink()
+    return target
+
+
+def make_dataset(
+    recipe: Recipe | str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Path]:
+    """Generate a recipe's splits (or one shard of them) and ``stats.json``.
+
+    Args:
+        recipe: a :class:`Recipe`, a recipe name in ``datasets/`` or a ``.toml`` path.
+        out: output folder (default ``physgen.paths.data_root() / recipe.name``).
+        shard: ``(i, n)``: make only the i-th (1-based) of n contiguous parts of each split.
+        workers: processes generating blocks in parallel.
+        progress: show a tqdm progress bar over samples.
+
+    Returns:
+        The written files by key (``train``, ``valid``, ``test``, ``stats``); ``stats`` only
+        once every training shard exists.
+    """
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    out = Path(out) if out is not None else data_root() / recipe.name
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    problem = recipe.build_problem()
+    size = recipe.block_size or _default_block_size(problem)
+    offsets = recipe.offsets()
+    plan: dict[str, tuple[Path, list[tuple[int, int]]]] = {}
+    for split, count in recipe.splits.items():
+        lo, hi = shard_range(count, shard or (1, 1))
+        target = split_path(out, split, shard)
+        if hi > lo and not target.exists():  # a finished split file is never redone
+            blocks = list(_blocks(offsets[split] + lo, offsets[split] + hi, size))
+            plan[split] = (target, blocks)
+    todo = [
+        (split, lo, hi)
+        for split, (_, blocks) in plan.items()
+        for lo, hi in blocks
+        if not _block_path(out, split, lo, hi).exists()
+    ]
+    total = sum(hi - lo for _, lo, hi in todo)
+    with tqdm(total=total, unit="sample", desc=recipe.name, disable=not progress) as bar:
+        if workers == 1 or len(todo) <= 1:
+            for split, lo, hi in todo:
+                bar.update(_make_block(recipe, split, lo, hi, out))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(_make_block, recipe, s, lo, hi, out) for s, lo, hi in todo]
+                for future in futures:
+                    bar.update(future.result())
+    written: dict[str, Path] = {}
+    for split, (target, blocks) in plan.items():
+        _join([_block_path(out, split, lo, hi) for lo, hi in blocks], target, recipe, split)
+    blocks_dir = out / _BLOCKS
+    if blocks_dir.is_dir() and not any(blocks_dir.iterdir()):
+        blocks_dir.rmdir()
+    for split, count in recipe.splits.items():
+        if _nonempty(count, shard or (1, 1)):
+            written[split] = split_path(out, split, shard)
+    stats = _write_stats(recipe, out, shard)
+    if stats is not None:
+        written["stats"] = stats
+    return written
+
+
+def _train_files(recipe: Recipe, out: Path, shard: tuple[int, int] | None) -> list[Path] | None:
+    """The training split's files if all exist (every shard of a sharded run), else None."""
+    count = recipe.splits.get("train", 0)
+    n = 1 if shard is None else shard[1]
+    files = [
+        split_path(out, "train", None if n == 1 else (i, n))
+        for i in range(1, n + 1)
+        if _nonempty(count, (i, n))
+    ]
+    return files if files and all(f.exists() for f in files) else None
+
+
+def _nonempty(count: int, shard: tuple[int, int]) -> bool:
+    lo, hi = shard_range(count, shard)
+    return hi > lo
+
+
+def _write_stats(recipe: Recipe, out: Path, shard: tuple[int, int] | None) -> Path | None:
+    files = _train_files(recipe, out, shard)
+    target = out / "stats.json"
+    if files is None:
+        return None
+    if target.exists() and target.stat().st_mtime >= max(f.stat().st_mtime for f in files):
+        return target
+    parts = [open_fields(f, nonfinite="ignore") for f in files]
+    try:
+        ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="sample", data_vars="minimal")
+        stats = compute_stats(ds)
+    finally:
+        for p in parts:
+            p.close()
+    return save_stats(stats, target, source=", ".join(f.name for f in files))

@@ -1,0 +1,106 @@
+"""DDP under ``torchrun``: process group from the environment, wrapping, and small collectives."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+__all__ = ["Objective", "Process", "all_sum", "gather", "setup", "teardown", "wrap"]
+
+
+@dataclass(frozen=True)
+class Process:
+    """Where this process sits in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the only process that writes logs and checkpoints."""
+        return self.rank == 0
+
+
+def setup(device: torch.device) -> tuple[Process, torch.device]:
+    """Join the process group ``torchrun`` describes in the environment, if any.
+
+    ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and the rendezvous address; the
+    backend is NCCL for CUDA and gloo for CPU. Without ``WORLD_SIZE > 1`` this is a no-op, so
+    the same script runs single-process. On CUDA each process takes GPU ``LOCAL_RANK``.
+
+    Returns:
+        The process description and the device this process trains on.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size == 1:
+        return Process(), device
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Process(dist.get_rank(), dist.get_world_size(), local_rank, owns), device
+
+
+def teardown(process: Process) -> None:
+    """Leave the process group if :func:`setup` created it."""
+    if process.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class Objective(nn.Module):
+    """Routes ``forward(method, x, cond)`` to ``model.<method>(x, cond)``.
+
+    DDP synchronizes gradients only for computations that enter through ``forward``, while
+    physgen models train through ``loss`` (or ``generator_loss``/``discriminator_loss``); this
+    thin module is what gets wrapped.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, method: str, x: Tensor, cond: Tensor | None) -> Tensor:
+        return getattr(self.model, method)(x, cond)
+
+
+def wrap(model: nn.Module, process: Process, device: torch.device, two_player: bool) -> nn.Module:
+    """The model's :class:`Objective`, wrapped in DDP when running multi-process.
+
+    Two-player models leave one player's parameters unused in each step, so DDP is told to
+    look for unused parameters there (and only there: the search costs a graph traversal).
+    """
+    objective = Objective(model)
+    if process.world_size == 1:
+        return objective
+    return DistributedDataParallel(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=two_player,
+    )
+
+
+def all_sum(values: Tensor, process: Process) -> Tensor:
+    """Sum ``values`` over processes (in place; gloo has no average, so callers divide)."""
+    if process.world_size > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def gather(obj: Any, process: Process) -> list[Any]:
+    """Every process's ``obj``, in rank order (a one-element list when single-process)."""
+    if process.world_size == 1:
+        return [obj]
+    out: list[Any] = [None] * process.world_size
+    dist.all_gather_object(out, obj)
+    return out

@@ -1,0 +1,620 @@
+"""``fit``: the one training loop for every family, one or two players, one or many processes."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from physgen.models.base import GenerativeModel, TwoPlayerModel
+from physgen.utils import seed_everything
+
+from . import distributed
+from .amp import autocast
+from .checkpoint import (
+    get_rng_state,
+    model_entries,
+    read_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from .data import BatchOrder, DataLike, batches, num_samples, sequential_batches
+from .ema import EMA
+from .log import MetricsLog
+
+__all__ = ["CHECKPOINT_NAME", "FitResult", "NonFiniteLossError", "fit", "lr_factor"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss or gradient became NaN or infinite; the weights were not updated."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained model (the same object that was passed in), in eval mode.
+        ema: the exponential-moving-average copy, or ``None`` without ``ema_decay``.
+        history: every logged record (training metrics and validation losses).
+        step: the number of optimizer steps taken in total (including resumed ones).
+        skipped: how many updates were skipped for non-finite losses.
+        checkpoint: the last checkpoint written, if any.
+    """
+
+    model: GenerativeModel
+    ema: GenerativeModel | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    skipped: int = 0
+    checkpoint: Path | None = None
+
+
+def lr_factor(name: str, step: int, total: int, warmup: int = 0) -> float:
+    r"""Learning-rate multiplier at ``step`` of ``total``: linear warm-up, then ``name``.
+
+    ``constant``: 1; ``cosine``: :math:`\tfrac12(1 + \cos(\pi p))`; ``linear``: :math:`1 - p`,
+    with :math:`p` the fraction of post-warm-up steps done (Loshchilov & Hutter, "SGDR",
+    2017, arXiv:1608.03983).
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    if name == "constant":
+        return 1.0
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if name == "linear":
+        return 1.0 - p
+    raise ValueError(f"unknown schedule {name!r}; expected constant, cosine or linear")
+
+
+def _make_optimizer(
+    kind: str | OptimizerFactory,
+    params: list[nn.Parameter],
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+) -> torch.optim.Optimizer:
+    if callable(kind):
+        return kind(params, lr)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {kind!r}; expected adam, adamw, sgd or a callable")
+
+
+def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
+    return [p for p in params if p.requires_grad]
+
+
+def _grad_norm(params: list[nn.Parameter], clip: float | None) -> Tensor:
+    """Total gradient 2-norm, clipped to ``clip`` when given (norm reported before clipping)."""
+    if clip is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    grads = [p.grad for p in params if p.grad is not None]
+    return torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+
+
+@dataclass
+class _Player:
+    """One optimizer, the parameters it updates and the model method giving its loss."""
+
+    method: str
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resume_path(resume: bool | str | Path, checkpoint_dir: Path | None) -> Path | None:
+    """The checkpoint to resume from: an explicit path, or the latest one in ``checkpoint_dir``."""
+    if resume is False:
+        return None
+    if resume is True:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint path)")
+        latest = checkpoint_dir / CHECKPOINT_NAME
+        return latest if latest.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"resume: no checkpoint file at {path}")
+    return path
+
+
+def fit(
+    model: GenerativeModel,
+    data: DataLike,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    optimizer: str | OptimizerFactory = "adam",
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    weight_decay: float = 0.0,
+    schedule: Literal["constant", "cosine", "linear"] = "constant",
+    warmup_steps: int = 0,
+    ema_decay: float | None = None,
+    grad_clip: float | None = None,
+    amp: bool | None = None,
+    device: str | torch.device | None = None,
+    valid_data: DataLike | None = None,
+    valid_every: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool | str | Path = False,
+    log_file: str | Path | None = None,
+    log_every: int = 10,
+    nonfinite: Literal["raise", "skip"] = "raise",
+    seed: int = 0,
+    n_critic: int | None = None,
+    critic_lr: float | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train ``model`` by minimizing the batch mean of its per-sample ``loss``.
+
+    One step draws a global batch (a pure function of ``(seed, step)``, so resumed runs see
+    the same batches), computes ``model.loss(x, cond).mean()`` under bf16 autocast when
+    ``amp``, back-propagates, checks the loss and gradient norm are finite, optionally clips,
+    and updates the weights (and the EMA copy). Two-player models (GANs) instead take
+    ``n_critic`` critic steps on ``discriminator_loss`` and then one generator step on
+    ``generator_loss``, each player with its own optimizer.
+
+    Under ``torchrun`` the same call trains data-parallel: each of the ``WORLD_SIZE``
+    processes takes an equal slice of every global batch, DDP averages the gradients, and
+    only rank 0 shows progress and writes logs and checkpoints.
+
+    Args:
+        model: any :class:`~physgen.models.GenerativeModel`.
+        data: a tensor of samples, an ``(x, cond)`` pair of tensors, or a ``Dataset`` yielding
+            tensors or ``(x, cond)`` pairs.
+        steps: number of optimizer steps in total (counting resumed ones); or give ``epochs``.
+        epochs: number of passes over ``data`` (incomplete last batches dropped).
+        batch_size: global batch size (split over processes under DDP).
+        optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a factory ``(params, lr) -> Optimizer``.
+        lr: peak learning rate (generator rate for two-player models).
+        betas: Adam betas (SGD momentum is ``betas[0]``).
+        weight_decay: L2 (Adam/SGD) or decoupled (AdamW) weight decay.
+        schedule: learning-rate decay after warm-up (see :func:`lr_factor`).
+        warmup_steps: steps of linear learning-rate warm-up.
+        ema_decay: keep an exponential moving average of the weights with this decay.
+        grad_clip: clip the global gradient norm to this value.
+        amp: bf16 autocast; default on for CUDA, off otherwise.
+        device: where to train; default CUDA when available.
+        valid_data: held-out data whose mean loss is logged as ``valid_loss``.
+        valid_every: validate every this many steps (and at the end).
+        checkpoint_dir: where ``checkpoint.pt`` and, by default, ``log.jsonl`` go.
+        checkpoint_every: write a checkpoint every this many steps (and always at the end).
+        resume: ``True`` continues from ``checkpoint_dir``'s checkpoint when there is one; a
+            path continues from that file.
+        log_file: JSON-lines metrics file (default ``checkpoint_dir/log.jsonl``).
+        log_every: steps between logged training records.
+        nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
+            naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
+        seed: seeds the batch order and (per rank) the random draws inside the losses.
+        n_critic: critic steps per generator step (default ``model.n_critic``).
+        critic_lr: critic learning rate (default ``lr``).
+        num_workers: ``DataLoader`` workers for datasets not held as tensors.
+        progress: show a progress bar (rank 0 only).
+        metadata: JSON-able information stored in checkpoints (e.g. field names, units and
+            normalization statistics that ``physgen sample`` needs).
+
+    Returns:
+        A :class:`FitResult` with the model, its EMA copy and the logged history.
+
+    Example:
+        >>> result = fit(model, torch.randn(1024, 2), steps=100, batch_size=128)  # doctest: +SKIP
+        >>> result.history[-1]["loss"]  # doctest: +SKIP
+    """
+    if (steps is None) == (epochs is None):
+        raise ValueError("give exactly one of steps= and epochs=")
+    if nonfinite not in ("raise", "skip"):
+        raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    if log_every < 1:
+        raise ValueError(f"log_every must be positive, got {log_every}")
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if log_file is None and checkpoint_dir is not None:
+        log_file = checkpoint_dir / "log.jsonl"
+    process, device = distributed.setup(_resolve_device(device))
+    try:
+        return _fit(**{k: v for k, v in locals().items() if k != "process"}, process=process)
+    finally:
+        distributed.teardown(process)
+
+
+def _fit(
+    *,
+    model: GenerativeModel,
+    data: DataLike,
+    steps: int | None,
+    epochs: int | None,
+    batch_size: int,
+    optimizer: str | OptimizerFactory,
+    lr: float,
+    betas: tuple[float, float],
+    weight_decay: float,
+    schedule: str | Callable[[int], float],
+    warmup_steps: int,
+    ema_decay: float | None,
+    grad_clip: float | None,
+    amp: bool | None,
+    device: torch.device,
+    valid_data: DataLike | None,
+    valid_every: int | None,
+    checkpoint_dir: Path | None,
+    checkpoint_every: int | None,
+    resume: bool | str | Path,
+    log_file: str | Path | None,
+    log_every: int,
+    nonfinite: str,
+    seed: int,
+    n_critic: int | None,
+    critic_lr: float | None,
+    num_workers: int,
+    progress: bool,
+    metadata: dict[str, Any] | None,
+    process: distributed.Process,
+) -> FitResult:
+    if batch_size % process.world_size:
+        raise ValueError(
+            f"batch_size {batch_size} is not divisible by the {process.world_size} processes"
+        )
+    if valid_data is not None:
+        num_samples(valid_data, "valid_data")
+    two_player = isinstance(model, TwoPlayerModel)
+    n_critic = (n_critic or model.n_critic) if two_player else 1
+    amp = device.type == "cuda" if amp is None else amp
+    order = BatchOrder(num_samples(data), batch_size, seed)
+    total = steps if steps is not None else (epochs * order.per_epoch) // n_critic
+    if total < 1:
+        raise ValueError(f"nothing to train: {total} steps")
+    factor = schedule if callable(schedule) else None
+    lr_factor(schedule if factor is None else "constant", 0, total)  # validates the name
+    record = {
+        "batch_size": batch_size,
+        "seed": seed,
+        "lr": lr,
+        "critic_lr": critic_lr,
+        "n_critic": n_critic,
+        "schedule": schedule if factor is None else "custom",
+        "warmup_steps": warmup_steps,
+        "steps": total,
+        "ema_decay": ema_decay,
+        "grad_clip": grad_clip,
+        "amp": amp,
+        "world_size": process.world_size,
+    }
+
+    model.to(device).train()
+    if two_player:
+        roles = [
+            (
+                "discriminator_loss",
+                model.discriminator_parameters(),
+                lr if critic_lr is None else critic_lr,
+            ),
+            ("generator_loss", model.generator_parameters(), lr),
+        ]
+    else:
+        roles = [("loss", model.parameters(), lr)]
+    players = []
+    for method, params, rate in roles:
+        params = _trainable(params)
+        opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
+        players.append(_Player(method, params, opt, rate))
+    ema = EMA(model, ema_decay) if ema_decay is not None else None
+    objective = distributed.wrap(model, process, device, two_player)
+
+    start, skipped = 0, 0
+    source = _resume_path(resume, checkpoint_dir)
+    if source is not None:
+        start, skipped = _restore(source, model, ema, players, process, seed)
+    else:
+        seed_everything(seed + process.rank)
+    if start >= total:
+        warnings.warn(
+            f"the checkpoint is at step {start}, steps={total}: nothing to train", stacklevel=3
+        )
+
+    log = MetricsLog(log_file if process.is_main else None, start if source else None)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        disable=not (progress and process.is_main),
+        unit="step",
+        dynamic_ncols=True,
+    )
+    stream = batches(
+        data,
+        order,
+        start * n_critic,
+        total * n_critic,
+        device=device,
+        rank=process.rank,
+        world_size=process.world_size,
+        num_workers=num_workers,
+    )
+    last_checkpoint = None
+    window = _Window()
+    try:
+        for step in range(max(start, 0), total):
+            rate = (
+                factor(step)
+                if factor is not None
+                else lr_factor(schedule, step, total, warmup_steps)
+            )
+            for player in players:
+                for group in player.optimizer.param_groups:
+                    group["lr"] = player.base_lr * rate
+            losses = {}
+            for player in players:
+                for _ in range(n_critic if player.method == "discriminator_loss" else 1):
+                    if player.method != "generator_loss":
+                        x, cond = next(stream)  # the generator reuses the last critic batch
+                    losses[player.method] = _update(
+                        objective,
+                        player,
+                        x,
+                        cond,
+                        amp=amp,
+                        device=device,
+                        grad_clip=grad_clip,
+                        process=process,
+                        step=step,
+                        nonfinite=nonfinite,
+                    )
+            ok = all(math.isfinite(v) and math.isfinite(g) for v, g in losses.values())
+            skipped += not ok
+            if ema is not None and ok:
+                ema.update(model)
+            done = step + 1
+            window.add(losses["generator_loss" if two_player else "loss"][0], ok)
+            bar.update(1)
+            if done % log_every == 0 or done == total:
+                metrics = {"step": done, **window.flush(batch_size * n_critic)}
+                metrics.update(lr=players[-1].base_lr * rate, skipped=skipped)
+                for method, (value, norm) in losses.items():
+                    if two_player:
+                        metrics[method] = value
+                        metrics[f"grad_norm_{method}"] = norm
+                    else:
+                        metrics["grad_norm"] = norm
+                log.write(metrics)
+                bar.set_postfix(
+                    loss=f"{metrics['loss']:.4g}", samples_per_s=f"{metrics['samples_per_s']:.0f}"
+                )
+            paused = time.perf_counter()
+            if valid_data is not None and (
+                (valid_every and done % valid_every == 0) or done == total
+            ):
+                log.write(
+                    {
+                        "step": done,
+                        **_validate(model, ema, valid_data, batch_size, device, amp, seed, process),
+                    }
+                )
+            if checkpoint_dir is not None and (
+                (checkpoint_every and done % checkpoint_every == 0) or done == total
+            ):
+                record["skipped"] = skipped
+                last_checkpoint = _save(
+                    checkpoint_dir / CHECKPOINT_NAME,
+                    model,
+                    ema,
+                    players,
+                    done,
+                    record,
+                    metadata,
+                    process,
+                )
+            window.exclude(time.perf_counter() - paused)
+    finally:
+        bar.close()
+        log.close()
+    model.eval()
+    return FitResult(
+        model,
+        ema.module if ema is not None else None,
+        log.history,
+        max(total, start),
+        skipped,
+        last_checkpoint,
+    )
+
+
+class _Window:
+    """Running loss mean and throughput between two log records."""
+
+    def __init__(self) -> None:
+        self.loss, self.finite, self.steps, self.start = 0.0, 0, 0, time.perf_counter()
+
+    def add(self, loss: float, ok: bool) -> None:
+        self.steps += 1
+        if ok:
+            self.loss += loss
+            self.finite += 1
+
+    def exclude(self, seconds: float) -> None:
+        """Leave time spent on validation and checkpoints out of the throughput."""
+        self.start += seconds
+
+    def flush(self, samples_per_step: int) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        out = {
+            "loss": self.loss / self.finite if self.finite else math.nan,
+            "samples_per_s": self.steps * samples_per_step / elapsed,
+        }
+        self.__init__()
+        return out
+
+
+def _update(
+    objective: nn.Module,
+    player: _Player,
+    x: Tensor,
+    cond: Tensor | None,
+    *,
+    amp: bool,
+    device: torch.device,
+    grad_clip: float | None,
+    process: distributed.Process,
+    step: int,
+    nonfinite: str,
+) -> tuple[float, float]:
+    """One optimizer step of ``player``; returns (loss, gradient norm), averaged over processes.
+
+    The update is made only when both are finite; all processes see the same (all-reduced)
+    numbers, so they agree on skipping or raising.
+    """
+    objective.zero_grad(set_to_none=True)
+    with autocast(device, amp):
+        per_sample = objective(player.method, x, cond)
+    if per_sample.shape != (x.shape[0],):
+        raise ValueError(
+            f"{player.method} must return one loss per sample, shape ({x.shape[0]},); "
+            f"got {tuple(per_sample.shape)}"
+        )
+    loss = per_sample.float().mean()  # reduced in fp32 even under autocast
+    loss.backward()
+    norm = _grad_norm(player.params, grad_clip)
+    stats = torch.stack([loss.detach(), norm.to(loss.device, torch.float32)])
+    value, grad = (distributed.all_sum(stats, process) / process.world_size).tolist()
+    if math.isfinite(value) and math.isfinite(grad):
+        player.optimizer.step()
+    elif nonfinite == "raise":
+        raise NonFiniteLossError(
+            f"non-finite {player.method} ({value:.4g}, gradient norm {grad:.4g}) at step {step}; "
+            "the weights were not updated. Lower the learning rate, clip gradients "
+            "(grad_clip=), or pass nonfinite='skip' to skip such batches"
+        )
+    return value, grad
+
+
+def _validate(
+    model: GenerativeModel,
+    ema: EMA | None,
+    data: DataLike,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+    seed: int,
+    process: distributed.Process,
+) -> dict[str, float]:
+    """Mean per-sample loss over ``data`` (and of the EMA copy), with fixed random draws.
+
+    The draws inside the loss (noise levels, latent samples) are seeded by ``seed`` on a forked
+    generator, so successive validations are comparable and training's random stream is not
+    disturbed.
+    """
+    out = {}
+    nets = {"valid_loss": model, "valid_loss_ema": ema.module if ema is not None else None}
+    for key, net in nets.items():
+        if net is None:
+            continue
+        was_training = net.training
+        net.eval()
+        sums = torch.zeros(2, dtype=torch.float64, device=device)
+        forked = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=forked), torch.no_grad():
+            torch.manual_seed(seed)
+            for x, cond in sequential_batches(
+                data, batch_size, device=device, rank=process.rank, world_size=process.world_size
+            ):
+                with autocast(device, amp):
+                    per_sample = net.loss(x, cond)
+                sums[0] += per_sample.double().sum()
+                sums[1] += per_sample.numel()
+        total, count = distributed.all_sum(sums, process).tolist()
+        out[key] = total / count
+        net.train(was_training)
+    return out
+
+
+def _save(
+    path: Path,
+    model: GenerativeModel,
+    ema: EMA | None,
+    players: list[_Player],
+    step: int,
+    record: dict[str, Any],
+    metadata: dict[str, Any] | None,
+    process: distributed.Process,
+) -> Path | None:
+    """Write the full training state (rank 0; every rank contributes its RNG state)."""
+    rng = distributed.gather(get_rng_state(), process)
+    if not process.is_main:
+        return None
+    return save_checkpoint(
+        path,
+        {
+            **model_entries(model),
+            "ema_state": ema.state_dict() if ema is not None else None,
+            "optimizers": {p.method: p.optimizer.state_dict() for p in players},
+            "step": step,
+            "rng": rng,
+            "fit": dict(record),
+            "metadata": metadata or {},
+        },
+    )
+
+
+def _restore(
+    path: Path,
+    model: GenerativeModel,
+    ema: EMA | None,
+    players: list[_Player],
+    process: distributed.Process,
+    seed: int,
+) -> tuple[int, int]:
+    """Load the training state saved by :func:`_save`; returns (step, skipped count)."""
+    contents = read_checkpoint(path)
+    name = model_entries(model)["model_name"]
+    if contents["model_name"] != name or contents["model_config"] != model.config:
+        raise ValueError(
+            f"{path}: the checkpoint holds model {contents['model_name']!r} with config "
+            f"{contents['model_config']}, not this {name!r} with config {model.config}"
+        )
+    model.load_state_dict(contents["model_state"])
+    if ema is not None:
+        ema.load_state_dict(contents["ema_state"] or model.state_dict())
+    saved = contents["optimizers"]
+    if set(saved) != {p.method for p in players}:
+        raise ValueError(f"{path}: optimizer states for {sorted(saved)} do not match this model")
+    for player in players:
+        player.optimizer.load_state_dict(saved[player.method])
+    step = int(contents["step"])
+    states = contents["rng"]
+    if len(states) == process.world_size:
+        set_rng_state(states[process.rank])
+    else:
+        warnings.warn(
+            f"{path} was written by {len(states)} processes, this run has "
+            f"{process.world_size}: random draws are reseeded, so the run will not match an "
+            "uninterrupted one exactly",
+            stacklevel=4,
+        )
+        seed_everything(seed + process.rank + 1_000_003 * step)
+    return step, int(contents["fit"].get("skipped", 0))

@@ -1,0 +1,174 @@
+"""Dataset recipes: every recipe loads; shards concatenate to the unsharded data; runs resume."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import physgen.recipes as recipes
+from physgen.cli import main as cli_main
+from physgen.data import load_stats, open_fields
+from physgen.recipes import available_recipes, load_recipe, make_dataset, shard_range
+
+REQUIRED = {
+    "grf1d",
+    "grf2d-64",
+    "sde1d-forward",
+    "sde1d-mixed",
+    "sde1d-inverse",
+    "darcy-32",
+    "darcy-64",
+    "burgers-128",
+    "heat-64",
+    "ns-64",
+    "kolmogorov-64",
+    "allen-cahn",
+}
+
+
+def _recipe(tmp_path: Path, problem: str, params: str, splits=(8, 3, 3), block=3) -> Path:
+    path = tmp_path / f"tiny-{problem}.toml"
+    path.write_text(
+        f'problem = "{problem}"\nseed = 4\nblock_size = {block}\n'
+        f"[params]\n{params}\n"
+        f"[splits]\ntrain = {splits[0]}\nvalid = {splits[1]}\ntest = {splits[2]}\n"
+    )
+    return path
+
+
+def _values(path: Path) -> dict[str, np.ndarray]:
+    ds = open_fields(path, load=True)
+    return {name: ds[name].values for name in [*ds.attrs["fields"], "seed", "sample"]}
+
+
+def test_every_required_recipe_exists_and_builds_its_problem() -> None:
+    assert set(available_recipes()) >= REQUIRED
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        problem = recipe.build_problem()
+        assert recipe.splits["train"] > 0 and recipe.description
+        if recipe.observation:
+            assert recipe.observation in problem.observations()
+
+
+@pytest.mark.parametrize(
+    ("problem", "params"),
+    [("sde1d", "n = 33"), ("heat", "n = 16\nt_end = 0.05")],
+)
+def test_shards_concatenate_to_the_unsharded_dataset(tmp_path: Path, problem, params) -> None:
+    recipe = _recipe(tmp_path, problem, params)
+    whole = make_dataset(recipe, tmp_path / "whole", progress=False)
+    assert set(whole) == {"train", "valid", "test", "stats"}
+    for i in (3, 1, 2):  # any order; stats appear once every training shard exists
+        parts = make_dataset(recipe, tmp_path / "sharded", shard=(i, 3), progress=False)
+        assert ("stats" in parts) == (i == 2)
+    for split in ("train", "valid", "test"):
+        shards = sorted((tmp_path / "sharded").glob(f"{split}-*-of-003.nc"))
+        assert len(shards) == 3
+        joined = [_values(p) for p in shards]
+        expected = _values(whole[split])
+        for key, value in expected.items():
+            np.testing.assert_array_equal(np.concatenate([j[key] for j in joined]), value)
+    a = load_stats(tmp_path / "whole" / "stats.json")
+    b = load_stats(tmp_path / "sharded" / "stats.json")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].mean == pytest.approx(b[name].mean, rel=1e-12, abs=1e-15)
+        assert a[name].count == b[name].count
+
+
+def test_splits_are_disjoint_and_stats_come_from_train_only(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33")
+    files = make_dataset(recipe, tmp_path / "out", progress=False)
+    samples = [open_fields(files[s])["sample"].values for s in ("train", "valid", "test")]
+    np.testing.assert_array_equal(np.concatenate(samples), np.arange(14))
+    train = open_fields(files["train"], load=True)
+    stats = load_stats(files["stats"])
+    assert stats["u"].mean == pytest.approx(float(train["u"].values.astype(np.float64).mean()))
+    assert stats["u"].count == train["u"].size
+    assert json.loads(train.attrs["recipe_json"])["seed"] == 4 and train.attrs["split"] == "train"
+
+
+def test_an_interrupted_run_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33")
+    clean = make_dataset(recipe, tmp_path / "clean", progress=False)
+    real = recipes._make_block
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(args[1:4])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "_make_block", dying)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        make_dataset(recipe, out, progress=False)
+    # Nothing half-written: no split file yet, only complete blocks, no temporary files.
+    assert not list(out.glob("*.nc")) and not list(out.rglob("*.tmp"))
+    assert len(list((out / ".blocks").glob("*.nc"))) == 2
+    monkeypatch.setattr(recipes, "_make_block", real)
+    resumed = make_dataset(recipe, out, progress=False)
+    for split in ("train", "valid", "test"):
+        for key, value in _values(clean[split]).items():
+            np.testing.assert_array_equal(_values(resumed[split])[key], value)
+    assert not (out / ".blocks").exists()
+    # A finished dataset is not redone.
+    before = resumed["train"].stat().st_mtime_ns
+    make_dataset(recipe, out, progress=False)
+    assert resumed["train"].stat().st_mtime_ns == before
+
+
+def test_parallel_workers_give_the_same_data(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(8, 2, 2), block=2)
+    one = make_dataset(recipe, tmp_path / "one", progress=False)
+    two = make_dataset(recipe, tmp_path / "two", workers=2, progress=False)
+    for split in ("train", "valid", "test"):
+        xr.testing.assert_equal(
+            open_fields(one[split], load=True)[["u", "k", "f"]],
+            open_fields(two[split], load=True)[["u", "k", "f"]],
+        )
+
+
+def test_cli_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33")
+    argv = ["data", "make", str(recipe), "--out", str(tmp_path / "d"), "--shard", "2/2", "--quiet"]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "train-002-of-002.nc" in printed and "stats" not in printed
+    with pytest.raises(SystemExit):
+        cli_main(["data", "make", str(recipe), "--shard", "3/2"])
+    assert cli_main(["data", "make", "no-such-recipe"]) == 1
+    assert "no recipe 'no-such-recipe'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('problem = "sde1d"\nseed = 0\n[splits]\ntrain = -1\n', "non-negative"),
+        ('problem = "sde1d"\nseed = 0\nsplit = 3\n[splits]\ntrain = 1\n', "unknown key"),
+        ("seed = 0\n[splits]\ntrain = 1\n", "'problem' must be a str"),
+        ('problem = "sde1d"\nseed = 0\n[params]\nlenght = 1\n[splits]\ntrain = 1\n', "lenght"),
+        ('problem = "sde1d"\nseed = 0\nobservation = "x"\n[splits]\ntrain = 1\n', "observation"),
+        ("problem = [", "not valid TOML"),
+    ],
+)
+def test_bad_recipes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_recipe(path).build_problem()
+
+
+def test_shard_ranges_partition_every_split() -> None:
+    for count in (0, 1, 7, 100):
+        for n in (1, 3, 8):
+            ranges = [shard_range(count, (i, n)) for i in range(1, n + 1)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == count
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
