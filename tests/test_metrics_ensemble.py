@@ -143,3 +143,21 @@ def test_ensemble_shape_errors_name_the_arguments() -> None:
         crps_fair(torch.zeros(4, 3), torch.zeros(2))
     with pytest.raises(ValueError, match="at least 2 members"):
         spread_skill_ratio(torch.zeros(1, 3), torch.zeros(3))
+
+
+def test_observation_consistency_with_the_inverse_layout_and_noise() -> None:
+    from physgen.inverse.operators import BlockAverage
+
+    gen = torch.Generator().manual_seed(7)
+    op = BlockAverage(4, 2, noise_std=0.05)
+    truth = torch.randn(3, 1, 16, 16, generator=gen, dtype=torch.float64)
+    y = op.observe(truth, generator=gen)
+    # Ensembles from physgen.inverse.solve are (B, M, C, *grid): member_dim = 1.
+    detail = torch.randn(3, 4, 1, 16, 16, generator=gen, dtype=torch.float64)
+    coarse = op(detail.flatten(0, 1)).reshape(3, 4, 1, 4, 4)
+    detail = detail - coarse.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    misfit = observation_consistency(truth[:, None] + detail, y, op, member_dim=1)
+    assert misfit.shape == (4, 3)
+    # Each member reproduces A(truth), so the misfit is exactly the noise relative to y.
+    noise = (y - op(truth)).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+    torch.testing.assert_close(misfit, noise.expand(4, 3))
