@@ -374,6 +374,7 @@ def _fit(
                     losses[player.method] = _update(
                         objective,
                         player,
+                        players,
                         x,
                         cond,
                         amp=amp,
@@ -471,6 +472,7 @@ class _Window:
 def _update(
     objective: nn.Module,
     player: _Player,
+    players: list[_Player],
     x: Tensor,
     cond: Tensor | None,
     *,
@@ -486,7 +488,8 @@ def _update(
     The update is made only when both are finite; all processes see the same (all-reduced)
     numbers, so they agree on skipping or raising.
     """
-    objective.zero_grad(set_to_none=True)
+    for other in players:  # the generator step also leaves gradients on the critic
+        other.optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         per_sample = objective(player.method, x, cond)
     if per_sample.shape != (x.shape[0],):
