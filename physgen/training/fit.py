@@ -320,6 +320,8 @@ def _fit(
     players = []
     for method, params, rate in roles:
         params = _trainable(params)
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
     ema = EMA(model, ema_decay) if ema_decay is not None else None
@@ -502,7 +504,9 @@ def _update(
     loss.backward()
     norm = _grad_norm(player.params, grad_clip)
     stats = torch.stack([loss.detach(), norm.to(loss.device, loss.dtype)])
-    value, grad = (distributed.all_sum(stats, process) / process.world_size).tolist()
+    if process.world_size > 1:
+        stats = distributed.all_sum(stats, process) / process.world_size
+    value, grad = stats.tolist()
     if math.isfinite(value) and math.isfinite(grad):
         player.optimizer.step()
     elif nonfinite == "raise":
