@@ -208,7 +208,9 @@ def test_registered_for_training() -> None:
     for name, cls in CLASSES.items():
         assert get_model_class(name) is cls
         model = cls.for_shape(cls.example_shape, cls.example_cond_shape)
-        assert model.sample(2).shape == (2, *cls.example_shape)
+        x, c = cls.example_batch(2)
+        assert model.log_prob(x, c).shape == (2,)
+        assert model.sample(2, c).shape == (2, *cls.example_shape)
 
 
 # A banana: x1 = z1, x2 = s z2 + b (z1^2 - 1), z ~ N(0, I). The map has Jacobian
