@@ -6,7 +6,7 @@ total-std errors with the PI-VAE code's definitions, the discrete PDE residual o
 fields against the data's floor and the wall time, and writes ``results.json`` and
 ``results.md`` (atomically) under ``runs/pivae_sde[-quick]/``. Ablation (forward task): the
 synthetic-latent physics term off (α2 = 0), Z_syn by plain N(0, I) instead of a Latin
-hypercube, and no physics terms at all. ``--pigan`` adds the PI-WGAN row at equal epochs.
+hypercube, and no physics terms at all. ``--rows pigan`` adds PI-WGAN at equal epochs.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ MODEL: dict[str, Any] = {
     "degree": 16,
     "k_transform": "exp",
     "encoder_logvar": "linear",
+    "kernel_num": 7,
     "alpha1": 10.0,
     "alpha2": 10.0,
     "n_syn": 2000,
@@ -116,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default 100 (quick: 30)")
     parser.add_argument("--tasks", nargs="+", default=None, help="forward mixed inverse")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--no-ablation", action="store_true", help="skip the ablation rows")
-    parser.add_argument("--pigan", action="store_true", help="add PI-WGAN at equal epochs")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=("main", "ablation", "pigan"),
+        default=("main", "ablation"),
+        help="rows to run: PI-VAE per task, ablation, PI-WGAN (default: main ablation)",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="training samples (2000)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     args = parser.parse_args(argv)
@@ -143,15 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_output(out / "results.md") as tmp:
             tmp.write_text(_table(rows, floor))
 
-    for task in tasks:
+    for task in tasks if "main" in args.rows else ():
         for seed in args.seeds:
             record({"method": "physgen PI-VAE", **train_row(problem, fields, task, epochs, seed)})
-    if not args.no_ablation and "forward" in tasks:
+    if "ablation" in args.rows and "forward" in tasks:
         for name, overrides in ABLATIONS.items():
             for seed in args.seeds:
                 row = train_row(problem, fields, "forward", epochs, seed, **overrides)
                 record({"method": f"ablation: {name}", **row})
-    if args.pigan:
+    if "pigan" in args.rows:
         steps = epochs * args.samples // TRAIN["batch_size"]
         for task in tasks:
             row = _pigan.pigan_row(
