@@ -153,14 +153,18 @@ class EBM(GenerativeModel):
         return -self.energy(x)
 
     def _langevin(self, x: Tensor, n_steps: int, generator: torch.Generator | None) -> Tensor:
-        cfg = self.config
+        cfg = self._config
         return langevin_dynamics(
             self.energy, x, n_steps, cfg["step_size"], cfg["noise_scale"], generator=generator
         )
 
     def negatives(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` negatives from the replay buffer, refine them and write them back."""
-        cfg = self.config
+        """Draw ``n`` negatives from the replay buffer, refine them and write them back.
+
+        The write-back happens in training mode only: validation (``eval()``) must not move
+        the persistent chains, or a validation pass would change the next training step.
+        """
+        cfg = self._config
         device = self.replay.device
         index = torch.randint(self.replay.shape[0], (n,), device=device)
         start = self.replay[index]
@@ -171,14 +175,15 @@ class EBM(GenerativeModel):
             start,
         )
         x = self._langevin(start, cfg["langevin_steps"], generator)
-        self.replay[index] = x
+        if self.training:
+            self.replay[index] = x.detach()
         return x
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         self._no_cond(cond)
         negative = self.negatives(x.shape[0])
         e_pos, e_neg = self.energy(x), self.energy(negative)
-        return e_pos - e_neg + self.config["reg_weight"] * (e_pos**2 + e_neg**2)
+        return e_pos - e_neg + self._config["reg_weight"] * (e_pos**2 + e_neg**2)
 
     def sample(
         self,
