@@ -317,6 +317,8 @@ def format_table(result: dict[str, Any]) -> str:
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
         rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio))
+    if not any(row[3] for row in rows[1:]):  # ensembles: no floors, so no floor columns
+        rows = [row[:3] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
