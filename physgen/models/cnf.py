@@ -9,10 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..distributions import NormalizingFlow, standard_normal
 from ..likelihood import hutchinson_probes, ode_log_prob, solve_ode
 from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
 from ..sde import build_interpolant
+from ..transforms.base import Transform
 from .base import DensityModel, register_model
 
 __all__ = ["CNF", "FlowMatching", "time_network"]
@@ -47,6 +49,53 @@ def time_network(
         cond_features=math.prod(cond_shape) if cond_shape and not field_cond else 0,
         cond_channels=cond_shape[0] if field_cond else 0,
     )
+
+
+class _ODETransform(Transform):
+    """The flow map of a ``_ContinuousFlow`` (data at t=0 -> noise at t=1) as a physgen
+    ``Transform``; leading sample dimensions are flattened into the batch, with the context
+    broadcast along them."""
+
+    def __init__(self, model: _ContinuousFlow, cond: Tensor | None) -> None:
+        super().__init__(event_dim=len(model.sample_shape))
+        self.model, self.cond = model, cond
+
+    def _run(self, x: Tensor, t0: float, t1: float, with_ladj: bool) -> tuple[Tensor, Tensor]:
+        event = self.model.sample_shape
+        lead = x.shape[: x.ndim - len(event)]
+        flat = x.reshape(-1, *event)
+        cond = self.cond
+        if cond is not None:
+            cshape = self.model.cond_shape
+            cond = cond.expand(*lead[: len(lead) - cond.ndim + len(cshape)], *cond.shape)
+            cond = cond.reshape(-1, *cshape)
+
+        def velocity(y: Tensor, t: Tensor) -> Tensor:
+            return self.model.net(y, t, cond)
+
+        if not with_ladj:
+            out, _ = solve_ode(velocity, flat, t0, t1, **self.model.ode)
+            return out.reshape(x.shape), flat.new_zeros(())
+        probes = None
+        if self.model.trace == "hutchinson":
+            probes = hutchinson_probes(flat, 1, self.model.probe)
+        res = ode_log_prob(
+            velocity, flat, lambda z: z.new_zeros(z.shape[0]), t0=t0, t1=t1, probes=probes,
+            **self.model.ode,
+        )  # fmt: skip
+        return res.z.reshape(x.shape), res.log_prob.reshape(lead)
+
+    def _call(self, x: Tensor) -> Tensor:
+        return self._run(x, 0.0, 1.0, with_ladj=False)[0]
+
+    def _inverse(self, y: Tensor) -> Tensor:
+        return self._run(y, 1.0, 0.0, with_ladj=False)[0]
+
+    def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self._run(x, 0.0, 1.0, with_ladj=True)
+
+    def inverse_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        return self._run(y, 1.0, 0.0, with_ladj=True)
 
 
 class _ContinuousFlow(DensityModel):
@@ -122,6 +171,16 @@ class _ContinuousFlow(DensityModel):
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, cond)``; ``t`` of shape ``(B,)``."""
         return self.net(x, t, cond)
+
+    def forward(self, cond: Tensor | None = None) -> NormalizingFlow:
+        """``model(cond)``: the flow as a ``torch.distributions.Distribution`` (``log_prob``,
+        ``sample``, ``rsample``), batch shape ``(B,)`` for a context batch ``(B, ...)``."""
+        if (cond is None) != (self.cond_shape is None):
+            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        ref = next(self.parameters())
+        batch = () if cond is None else (cond.shape[0],)
+        base = standard_normal(self.sample_shape, batch, device=ref.device, dtype=ref.dtype)
+        return NormalizingFlow(_ODETransform(self, cond), base)
 
     def _base_log_prob(self, z: Tensor) -> Tensor:
         d = z[0].numel()
