@@ -150,3 +150,23 @@ def test_model_of_cond_is_a_torch_distribution(generator: torch.Generator) -> No
         xs, lp = dist.rsample_and_log_prob((3,))  # (3, 4, 2): contexts broadcast
         assert xs.shape == (3, 4, 2)
         torch.testing.assert_close(lp, dist.log_prob(xs), rtol=0, atol=1e-5)
+
+
+def test_ot_pairing_is_the_optimal_assignment(generator: torch.Generator) -> None:
+    from itertools import permutations
+
+    from physgen.models.cnf import ot_pairing
+
+    x = torch.randn(6, 2, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(6, 2, 2, generator=generator, dtype=torch.float64)
+
+    def cost(p: list[int]) -> float:
+        return float((x - y[list(p)]).pow(2).sum())
+
+    best = min(cost(list(p)) for p in permutations(range(6)))
+    assert cost(ot_pairing(x, y).tolist()) == pytest.approx(best)
+    assert sorted(ot_pairing(x, y).tolist()) == list(range(6))
+    model = FlowMatching((2, 2), coupling="ot", hidden=(8,))
+    assert model.loss(x.float()).shape == (6,)
+    with pytest.raises(ValueError, match="coupling"):
+        FlowMatching((2,), coupling="sinkhorn")
