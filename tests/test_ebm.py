@@ -104,6 +104,16 @@ def test_eval_mode_losses_leave_the_buffer_alone() -> None:
     torch.testing.assert_close(first, second)
 
 
+def test_energy_is_network_plus_gaussian_base() -> None:
+    model = EBM(sample_shape=[3], hidden=[8], buffer_size=4, base_std=2.0)
+    flat = EBM(sample_shape=[3], hidden=[8], buffer_size=4, base_std=None)
+    flat.load_state_dict(model.state_dict())
+    x = 10 * torch.randn(6, 3)
+    torch.testing.assert_close(model.energy(x) - flat.energy(x), (x**2).sum(1) / 8)
+    with pytest.raises(ValueError, match="base_std"):
+        EBM(sample_shape=[3], base_std=0.0)
+
+
 @pytest.mark.slow
 def test_ebm_learns_a_gaussian() -> None:
     gen = torch.Generator().manual_seed(0)
