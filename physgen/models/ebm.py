@@ -76,7 +76,9 @@ class EBM(GenerativeModel):
     .. math:: \ell_i = E_\theta(x_i) - E_\theta(\tilde x_i)
               + \alpha\,\big(E_\theta(x_i)^2 + E_\theta(\tilde x_i)^2\big)
 
-    whose :math:`\theta`-gradient estimates that of the negative log-likelihood when the
+    (:math:`\alpha` = ``reg_weight``; kept small, since with the exact Langevin noise
+    :math:`\sqrt{2\eta}` a sharp density needs energy differences of several units), whose
+    :math:`\theta`-gradient estimates that of the negative log-likelihood when the
     negatives :math:`\tilde x_i` are draws from the model. Negatives come from
     ``langevin_steps`` steps of ``langevin_dynamics`` started from a replay buffer of past
     negatives (persistent chains), each restarted from :math:`N(0, \text{init\_std}^2 I)` with
@@ -105,7 +107,7 @@ class EBM(GenerativeModel):
         sample_steps: int = 500,
         step_size: float = 0.01,
         noise_scale: float | None = None,
-        reg_weight: float = 0.1,
+        reg_weight: float = 0.01,
         init_std: float = 1.0,
         base_std: float | None = 3.0,
     ) -> None:
