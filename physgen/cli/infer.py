@@ -66,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     guided = parser.add_argument_group("guided diffusion prior")
     guided.add_argument("--sampler", default="euler-maruyama", help="reverse-time sampler")
     guided.add_argument("--steps", type=int, default=500, help="sampler steps")
-    guided.add_argument("--covariance", default="pgdm", choices=("pgdm", "dps", "exact"))
+    guided.add_argument(
+        "--covariance", default="isotropic", choices=("isotropic", "pgdm", "dps", "exact")
+    )
     guided.add_argument("--scale", type=float, default=1.0, help="likelihood-score multiplier")
     guided.add_argument("--pde", help="problem name: add its PDE residual on x̂0 as guidance")
     guided.add_argument("--residual-std", type=float, default=1.0, help="tolerated residual")
