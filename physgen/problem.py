@@ -22,6 +22,7 @@ Conventions shared by every problem:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
@@ -414,7 +415,9 @@ def load_class(name_or_path: str | Path) -> type[Problem]:
     text = str(name_or_path)
     path = Path(text)
     if text.endswith(".py") or path.is_file():
-        module_name = f"physgen_problem_{path.stem}"
+        # A user's file may share a stem with a built-in problem: key the module by its path.
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        module_name = f"physgen_problem_{path.stem}_{digest}"
     else:
         folder = find_project_dir("problems")
         path = folder / f"{text}.py"

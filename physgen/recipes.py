@@ -186,9 +186,21 @@ def _blocks(lo: int, hi: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(hi, start + size)
 
 
+# Problems built in this process, by recipe: set-up work (eigendecompositions of covariance
+# matrices, spectra) is done once per process, not once per block.
+_PROBLEMS: dict[str, Problem] = {}
+
+
+def _problem(recipe: Recipe) -> Problem:
+    key = f"{recipe.source}:{recipe.to_json()}"
+    if key not in _PROBLEMS:
+        _PROBLEMS[key] = recipe.build_problem()
+    return _PROBLEMS[key]
+
+
 def _make_block(recipe: Recipe, split: str, lo: int, hi: int, out: Path) -> int:
     """Generate global samples ``[lo, hi)`` and write them atomically as one block file."""
-    problem = recipe.build_problem()
+    problem = _problem(recipe)
     ds = problem.generate(hi - lo, recipe.seed, start=lo)
     write_fields(ds, _block_path(out, split, lo, hi), provenance=_provenance(recipe, split))
     return hi - lo
@@ -245,7 +257,7 @@ def make_dataset(
     out = Path(out) if out is not None else data_root() / recipe.name
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    problem = recipe.build_problem()
+    problem = _problem(recipe)
     size = recipe.block_size or _default_block_size(problem)
     offsets = recipe.offsets()
     plan: dict[str, tuple[Path, list[tuple[int, int]]]] = {}

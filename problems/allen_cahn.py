@@ -54,8 +54,8 @@ class AllenCahn(TimeDependentProblem):
 
     ``residual`` (fields ``(B, 1, T, *grid)``) = u_t − DΔu − γ(u − u³) at the interior frames
     (spectral Laplacian, central difference of order ``time_order``), relative to RMS(u_t).
-    Floor: 4.5e-4 with the defaults; 1.6e-6 for the 1-D benchmark; 5e-7 at n = 32 with
-    frames every 0.05 to t = 2 (asserted ≤ 2e-6 in the tests).
+    Floor: 4.6e-4 with the defaults (asserted ≤ 1e-3 in a slow test); 1.6e-6 for the 1-D
+    benchmark; 5e-7 at n = 32 with frames every 0.05 to t = 2 (asserted ≤ 2e-6 in the tests).
     """
 
     name = "allen_cahn"

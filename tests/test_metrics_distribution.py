@@ -157,3 +157,31 @@ def test_set_shape_mismatch_is_reported() -> None:
         mmd(torch.zeros(4, 3), torch.zeros(4, 5))
     with pytest.raises(ValueError, match="fewer than half"):
         with_floor(mmd, torch.zeros(3, 2), torch.randn(20, 2))
+
+
+def test_with_floor_averages_over_splits() -> None:
+    ref = smooth_fields(200, seed=13)
+    samples = smooth_fields(100, seed=14)
+    singles = [with_floor(marginal_w1, samples, ref, split_seed=s) for s in range(4)]
+    many = with_floor(marginal_w1, samples, ref, num_splits=4)
+    floors = torch.tensor([float(x["floor"]) for x in singles], dtype=torch.float64)
+    assert float(many["value"]) == pytest.approx(np.mean([float(x["value"]) for x in singles]))
+    assert float(many["floor"]) == pytest.approx(floors.mean().item())
+    assert float(many["floor_std"]) == pytest.approx(floors.std().item())
+    assert "floor_std" not in singles[0]
+
+
+def test_pca_gram_branch_matches_svd() -> None:
+    from physgen.metrics.distribution import _pca
+
+    gen = torch.Generator().manual_seed(15)
+    wide = torch.randn(20, 50, generator=gen, dtype=torch.float64)  # D > N: Gram matrix
+    wide = wide - wide.mean(0)
+    basis, s = _pca(wide, 5)
+    _, s_ref, vh = torch.linalg.svd(wide, full_matrices=False)
+    torch.testing.assert_close(s, s_ref[:5])
+    torch.testing.assert_close((basis.T @ vh[:5].T).abs(), torch.eye(5, dtype=torch.float64))
+    # Sliced Wasserstein in direction chunks (D = 2^19: 32 directions per chunk).
+    x = torch.randn(4, 2**19, generator=gen, dtype=torch.float32)
+    assert sliced_wasserstein(x, x, num_projections=40).item() == 0.0
+    assert sliced_wasserstein(x + 1.0, x, num_projections=40).item() > 0.3

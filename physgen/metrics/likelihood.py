@@ -6,7 +6,6 @@ import math
 
 from torch import Tensor
 
-from physgen.likelihood import bits_per_dim as core_bits_per_dim
 from physgen.metrics._common import ArrayLike, as_float64
 
 __all__ = ["bits_per_dim", "bits_to_nats", "nats_per_dim", "nats_to_bits"]
@@ -96,9 +95,6 @@ def bits_per_dim(
     """Negative log-likelihood per dimension in bits: :func:`nats_per_dim` / ln 2.
 
     For 8-bit data modelled on [0, 1) (``bins=256``) this is the usual bits/dim,
-    (−log p_z(z) + D ln 256) / (D ln 2) = −log₂ p_z(z)/D + 8. The arithmetic is
-    :func:`physgen.likelihood.bits_per_dim` with ``log_scale`` = Σ log|s_i|; this wrapper
-    works out that offset from ``bins`` and ``data_scale``.
+    (−log p_z(z) + D ln 256) / (D ln 2) = −log₂ p_z(z)/D + 8.
     """
-    log_p, offset = _with_offset(log_prob_nats, num_dims, bins, data_scale)
-    return core_bits_per_dim(log_p, num_dims, log_scale=offset)
+    return nats_to_bits(nats_per_dim(log_prob_nats, num_dims, bins=bins, data_scale=data_scale))
