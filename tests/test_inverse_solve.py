@@ -222,3 +222,13 @@ def test_isotropic_guidance_projects_onto_noise_free_observations_with_a_poor_de
     assert torch.isfinite(ens).all()
     misfit = (ens[:, :, 0] - y[:, None, 0]).norm() / y.norm()
     assert misfit < 0.05, misfit
+
+
+def test_power_iteration_finds_the_largest_eigenvalue_of_each_samples_gram_matrix():
+    from physgen.inverse.guided import _top_eigenvalue
+
+    mats = torch.randn(3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fn = lambda z: torch.einsum("bkd,bd->bk", mats, z) + 0.3  # noqa: E731
+    lam = _top_eigenvalue(fn, torch.zeros(3, 7, dtype=torch.float64), iters=60)
+    expected = torch.linalg.eigvalsh(mats.transpose(1, 2) @ mats)[:, -1:]
+    torch.testing.assert_close(lam, expected, rtol=1e-6, atol=0)
