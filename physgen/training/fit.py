@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -281,6 +282,10 @@ def _fit(
         )
     if valid_data is not None:
         num_samples(valid_data, "valid_data")
+    try:
+        json.dumps(metadata)
+    except TypeError as err:
+        raise TypeError(f"metadata must be JSON-able (it goes into checkpoints): {err}") from None
     two_player = isinstance(model, TwoPlayerModel)
     n_critic = (n_critic or model.n_critic) if two_player else 1
     amp = device.type == "cuda" if amp is None else amp
@@ -359,7 +364,7 @@ def _fit(
     last_checkpoint = None
     window = _Window()
     try:
-        for step in range(max(start, 0), total):
+        for step in range(start, total):
             rate = (
                 factor(step)
                 if factor is not None

@@ -244,7 +244,7 @@ def _guided_row(
     start = time.perf_counter()
     ens = solve(
         ScorePrior(prior.sde, lambda x, t: prior.score(x, t)), task, y.to(cfg["device"]),
-        cfg["members"], sampler="ddpm", steps=cfg["sampling_steps"], covariance="pgdm",
+        cfg["members"], sampler="ddpm", steps=cfg["sampling_steps"], covariance="isotropic",
         prior_fields=FIELDS, residual=residual, residual_std=cfg["residual_std"],
         residual_until=cfg["residual_until"], generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
