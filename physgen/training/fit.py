@@ -39,7 +39,7 @@ OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A training loss or gradient became NaN or infinite; the weights were not updated."""
+    """A training loss, gradient or weight became NaN or infinite at the step named."""
 
 
 @dataclass
@@ -179,8 +179,11 @@ def fit(
 
     One step draws a global batch (a pure function of ``(seed, step)``, so resumed runs see
     the same batches), computes ``model.loss(x, cond).mean()`` under bf16 autocast when
-    ``amp``, back-propagates, checks the loss and gradient norm are finite, optionally clips,
-    and updates the weights (and the EMA copy). Two-player models (GANs) instead take
+    ``amp``, back-propagates, checks the loss is finite, optionally clips, and updates the
+    weights (and the EMA copy). The gradient norm is computed (and checked) on clipping and
+    log steps only, since on small models it costs a few percent of a step; a non-finite
+    gradient behind a finite loss elsewhere is caught by the next step's loss or before the
+    next checkpoint, so no checkpoint ever holds NaN weights. Two-player models (GANs) take
     ``n_critic`` critic steps on ``discriminator_loss`` and then one generator step on
     ``generator_loss``, each player with its own optimizer.
 
@@ -215,6 +218,7 @@ def fit(
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
+            Weights found non-finite always raise.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
