@@ -169,3 +169,19 @@ def test_with_floor_averages_over_splits() -> None:
     assert float(many["floor"]) == pytest.approx(floors.mean().item())
     assert float(many["floor_std"]) == pytest.approx(floors.std().item())
     assert "floor_std" not in singles[0]
+
+
+def test_pca_gram_branch_matches_svd() -> None:
+    from physgen.metrics.distribution import _pca
+
+    gen = torch.Generator().manual_seed(15)
+    wide = torch.randn(20, 50, generator=gen, dtype=torch.float64)  # D > N: Gram matrix
+    wide = wide - wide.mean(0)
+    basis, s = _pca(wide, 5)
+    _, s_ref, vh = torch.linalg.svd(wide, full_matrices=False)
+    torch.testing.assert_close(s, s_ref[:5])
+    torch.testing.assert_close((basis.T @ vh[:5].T).abs(), torch.eye(5, dtype=torch.float64))
+    # Sliced Wasserstein in direction chunks (D = 2^19: 32 directions per chunk).
+    x = torch.randn(4, 2**19, generator=gen, dtype=torch.float32)
+    assert sliced_wasserstein(x, x, num_projections=40).item() == 0.0
+    assert sliced_wasserstein(x + 1.0, x, num_projections=40).item() > 0.3

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from physgen.metrics import (
+    calibrated_coverage,
     crps_fair,
     crps_nrg,
     energy_score,
@@ -101,9 +102,14 @@ def test_rank_histogram_breaks_ties_at_random() -> None:
 def test_interval_coverage_calibrated_vs_underdispersed() -> None:
     members, truth = _cases(50, spread=1.0, seed=3)
     cov = interval_coverage(members, truth, levels=(0.5, 0.9))
-    assert cov[0.5] == pytest.approx(0.5, abs=0.02)
-    # 50 sample quantiles span a little less than the true 90 % interval: ≈ 44.1/51 = 0.865.
-    assert cov[0.9] == pytest.approx(0.865, abs=0.02)
+    # Order statistics 2..47 of 50 members (0-based) hold the truth with probability 45/51.
+    assert calibrated_coverage(0.9, 50) == pytest.approx(45 / 51)
+    assert cov[0.5] == pytest.approx(calibrated_coverage(0.5, 50), abs=0.01)
+    assert cov[0.9] == pytest.approx(calibrated_coverage(0.9, 50), abs=0.01)
+    for m in (3, 10):
+        small = interval_coverage(*_cases(m, spread=1.0, seed=m), levels=(0.5, 0.9))
+        for level in (0.5, 0.9):
+            assert small[level] == pytest.approx(calibrated_coverage(level, m), abs=0.01)
     narrow = interval_coverage(*_cases(50, spread=0.5, seed=4), levels=(0.9,))
     assert narrow[0.9] < 0.65
 
@@ -143,3 +149,21 @@ def test_ensemble_shape_errors_name_the_arguments() -> None:
         crps_fair(torch.zeros(4, 3), torch.zeros(2))
     with pytest.raises(ValueError, match="at least 2 members"):
         spread_skill_ratio(torch.zeros(1, 3), torch.zeros(3))
+
+
+def test_observation_consistency_with_the_inverse_layout_and_noise() -> None:
+    from physgen.inverse.operators import BlockAverage
+
+    gen = torch.Generator().manual_seed(7)
+    op = BlockAverage(4, 2, noise_std=0.05)
+    truth = torch.randn(3, 1, 16, 16, generator=gen, dtype=torch.float64)
+    y = op.observe(truth, generator=gen)
+    # Ensembles from physgen.inverse.solve are (B, M, C, *grid): member_dim = 1.
+    detail = torch.randn(3, 4, 1, 16, 16, generator=gen, dtype=torch.float64)
+    coarse = op(detail.flatten(0, 1)).reshape(3, 4, 1, 4, 4)
+    detail = detail - coarse.repeat_interleave(4, -1).repeat_interleave(4, -2)
+    misfit = observation_consistency(truth[:, None] + detail, y, op, member_dim=1)
+    assert misfit.shape == (4, 3)
+    # Each member reproduces A(truth), so the misfit is exactly the noise relative to y.
+    noise = (y - op(truth)).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
+    torch.testing.assert_close(misfit, noise.expand(4, 3))

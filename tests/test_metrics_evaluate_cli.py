@@ -134,6 +134,13 @@ def test_bad_inputs_end_with_one_clear_line(files, tmp_path, capsys) -> None:
     args = ["evaluate", str(junk), "--ref", str(files["ref"]), "--out", str(tmp_path / "y")]
     assert main(args) == 1
     assert "junk.nc" in capsys.readouterr().err
+    good = ["evaluate", str(files["same"]), "--ref", str(files["ref"])]
+    for flag, value in (("--splits", "0"), ("--permutations", "-1"), ("--max-samples", "1")):
+        out = tmp_path / f"bad{flag}"
+        assert main([*good, "--out", str(out), flag, value]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and "Traceback" not in err
+        assert not (out / "metrics.json").exists()
 
 
 def test_member_axis_is_part_of_the_file_layout(tmp_path) -> None:

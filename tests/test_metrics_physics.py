@@ -64,3 +64,29 @@ def test_residual_rms_batches_and_checks_channels() -> None:
     )
     with pytest.raises(ValueError, match=r"channels \['u', 'f'\]"):
         residual_rms(problem, data[:, :1])
+
+
+class ScaledPoisson1D(Poisson1D):
+    """The same problem with a physical scale: RMS of the source f per sample."""
+
+    def residual_scale(self, fields: torch.Tensor) -> torch.Tensor:
+        return fields[:, 1].square().mean(-1).sqrt()
+
+
+def test_relative_residual_divides_by_the_problem_scale() -> None:
+    problem = ScaledPoisson1D()
+    data = problem.generate(12, seed=4)
+    data[:, 1] *= np.linspace(1.0, 50.0, 12, dtype=np.float32)[:, None]  # scales differ per sample
+    raw = residual_rms(problem, data, batch_size=5)
+    scale = torch.as_tensor(data[:, 1], dtype=torch.float64).square().mean(-1).sqrt()
+    rel = residual_rms(problem, data, relative=True, batch_size=5)
+    torch.testing.assert_close(rel, raw / scale, rtol=1e-12, atol=0)
+    auto = residual_metric(problem, data[:6], data[6:])
+    assert auto["relative"] is True
+    assert auto["value"] == pytest.approx(float(rel[:6].mean()), rel=1e-12)
+    # Without a residual_scale the metric falls back to the raw RMS and says so.
+    plain = residual_metric(Poisson1D(), data[:6], data[6:])
+    assert plain["relative"] is False
+    assert plain["value"] == pytest.approx(float(raw[:6].mean()), rel=1e-12)
+    with pytest.raises(ValueError, match="residual_scale"):
+        residual_rms(Poisson1D(), data, relative=True)

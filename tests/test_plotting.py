@@ -102,3 +102,17 @@ def test_training_log_errors_name_the_line(tmp_path: Path) -> None:
     log.write_text('{"step": 0, "lr": 1.0}\n')
     with pytest.raises(ValueError, match="no numeric key containing 'loss'"):
         plot_loss_curves(log, tmp_path / "x.png")
+
+
+def test_loss_curves_from_the_training_log_writer(tmp_path: Path) -> None:
+    from physgen.training.log import MetricsLog
+
+    log = MetricsLog(tmp_path / "log.jsonl")
+    for step in range(1, 60):
+        record = {"step": step, "loss": 1.0 / step, "lr": 1e-3}
+        if step % 10 == 0:
+            record["valid_loss"] = 1.2 / step
+        log.write(record)
+    log.write({"step": 60, "loss": float("nan")})  # written as null, skipped when drawn
+    log.close()
+    assert_real_png(plot_loss_curves(tmp_path / "log.jsonl", tmp_path / "curves.png"))

@@ -119,7 +119,7 @@ def evaluate_files(
     for f in names:
         for ds, path in ((gen_ds, samples_path), (ref_ds, ref_path)):
             if f not in ds.data_vars:
-                raise KeyError(f"{path}: no field {f!r} (has {sorted(map(str, ds.data_vars))})")
+                raise KeyError(f"{path}: no field {f!r} (fields: {field_names(ds)})")
     ensemble = any("member" in gen_ds[f].dims for f in names)
     result: dict[str, Any] = {
         "schema": "physgen-metrics/1",
@@ -317,6 +317,8 @@ def format_table(result: dict[str, Any]) -> str:
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
         rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio))
+    if not any(row[3] for row in rows[1:]):  # ensembles: no floors, so no floor columns
+        rows = [row[:3] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
@@ -328,6 +330,10 @@ def format_table(result: dict[str, Any]) -> str:
 def _run(args: argparse.Namespace) -> int:
     if args.max_samples < 2:
         raise ValueError(f"--max-samples must be ≥ 2, got {args.max_samples}")
+    if args.splits < 1:
+        raise ValueError(f"--splits must be ≥ 1, got {args.splits}")
+    if args.permutations < 0:
+        raise ValueError(f"--permutations must be ≥ 0 (0 skips the test), got {args.permutations}")
     out = args.out or args.samples.with_name(f"{args.samples.stem}-evaluation")
     result = evaluate_files(
         args.samples,

@@ -14,6 +14,7 @@ from physgen.metrics.distribution import (
     total_std_error,
 )
 from physgen.metrics.ensemble import (
+    calibrated_coverage,
     crps_fair,
     crps_nrg,
     energy_score,
@@ -38,6 +39,7 @@ __all__ = [
     "binned_spectral_error",
     "bits_per_dim",
     "bits_to_nats",
+    "calibrated_coverage",
     "correlation_distance",
     "crps_fair",
     "crps_nrg",

@@ -218,9 +218,15 @@ def sliced_wasserstein(
     """
     x, y = _two_sets(samples, ref)
     gen = torch.Generator().manual_seed(seed)
-    theta = torch.randn(x.shape[1], num_projections, generator=gen, dtype=torch.float64)
-    theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)  # (D, L)
-    return _wasserstein_1d(x @ theta, y @ theta, p).mean().pow(1 / p)
+    # Directions in chunks: a (D, L) matrix of 64² × 50-frame trajectories would not fit.
+    chunk = max(1, min(num_projections, 2**24 // x.shape[1]))
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    for start in range(0, num_projections, chunk):
+        count = min(chunk, num_projections - start)
+        theta = torch.randn(x.shape[1], count, generator=gen, dtype=torch.float64)
+        theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)  # (D, count)
+        total = total + _wasserstein_1d(x @ theta, y @ theta, p).sum()
+    return (total / num_projections).pow(1 / p)
 
 
 def marginal_w1(samples: ArrayLike, ref: ArrayLike, *, pooled: bool = False) -> Tensor:
@@ -250,6 +256,23 @@ def energy_distance(samples: ArrayLike, ref: ArrayLike) -> Tensor:
     return 2 * dxy.mean() - dxx.sum() / (n * (n - 1)) - dyy.sum() / (m * (m - 1))
 
 
+def _pca(centered: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Leading k principal directions ``(D, k)`` and singular values of centred rows ``(N, D)``.
+
+    For D > N the N×N Gram matrix is diagonalised instead of an SVD whose right factor would
+    be N×D (1.6 GB in float64 for 1000 trajectories of 50 frames at 64²).
+    """
+    n, d = centered.shape
+    if d <= n:
+        _, s, vh = torch.linalg.svd(centered, full_matrices=False)
+        return vh[:k].T, s[:k]
+    evals, evecs = torch.linalg.eigh(centered @ centered.T)  # ascending
+    evals, evecs = evals.flip(0)[:k].clamp_min(0), evecs.flip(1)[:, :k]
+    s = evals.sqrt()
+    basis = centered.T @ evecs / s.clamp_min(torch.finfo(s.dtype).tiny)  # (D, k)
+    return basis, s
+
+
 def frechet_distance(
     samples: ArrayLike, ref: ArrayLike, *, num_components: int = 16, whiten: bool = False
 ) -> Tensor:
@@ -265,8 +288,7 @@ def frechet_distance(
     x, y = _two_sets(samples, ref)
     k = min(num_components, y.shape[0] - 1, y.shape[1])
     mu = y.mean(0)
-    _, s, vh = torch.linalg.svd(y - mu, full_matrices=False)
-    basis = vh[:k].T  # (D, k)
+    basis, s = _pca(y - mu, k)  # (D, k), (k,)
     fx, fy = (x - mu) @ basis, (y - mu) @ basis  # (N, k), (M, k)
     if whiten:
         scale = s[:k] / (y.shape[0] - 1) ** 0.5

@@ -14,7 +14,11 @@ __all__ = ["HasResidual", "residual_metric", "residual_rms"]
 
 
 class HasResidual(Protocol):
-    """What the residual metric needs of a problem: channel names and a residual map."""
+    """What the residual metric needs of a problem: channel names and a residual map.
+
+    ``relative=True`` also needs ``residual_scale(fields) -> (B,)``, as
+    :class:`physgen.problem.Problem` has.
+    """
 
     field_names: Sequence[str]
 
@@ -59,10 +63,20 @@ def residual_rms(
             f"fields have shape {tuple(x.shape)}; expected (N, {len(problem.field_names)}, *grid) "
             f"with channels {list(problem.field_names)}"
         )
-    with torch.no_grad():
-        return torch.cat(
-            [_rms(problem.residual(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    scale_of = getattr(problem, "residual_scale", None) if relative else None
+    if relative and scale_of is None:
+        raise ValueError(
+            f"relative=True needs problem.residual_scale, which {type(problem).__name__} lacks"
         )
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            batch = x[i : i + batch_size]
+            value = _rms(problem.residual(batch))
+            if scale_of is not None:
+                value = value / as_float64(scale_of(batch), name="residual_scale").reshape(-1)
+            parts.append(value)
+    return torch.cat(parts)
 
 
 def residual_metric(
@@ -91,6 +105,7 @@ def residual_metric(
             residual_rms(problem, as_float64(ref)[:1], relative=True)
             relative = True
         except (NotImplementedError, ValueError):
+            # No residual_scale (or one that does not apply to these fields): raw RMS.
             relative = False
     rs = residual_rms(problem, samples, relative=relative, batch_size=batch_size)
     rr = residual_rms(problem, ref, relative=relative, batch_size=batch_size)

@@ -21,6 +21,7 @@ from physgen.metrics.distribution import (
     total_std_error,
 )
 from physgen.metrics.ensemble import (
+    calibrated_coverage,
     crps_fair,
     crps_nrg,
     energy_score,
@@ -151,6 +152,7 @@ def ensemble_report(
             "spread_skill_corrected": spread_skill_ratio(x, y),
             "spread_skill_raw": spread_skill_ratio(x, y, corrected=False),
             "coverage": interval_coverage(x, y),
+            "coverage_if_calibrated": {c: calibrated_coverage(c, m) for c in (0.5, 0.9)},
             "energy_score": energy_score(x, y).mean(),
             "ensemble_mean_relative_l2": relative_l2(mean, y).mean(),
             "member_relative_l2": relative_l2(
