@@ -406,8 +406,8 @@ def _fit(
                 ema.update(model)
             done = step + 1
             window.add(losses["generator_loss" if two_player else "loss"][0], ok)
-            bar.update(1)
             if done % log_every == 0 or done == total:
+                bar.update(done - bar.n)  # once per log record: the bar costs nothing per step
                 metrics = {"step": done, **window.flush(batch_size * n_critic)}
                 metrics.update(lr=players[-1].base_lr * rate, skipped=skipped)
                 for method, (value, norm) in losses.items():
