@@ -19,6 +19,7 @@ def field_file(tmp_path):
         {
             "u": (("sample", "x", "y"), u, {"units": "m s-1", "long_name": "speed"}),
             "nu": (("sample",), [0.1, 0.2]),
+            "seed": (("sample",), np.array([9217400000000000123, 17], dtype=np.int64)),
         },
         coords={"x": ("x", np.linspace(0, 1, 4), {"units": "m"}), "y": np.arange(3.0)},
     )
@@ -38,6 +39,8 @@ def test_inspect(field_file, capsys):
     assert row.split()[6:10] == ["-1", "3", f"{mean:.4g}", "1"]
     assert "problem: demo" in out and "seed: 5" in out and "physgen_version:" in out
     assert "nu " in out and "0.1 .. 0.2" in out
+    # 64-bit integers (per-sample seeds) exactly, not rounded to 6 digits.
+    assert "17 .. 9217400000000000123" in out
 
 
 def test_inspect_no_values(field_file, capsys):
