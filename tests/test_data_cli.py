@@ -72,6 +72,15 @@ def test_import_fno_with_samples(tmp_path, capsys):
     assert ds["w"].shape == (2, 3, 6, 6)
 
 
+def test_output_path_under_a_file_is_one_line(tmp_path, capsys):
+    scipy.io.savemat(tmp_path / "ns.mat", {"a": np.zeros((2, 4, 4)), "u": np.zeros((2, 4, 4, 2))})
+    (tmp_path / "plain").write_text("a file, not a folder")
+    dst = tmp_path / "plain" / "deeper" / "ns.nc"
+    assert main(["data", "import", "fno", str(tmp_path / "ns.mat"), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'plain'} is a file, not a folder" in err
+
+
 def test_import_failure_leaves_nothing(tmp_path, capsys):
     src = tmp_path / "junk.hdf5"
     src.write_bytes(b"\x00" * 64)
