@@ -38,13 +38,8 @@ import h5py
 import xarray as xr
 from tqdm.auto import tqdm
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
-
 from physgen.data import compute_stats, open_fields, save_stats, write_fields
-from physgen.paths import data_root, find_project_dir
+from physgen.paths import data_root, find_project_dir, read_toml
 from physgen.problem import Problem, load
 
 __all__ = [
@@ -127,10 +122,7 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
             )
     if not path.is_file():
         raise FileNotFoundError(f"no such recipe file: {path}")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    doc = read_toml(path)
     known = {"problem", "seed", "splits", "params", "description", "observation", "block_size"}
     unknown = sorted(set(doc) - known)
     if unknown:
