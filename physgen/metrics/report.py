@@ -105,7 +105,7 @@ def distribution_report(
         for name, (fn, kwargs) in metrics.items()
     }
     if num_permutations > 0:
-        _, half = split_halves(r, seed=seed)  # the first half with_floor compared the samples with
+        _, half = split_halves(r, seed=seed)  # the half that with_floor compared the samples with
         _, p = mmd_permutation_test(x, half, num_permutations=num_permutations, seed=seed)
         out["mmd2"]["p_value"] = p
     return out
