@@ -134,3 +134,39 @@ def test_config_round_trip_and_paths() -> None:
     torch.manual_seed(0)
     torch.testing.assert_close(clone.loss(x), a)
     assert type(clone.path).__name__ == "VPInterpolant"
+
+
+def test_model_of_cond_is_a_torch_distribution(generator: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model = FlowMatching((2,), cond_shape=(3,), hidden=(16,), rtol=1e-7, atol=1e-7).double()
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.3)
+    c = torch.randn(4, 3, generator=generator, dtype=torch.float64)
+    x = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+    dist = model(c)
+    assert isinstance(dist, torch.distributions.Distribution) and dist.batch_shape == (4,)
+    with torch.no_grad():
+        torch.testing.assert_close(dist.log_prob(x), model.log_prob(x, c))
+        xs, lp = dist.rsample_and_log_prob((3,))  # (3, 4, 2): contexts broadcast
+        assert xs.shape == (3, 4, 2)
+        torch.testing.assert_close(lp, dist.log_prob(xs), rtol=0, atol=1e-5)
+
+
+def test_ot_pairing_is_the_optimal_assignment(generator: torch.Generator) -> None:
+    from itertools import permutations
+
+    from physgen.models.cnf import ot_pairing
+
+    x = torch.randn(6, 2, 2, generator=generator, dtype=torch.float64)
+    y = torch.randn(6, 2, 2, generator=generator, dtype=torch.float64)
+
+    def cost(p: list[int]) -> float:
+        return float((x - y[list(p)]).pow(2).sum())
+
+    best = min(cost(list(p)) for p in permutations(range(6)))
+    assert cost(ot_pairing(x, y).tolist()) == pytest.approx(best)
+    assert sorted(ot_pairing(x, y).tolist()) == list(range(6))
+    model = FlowMatching((2, 2), coupling="ot", hidden=(8,))
+    assert model.loss(x.float()).shape == (6,)
+    with pytest.raises(ValueError, match="coupling"):
+        FlowMatching((2,), coupling="sinkhorn")

@@ -196,7 +196,7 @@ def test_bad_arguments_are_named() -> None:
         model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="noise_std"):
         dps_guidance(lambda x: x, torch.zeros(1), 0.0)
-    assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum()))
+    assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum().detach()))
 
 
 @pytest.mark.slow
@@ -236,3 +236,22 @@ def test_probability_flow_likelihood_lands_near_the_cnf_on_a_toy_density() -> No
             nll[name] = float(-model.log_prob(test).mean())
     assert abs(nll["diffusion"] - nll["cnf"]) < 0.1, f"{nll}, truth {truth:.3f}"
     assert nll["cnf"] - truth < 0.1 and nll["diffusion"] - truth < 0.15, f"{nll}, {truth:.3f}"
+
+
+def test_models_run_on_every_device(device: torch.device) -> None:
+    from physgen.models.cnf import CNF, FlowMatching
+
+    torch.manual_seed(0)
+    field = Diffusion((1, 8, 8), sde="ddpm-linear", channels=(8, 16)).to(device)
+    x = torch.randn(2, 1, 8, 8, device=device)
+    assert field.loss(x).device == x.device
+    for sampler in ("ddim", "ddpm", "pc", "euler-maruyama"):
+        s = field.sample(2, sampler=sampler, steps=2, generator=torch.Generator().manual_seed(0))
+        assert s.device == x.device and s.shape == x.shape
+    vec = Diffusion((2,), sde="ve", hidden=(8,)).to(device)
+    with torch.no_grad():
+        assert vec.log_prob(torch.randn(3, 2, device=device)).device == x.device
+    for cls in (CNF, FlowMatching):
+        flow = cls((2,), hidden=(8,)).to(device)
+        assert flow.loss(torch.randn(3, 2, device=device)).device == x.device
+        assert flow.sample(3).device == x.device

@@ -13,7 +13,7 @@ from physgen.cli import main
 from physgen.cli.evaluate import evaluate_files
 from physgen.cli.infer import inverse_metadata
 from physgen.data import compute_stats, open_fields, write_fields
-from physgen.metrics import calibrated_coverage
+from physgen.metrics.ensemble import calibrated_coverage
 from physgen.models.vae import CVAE
 from physgen.problem import load
 from physgen.training.checkpoint import model_entries, save_checkpoint
@@ -106,6 +106,26 @@ def test_evaluate_scores_a_calibrated_synthetic_ensemble_file_at_spread_skill_on
     scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())["fields"]["u"]
     assert scores == result["fields"]["u"]
     assert scores["spread_skill_corrected"] == pytest.approx(1.0, abs=0.02)
-    # The 90 % band between order statistics covers an exchangeable truth with probability
-    # (j − i)/(M + 1): 7/9 for M = 8, well below the nominal 0.9.
-    assert scores["coverage"]["0.9"] == pytest.approx(calibrated_coverage(0.9, m), abs=0.03)
+    # Coverage of order-statistic intervals: a calibrated ensemble reaches the stated level.
+    assert scores["coverage"]["0.9"] == pytest.approx(calibrated_coverage(0.9, m), abs=0.02)
+
+
+def test_infer_reads_the_metadata_of_physgen_train(tmp_path, darcy):
+    # ``physgen train`` on fields u conditioned on a stores its data description; such a
+    # conditional model answers colorize:u.
+    from physgen.data import FieldDataset, save_stats
+    from physgen.training.fields import describe_fields
+
+    _, obs, stats = darcy
+    stats_path = save_stats(stats, tmp_path / "stats.json")
+    data = FieldDataset(obs, ["u"], cond_fields=["a"], stats=stats_path)
+    torch.manual_seed(0)
+    model = CVAE((1, 8, 8), (1, 8, 8), latent_dim=2, arch="conv", channels=(8,), hidden=(16,))
+    meta = {"data": describe_fields(data, str(stats_path)), "model": "cvae"}
+    ckpt = save_checkpoint(tmp_path / "train.pt", {**model_entries(model), "metadata": meta})
+    out = tmp_path / "ens.nc"
+    args = ["infer", str(ckpt), "--task", "colorize:u", "--obs", str(obs), "--out", str(out)]
+    assert main([*args, "--n-samples", "2"]) == 0
+    ens = open_fields(out, load=True)
+    np.testing.assert_allclose(ens["a"].isel(member=1), open_fields(obs)["a"], rtol=1e-5)
+    assert main([*args[:3], "colorize:a", *args[4:]]) == 1  # trained for colorize:u only

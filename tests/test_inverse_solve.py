@@ -86,7 +86,8 @@ def test_guided_sampler_with_exact_covariance_reproduces_the_gaussian_posterior(
         _check_moments(prior.sample(M, 0.0, torch.Generator().manual_seed(4)), mean, cov)
 
 
-def test_pgdm_guidance_is_exact_for_a_standard_normal_prior_and_dps_is_not():
+@pytest.mark.parametrize("covariance", ["pgdm", "isotropic"])
+def test_pgdm_guidance_is_exact_for_a_standard_normal_prior_and_dps_is_not(covariance):
     task = parse_task("sr2", ("u",), Grid((4,), bc="dirichlet"), noise_std=0.3)
     d = 4
     prior = GaussianData(
@@ -95,7 +96,7 @@ def test_pgdm_guidance_is_exact_for_a_standard_normal_prior_and_dps_is_not():
     y = torch.tensor([[[1.5, -0.8]]], dtype=torch.float64)
     mean, cov = _posterior(prior, _matrix(task.operator, task.sample_shape), y.flatten(), 0.3)
     kw = {"batch_size": M, "steps": STEPS}
-    ens = solve(ScorePrior(prior.sde, prior.score), task, y, M, covariance="pgdm",
+    ens = solve(ScorePrior(prior.sde, prior.score), task, y, M, covariance=covariance,
                 generator=torch.Generator().manual_seed(5), **kw)  # fmt: skip
     _check_moments(ens[0], mean, cov)
     dps = solve(ScorePrior(prior.sde, prior.score), task, y, M, covariance="dps",
@@ -204,3 +205,30 @@ def test_joint_prior_guided_by_an_observation_of_one_of_its_channels():
     _check_moments(ens[0], mean, cov)
     with pytest.raises(ValueError, match="lack"):
         solve(ScorePrior(prior.sde, prior.score), task, y, 2, prior_fields=("a", "p"))
+
+
+def test_isotropic_guidance_projects_onto_noise_free_observations_with_a_poor_denoiser():
+    # A badly wrong score (off by 0.5·x/σ²-scale terms) still gives finite members whose
+    # observed channel reproduces a noise-free observation: the Tweedie shift is a projection.
+    task = parse_task("colorize:u", ("a", "u"), Grid((8,), bc="dirichlet"))
+    prior = _prior(task.sample_shape, seed=21)
+
+    def poor(x: Tensor, t: Tensor) -> Tensor:
+        return prior.score(x, t) + 0.5 * torch.sin(3 * x)
+
+    y = torch.randn(3, 1, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(22))
+    ens = solve(ScorePrior(prior.sde, poor), task, y, 16, covariance="isotropic", steps=50,
+                sampler="ddpm", generator=torch.Generator().manual_seed(23))  # fmt: skip
+    assert torch.isfinite(ens).all()
+    misfit = (ens[:, :, 0] - y[:, None, 0]).norm() / y.norm()
+    assert misfit < 0.05, misfit
+
+
+def test_power_iteration_finds_the_largest_eigenvalue_of_each_samples_gram_matrix():
+    from physgen.inverse.guided import _top_eigenvalue
+
+    mats = torch.randn(3, 5, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    fn = lambda z: torch.einsum("bkd,bd->bk", mats, z) + 0.3  # noqa: E731
+    lam = _top_eigenvalue(fn, torch.zeros(3, 7, dtype=torch.float64), iters=60)
+    expected = torch.linalg.eigvalsh(mats.transpose(1, 2) @ mats)[:, -1:]
+    torch.testing.assert_close(lam, expected, rtol=1e-6, atol=0)

@@ -156,3 +156,53 @@ def test_zhu_pivae_physics_is_zero_on_exact_fields_and_enters_after_pretraining(
     assert torch.all(stage2 > stage1)
     with pytest.raises(ValueError, match="does not match problem"):
         PIVAE((3, 20), problem="sde1d", problem_params={"n": 33})
+
+
+def test_log_k_option_compares_k_readings_on_the_log_scale() -> None:
+    model = _sde_model("chebyshev", k_transform="exp", mmd_k="log", kernel_num=3)
+    x = model.sample(6)
+    torch.manual_seed(7)
+    loss = model.loss(x)
+    torch.manual_seed(7)
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    recon = model.sensors(z)
+
+    def logk(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v[:, :2], v[:, 2:11].log(), v[:, 11:]], dim=1)
+
+    expected = mmd_rows(logk(recon), logk(x), kernel_num=3) + mmd_rows(
+        z, torch.randn_like(z), kernel_num=3
+    )
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="positive k"):
+        model.loss(torch.cat([x[:, :2], -x[:, 2:11], x[:, 11:]], dim=1))
+
+
+def test_uniform_sensor_scale_leaves_the_mmd_unchanged() -> None:
+    """The bandwidth follows the mean pairwise distance, so the MMD is scale-invariant."""
+    plain = _sde_model("chebyshev")
+    scaled = _sde_model("chebyshev", sensor_scale=[3.0] * 22)
+    scaled.load_state_dict(plain.state_dict())
+    x = plain.sample(6)
+    torch.manual_seed(3)
+    a = plain.loss(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(scaled.loss(x), a)
+    with pytest.raises(ValueError, match="sensor_scale needs 22 positive"):
+        _sde_model("chebyshev", sensor_scale=[1.0] * 5)
+
+
+def test_per_field_mmd_terms_add_each_varying_field() -> None:
+    model = _sde_model("chebyshev", mmd_terms="joint+fields")
+    x = model.sample(6)
+    x[:, :2] = 0.0  # u pinned at the walls in the data: that field is skipped
+    torch.manual_seed(4)
+    loss = model.loss(x)
+    torch.manual_seed(4)
+    mu, logvar = model.encode(x)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    recon = model.sensors(z)
+    expected = mmd_rows(recon, x) + mmd_rows(z, torch.randn_like(z))
+    expected = expected + mmd_rows(recon[:, 2:11], x[:, 2:11]) + mmd_rows(recon[:, 11:], x[:, 11:])
+    torch.testing.assert_close(loss, expected)

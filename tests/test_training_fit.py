@@ -70,6 +70,75 @@ def test_nonfinite_loss_stops_with_the_step_named_and_weights_intact() -> None:
         assert torch.equal(a, b)
 
 
+class _BadGradient(_CondGaussian):
+    """Finite loss, NaN gradient on the training call numbered ``bad`` (where's masked branch)."""
+
+    bad = -1
+    calls = 0
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        lp = super().log_prob(x, cond)
+        if self.training:
+            self.calls += 1
+            if self.calls - 1 == self.bad:
+                poison = torch.sqrt(-self.log_scale.exp().sum())  # NaN, never selected
+                lp = lp + torch.where(torch.tensor(True), torch.tensor(0.0), poison)
+        return lp
+
+
+@pytest.mark.parametrize(
+    ("clip", "every", "expected"),
+    [
+        # Without clipping the gradient norm is computed on log steps only: the poisoned
+        # weights show in the next loss, or before the next checkpoint, whichever is first.
+        (None, 5, "parameters .* non-finite at step 4"),
+        (None, 2, "step 4: refusing to checkpoint non-finite weights"),
+    ],
+)
+def test_nonfinite_gradient_with_finite_loss_is_caught(
+    clip: float | None, every: int, expected: str, tmp_path: Path
+) -> None:
+    x, cond = _linear_gaussian_data(64)
+    model = _BadGradient()
+    model.bad = 3
+    with pytest.raises(NonFiniteLossError, match=expected):
+        fit(
+            model,
+            (x, cond),
+            steps=10,
+            batch_size=16,
+            grad_clip=clip,
+            log_every=100,
+            nonfinite="skip",
+            checkpoint_dir=tmp_path,
+            checkpoint_every=every,
+            progress=False,
+        )
+    if every == 2:
+        saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+        assert saved["step"] == 2
+        assert all(torch.isfinite(v).all() for v in saved["model_state"].values())
+    else:
+        assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_with_clipping_a_nonfinite_gradient_is_skipped_before_its_update() -> None:
+    x, cond = _linear_gaussian_data(64)
+    model = _BadGradient()
+    model.bad = 3
+    result = fit(
+        model, (x, cond), steps=6, batch_size=16, grad_clip=10.0, nonfinite="skip", progress=False
+    )
+    assert result.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    with pytest.raises(
+        NonFiniteLossError, match=r"non-finite loss \(.*gradient norm nan\) at step 3"
+    ):
+        bad = _BadGradient()
+        bad.bad = 3
+        fit(bad, (x, cond), steps=6, batch_size=16, grad_clip=10.0, progress=False)
+
+
 def _fresh_state() -> dict[str, Tensor]:
     torch.manual_seed(0)
     return _Exploding().state_dict()

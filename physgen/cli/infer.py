@@ -66,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     guided = parser.add_argument_group("guided diffusion prior")
     guided.add_argument("--sampler", default="euler-maruyama", help="reverse-time sampler")
     guided.add_argument("--steps", type=int, default=500, help="sampler steps")
-    guided.add_argument("--covariance", default="pgdm", choices=("pgdm", "dps", "exact"))
+    guided.add_argument(
+        "--covariance", default="isotropic", choices=("isotropic", "pgdm", "dps", "exact")
+    )
     guided.add_argument("--scale", type=float, default=1.0, help="likelihood-score multiplier")
     guided.add_argument("--pde", help="problem name: add its PDE residual on x̂0 as guidance")
     guided.add_argument("--residual-std", type=float, default=1.0, help="tolerated residual")
@@ -100,9 +102,25 @@ def inverse_metadata(
     return meta
 
 
+def _describe(meta: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Read ``physgen train``'s metadata (``data``: fields, cond_fields, stats) as ours.
+
+    A model trained on ``fields`` conditioned on the fields ``cond_fields`` answers the task
+    ``colorize:<fields>`` (its condition is the observed channels themselves).
+    """
+    data = meta.get("data")
+    if "fields" in meta or not isinstance(data, Mapping):
+        return meta
+    cond = list(data.get("cond_fields") or [])
+    out: dict[str, Any] = {"fields": cond + list(data["fields"]), "stats": data.get("stats")}
+    if cond:
+        out["task"] = "colorize:" + ",".join(data["fields"])
+    return out
+
+
 def _normalizer(meta: Mapping[str, Any], fields: list[str], ndim: int) -> Normalizer:
     stats = meta.get("stats")
-    if stats is None:
+    if not stats:
         return Normalizer([0.0] * len(fields), [1.0] * len(fields), ndim)
     missing = [f for f in fields if f not in stats]
     if missing:
@@ -148,7 +166,7 @@ def run_inference(
     from physgen.training import build_model, read_checkpoint
 
     contents = read_checkpoint(checkpoint)
-    meta = contents.get("metadata") or {}
+    meta = _describe(contents.get("metadata") or {})
     if "fields" not in meta:
         raise KeyError(
             f"{checkpoint}: metadata has no 'fields'; it must name the channels the model "

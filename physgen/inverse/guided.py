@@ -24,6 +24,16 @@ choice of :math:`C_t` is the ``covariance`` option:
 * ``"pgdm"`` — :math:`C_t = r_t^2 I`, :math:`r_t^2 = \sigma_t^2/(\alpha_t^2 + \sigma_t^2)`
   (ΠGDM, Song et al., ICLR 2023): the posterior covariance of a standard-normal prior, right
   for z-scored data at high noise; uses ``A Aᵀ = γ I`` (the operator's ``gram``);
+* ``"isotropic"`` — ΠGDM's :math:`C_t` with the Jacobian that goes with it,
+  :math:`J = (\alpha_t/\sigma_t^2) C_t = \alpha_t/(\alpha_t^2+\sigma_t^2) I`, in place of the
+  network's: no back-propagation through the network, and the Tweedie shift
+  :math:`r_t^2 A^\top(\gamma r_t^2 + \sigma_y^2)^{-1}(y - A\hat x_0)` is a soft projection onto
+  :math:`\{Ax = y\}`, bounded whatever the denoiser's error (the network Jacobian of an
+  imperfect denoiser carries a :math:`1/\alpha_t` factor that blows up at high noise). Exact for
+  a standard-normal prior; the physics term uses :math:`C_R = r_t^2\lambda I` with
+  :math:`\lambda` the largest eigenvalue of :math:`GG^\top`, :math:`G = \partial R/\partial\hat
+  x_0` (power iteration), so the linearized residual contracts in every direction
+  (a Levenberg–Marquardt-like step) instead of overshooting along stiff modes;
 * ``"dps"`` — :math:`C_t = 0` (DPS, Chung et al., ICLR 2023), which needs :math:`\sigma_y > 0`.
 
 An optional physics term treats the PDE residual of the denoised estimate as a further
@@ -51,7 +61,7 @@ from physgen.utils import append_dims
 
 __all__ = ["Covariance", "ScorePrior", "posterior_score"]
 
-Covariance = Literal["exact", "pgdm", "dps"]
+Covariance = Literal["exact", "pgdm", "isotropic", "dps"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +90,7 @@ def posterior_score(
     y: Tensor,
     *,
     noise_std: float = 0.0,
-    covariance: Covariance = "pgdm",
+    covariance: Covariance = "isotropic",
     gram: float = 1.0,
     scale: float = 1.0,
     residual: Callable[[Tensor], Tensor] | None = None,
@@ -95,8 +105,9 @@ def posterior_score(
         y: the observation, ``(B, *obs)`` for a batch of ``B`` samples (repeat one observation
             to draw several posterior samples of it).
         noise_std: σ_y of the observation noise.
-        covariance: ``"exact"``, ``"pgdm"`` or ``"dps"`` (see the module docstring).
-        gram: γ with ``A Aᵀ = γ I`` (used by ``"pgdm"``).
+        covariance: ``"exact"``, ``"pgdm"``, ``"isotropic"`` or ``"dps"`` (see the module
+            docstring).
+        gram: γ with ``A Aᵀ = γ I`` (used by ``"pgdm"`` and ``"isotropic"``).
         scale: a multiplier of the likelihood score (1 = Bayes' rule; larger values trade
             calibration for data consistency).
         residual: optional PDE residual ``R``, ``(B, *shape)`` → ``(B, ...)``, evaluated on
@@ -107,8 +118,10 @@ def posterior_score(
     Returns:
         A score function ``(x, t) -> (B, *shape)`` that works under ``torch.no_grad``.
     """
-    if covariance not in ("exact", "pgdm", "dps"):
-        raise ValueError(f"covariance must be 'exact', 'pgdm' or 'dps', got {covariance!r}")
+    if covariance not in ("exact", "pgdm", "isotropic", "dps"):
+        raise ValueError(
+            f"covariance must be 'exact', 'pgdm', 'isotropic' or 'dps', got {covariance!r}"
+        )
     if covariance == "dps" and noise_std <= 0:
         raise ValueError("covariance='dps' needs noise_std > 0 (it assumes Cov[x0 | xt] = 0)")
     if noise_std < 0 or residual_std <= 0 or gram <= 0:
@@ -116,15 +129,39 @@ def posterior_score(
     sde, prior_score = prior.sde, prior.score
     y_flat = y.flatten(1)  # (B, m)
 
+    def active(t: Tensor) -> bool:
+        return residual is not None and (
+            residual_until is None or bool((t <= residual_until).all())
+        )
+
+    def isotropic(x: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            s = prior_score(x, t)
+        alpha, sigma = sde.coefficients(t)  # (B,) each
+        x0 = (x + append_dims(sigma**2, x.ndim) * s) / append_dims(alpha, x.ndim)
+        c = (sigma**2 / (alpha**2 + sigma**2))[:, None]  # r_t², (B, 1)
+        with torch.enable_grad():
+            x0 = x0.detach().requires_grad_(True)
+            r = observe(x0).flatten(1) - y_flat  # (B, m)
+            objective = (r * (r / (gram * c + noise_std**2)).detach()).sum()
+            if active(t):
+                res = residual(x0).flatten(1)  # (B, k)
+                lam = _top_eigenvalue(residual, x0.detach())  # (B, 1): largest of GGᵀ
+                weights = res / (c * lam + residual_std**2)
+                objective = objective + (res * weights.detach()).sum()
+            (grad,) = torch.autograd.grad(objective, x0)  # Gᵀ Σ⁻¹ r
+        jac = append_dims(alpha / (alpha**2 + sigma**2), x.ndim)
+        return (s - scale * jac * grad).detach()
+
     def score(x: Tensor, t: Tensor) -> Tensor:
+        if covariance == "isotropic":
+            return isotropic(x, t)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             s = prior_score(xg, t)
             alpha, sigma = sde.coefficients(t)  # (B,) each
             x0 = (xg + append_dims(sigma**2, x.ndim) * s) / append_dims(alpha, x.ndim)
-            physics = residual is not None and (
-                residual_until is None or bool((t <= residual_until).all())
-            )
+            physics = active(t)
             r = observe(x0).flatten(1) - y_flat  # (B, m)
             var = torch.full_like(r, noise_std**2)
             if physics and covariance == "exact":
@@ -145,6 +182,26 @@ def posterior_score(
         return (s - scale * grad).detach()
 
     return score
+
+
+def _top_eigenvalue(fn: Callable[[Tensor], Tensor], x0: Tensor, iters: int = 8) -> Tensor:
+    """Largest eigenvalue ``(B, 1)`` of GᵀG per sample, G = ∂fn/∂x0, by power iteration.
+
+    Samples are independent, so G is block-diagonal over the batch and the Rayleigh quotient
+    of each sample's block comes from one batched JVP and VJP per iteration.
+    """
+    flat = lambda z: fn(z).flatten(1)  # noqa: E731
+    _, vjp = torch.func.vjp(flat, x0)
+    gen = torch.Generator(device=x0.device).manual_seed(0)
+    v = torch.randn(x0.shape, generator=gen, device=x0.device, dtype=x0.dtype)
+    lam = x0.new_zeros(x0.shape[0], 1)
+    for _ in range(iters):
+        v = v / append_dims(v.flatten(1).norm(dim=1).clamp_min(1e-30), v.ndim)
+        _, gv = torch.func.jvp(flat, (x0,), (v,))
+        (w,) = vjp(gv)  # GᵀG v
+        lam = (v * w).flatten(1).sum(1, keepdim=True)
+        v = w
+    return lam.clamp_min(0)
 
 
 def _exact_weights(

@@ -71,7 +71,7 @@ def solve(
     steps: int = 500,
     eps: float | None = None,
     prior_fields: Sequence[str] | None = None,
-    covariance: Covariance = "pgdm",
+    covariance: Covariance = "isotropic",
     scale: float = 1.0,
     residual: Callable[[Tensor], Tensor] | None = None,
     residual_std: float = 1.0,

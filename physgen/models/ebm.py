@@ -76,11 +76,19 @@ class EBM(GenerativeModel):
     .. math:: \ell_i = E_\theta(x_i) - E_\theta(\tilde x_i)
               + \alpha\,\big(E_\theta(x_i)^2 + E_\theta(\tilde x_i)^2\big)
 
-    whose :math:`\theta`-gradient estimates that of the negative log-likelihood when the
+    (:math:`\alpha` = ``reg_weight``; kept small, since with the exact Langevin noise
+    :math:`\sqrt{2\eta}` a sharp density needs energy differences of several units), whose
+    :math:`\theta`-gradient estimates that of the negative log-likelihood when the
     negatives :math:`\tilde x_i` are draws from the model. Negatives come from
     ``langevin_steps`` steps of ``langevin_dynamics`` started from a replay buffer of past
     negatives (persistent chains), each restarted from :math:`N(0, \text{init\_std}^2 I)` with
     probability ``reinit_prob``. ``log_prob`` is the **unnormalized** :math:`-E_\theta(x)`.
+
+    The energy is a network plus a broad Gaussian base,
+    :math:`E_\theta(x) = \mathrm{MLP}_\theta(x) + \lVert x\rVert^2 / (2\,\text{base\_std}^2)`,
+    so :math:`e^{-E}` stays integrable and long Langevin runs cannot drift off to where the
+    network was never trained (``base_std=None`` drops the base). The default suits
+    standardized data.
 
     Example:
         >>> model = EBM(sample_shape=[2], hidden=[16], buffer_size=64, langevin_steps=5)
@@ -99,8 +107,9 @@ class EBM(GenerativeModel):
         sample_steps: int = 500,
         step_size: float = 0.01,
         noise_scale: float | None = None,
-        reg_weight: float = 0.1,
+        reg_weight: float = 0.01,
         init_std: float = 1.0,
+        base_std: float | None = 3.0,
     ) -> None:
         super().__init__(
             sample_shape=[int(s) for s in sample_shape],
@@ -114,7 +123,10 @@ class EBM(GenerativeModel):
             noise_scale=noise_scale,
             reg_weight=reg_weight,
             init_std=init_std,
+            base_std=base_std,
         )
+        if base_std is not None and base_std <= 0:
+            raise ValueError(f"EBM: base_std must be positive or None; got {base_std}")
         if buffer_size < 1 or not 0.0 <= reinit_prob <= 1.0 or step_size <= 0:
             raise ValueError(
                 "EBM: need buffer_size >= 1, 0 <= reinit_prob <= 1, step_size > 0; got "
@@ -140,12 +152,17 @@ class EBM(GenerativeModel):
             raise ValueError("EBM is unconditional; got cond")
 
     def energy(self, x: Tensor) -> Tensor:
-        """:math:`E_\\theta(x)`, shape ``(B,)``."""
+        """:math:`E_\\theta(x)` (network plus Gaussian base), shape ``(B,)``."""
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(
                 f"EBM: x has shape {tuple(x.shape)}; expected (B, *{self.sample_shape})"
             )
-        return self.energy_net(x.flatten(1)).squeeze(-1)
+        flat = x.flatten(1)  # (B, D)
+        energy = self.energy_net(flat).squeeze(-1)
+        base_std = self._config["base_std"]
+        if base_std is None:
+            return energy
+        return energy + 0.5 * flat.square().sum(1) / base_std**2
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Unnormalized log-density :math:`-E_\\theta(x)` (the log-partition is unknown)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
@@ -38,7 +39,7 @@ OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A training loss or gradient became NaN or infinite; the weights were not updated."""
+    """A training loss, gradient or weight became NaN or infinite at the step named."""
 
 
 @dataclass
@@ -178,8 +179,11 @@ def fit(
 
     One step draws a global batch (a pure function of ``(seed, step)``, so resumed runs see
     the same batches), computes ``model.loss(x, cond).mean()`` under bf16 autocast when
-    ``amp``, back-propagates, checks the loss and gradient norm are finite, optionally clips,
-    and updates the weights (and the EMA copy). Two-player models (GANs) instead take
+    ``amp``, back-propagates, checks the loss is finite, optionally clips, and updates the
+    weights (and the EMA copy). The gradient norm is computed (and checked) on clipping and
+    log steps only, since on small models it costs a few percent of a step; a non-finite
+    gradient behind a finite loss elsewhere is caught by the next step's loss or before the
+    next checkpoint, so no checkpoint ever holds NaN weights. Two-player models (GANs) take
     ``n_critic`` critic steps on ``discriminator_loss`` and then one generator step on
     ``generator_loss``, each player with its own optimizer.
 
@@ -214,6 +218,7 @@ def fit(
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
+            Weights found non-finite always raise.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
@@ -281,6 +286,10 @@ def _fit(
         )
     if valid_data is not None:
         num_samples(valid_data, "valid_data")
+    try:
+        json.dumps(metadata)
+    except TypeError as err:
+        raise TypeError(f"metadata must be JSON-able (it goes into checkpoints): {err}") from None
     two_player = isinstance(model, TwoPlayerModel)
     n_critic = (n_critic or model.n_critic) if two_player else 1
     amp = device.type == "cuda" if amp is None else amp
@@ -356,18 +365,20 @@ def _fit(
         world_size=process.world_size,
         num_workers=num_workers,
     )
-    last_checkpoint = None
+    last_checkpoint, last_rate = None, None
     window = _Window()
     try:
-        for step in range(max(start, 0), total):
+        for step in range(start, total):
             rate = (
                 factor(step)
                 if factor is not None
                 else lr_factor(schedule, step, total, warmup_steps)
             )
-            for player in players:
-                for group in player.optimizer.param_groups:
-                    group["lr"] = player.base_lr * rate
+            if rate != last_rate:
+                last_rate = rate
+                for player in players:
+                    for group in player.optimizer.param_groups:
+                        group["lr"] = player.base_lr * rate
             losses = {}
             for player in players:
                 for _ in range(n_critic if player.method == "discriminator_loss" else 1):
@@ -382,18 +393,21 @@ def _fit(
                         amp=amp,
                         device=device,
                         grad_clip=grad_clip,
+                        want_norm=(step + 1) % log_every == 0 or step + 1 == total,
                         process=process,
                         step=step,
                         nonfinite=nonfinite,
                     )
-            ok = all(math.isfinite(v) and math.isfinite(g) for v, g in losses.values())
+            ok = all(
+                math.isfinite(v) and (g is None or math.isfinite(g)) for v, g in losses.values()
+            )
             skipped += not ok
             if ema is not None and ok:
                 ema.update(model)
             done = step + 1
             window.add(losses["generator_loss" if two_player else "loss"][0], ok)
-            bar.update(1)
             if done % log_every == 0 or done == total:
+                bar.update(done - bar.n)  # once per log record: the bar costs nothing per step
                 metrics = {"step": done, **window.flush(batch_size * n_critic)}
                 metrics.update(lr=players[-1].base_lr * rate, skipped=skipped)
                 for method, (value, norm) in losses.items():
@@ -472,7 +486,7 @@ class _Window:
 
 
 def _update(
-    objective: nn.Module,
+    objective: Callable[[str, Tensor, Tensor | None], Tensor],
     player: _Player,
     players: list[_Player],
     x: Tensor,
@@ -481,14 +495,16 @@ def _update(
     amp: bool,
     device: torch.device,
     grad_clip: float | None,
+    want_norm: bool,
     process: distributed.Process,
     step: int,
     nonfinite: str,
-) -> tuple[float, float]:
-    """One optimizer step of ``player``; returns (loss, gradient norm), averaged over processes.
+) -> tuple[float, float | None]:
+    """One optimizer step of ``player``; returns (loss, gradient norm or ``None``).
 
-    The update is made only when both are finite; all processes see the same (all-reduced)
-    numbers, so they agree on skipping or raising.
+    Both are averaged over processes, so all processes agree on updating, skipping or
+    raising. The gradient norm is computed when clipping needs it or ``want_norm`` (a log
+    step); the update is made only when the loss (and the norm, if computed) is finite.
     """
     for other in players:  # the generator step also leaves gradients on the critic
         other.optimizer.zero_grad(set_to_none=True)
@@ -502,18 +518,31 @@ def _update(
     # Reduced in at least fp32, even when autocast produced bf16 losses.
     loss = per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
     loss.backward()
-    norm = _grad_norm(player.params, grad_clip)
-    stats = torch.stack([loss.detach(), norm.to(loss.device, loss.dtype)])
+    parts = [loss.detach()]
+    if grad_clip is not None or want_norm:
+        parts.append(_grad_norm(player.params, grad_clip).to(loss.device, loss.dtype))
+    stats = torch.stack(parts) if len(parts) > 1 else parts[0]
     if process.world_size > 1:
         stats = distributed.all_sum(stats, process) / process.world_size
-    value, grad = stats.tolist()
-    if math.isfinite(value) and math.isfinite(grad):
+    values = stats.tolist() if len(parts) > 1 else [stats.item()]
+    value, grad = values[0], (values[1] if len(values) > 1 else None)
+    if math.isfinite(value) and (grad is None or math.isfinite(grad)):
         player.optimizer.step()
-    elif nonfinite == "raise":
+        return value, grad
+    if not all(bool(torch.isfinite(p).all()) for p in player.params):
+        # A gradient was non-finite while its loss was finite, and an earlier update wrote it
+        # into the weights; no policy can continue from here.
         raise NonFiniteLossError(
-            f"non-finite {player.method} ({value:.4g}, gradient norm {grad:.4g}) at step {step}; "
-            "the weights were not updated. Lower the learning rate, clip gradients "
-            "(grad_clip=), or pass nonfinite='skip' to skip such batches"
+            f"the parameters updated by {player.method} are non-finite at step {step}: an "
+            f"earlier update had a non-finite gradient with a finite loss. Resume from the "
+            "last checkpoint with a lower learning rate or gradient clipping (grad_clip=)"
+        )
+    if nonfinite == "raise":
+        shown = "" if grad is None else f", gradient norm {grad:.4g}"
+        raise NonFiniteLossError(
+            f"non-finite {player.method} ({value:.4g}{shown}) at step {step}; the weights were "
+            "not updated. Lower the learning rate, clip gradients (grad_clip=), or pass "
+            "nonfinite='skip' to skip such batches"
         )
     return value, grad
 
@@ -569,6 +598,14 @@ def _save(
     process: distributed.Process,
 ) -> Path | None:
     """Write the full training state (rank 0; every rank contributes its RNG state)."""
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise NonFiniteLossError(
+            f"step {step}: refusing to checkpoint non-finite weights {bad[:5]}; an update had a "
+            "non-finite gradient with a finite loss. Lower the learning rate or clip gradients"
+        )
     rng = distributed.gather(get_rng_state(), process)
     if not process.is_main:
         return None
