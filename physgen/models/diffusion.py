@@ -150,7 +150,10 @@ class Diffusion(DensityModel):
                 raise ValueError("Diffusion: this model is unconditional; pass cond=None")
             return None
         if cond is None:
+            # No context is the null condition of classifier-free training (keep = 0), not
+            # a context of zeros.
             cond = torch.zeros((n, *self.cond_shape), device=keep.device, dtype=keep.dtype)
+            keep = torch.zeros_like(keep)
         elif tuple(cond.shape[1:]) != self.cond_shape:
             raise ValueError(
                 f"Diffusion: cond has shape {tuple(cond.shape[1:])}, expected {self.cond_shape}"
