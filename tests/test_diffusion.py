@@ -211,6 +211,8 @@ def test_bad_arguments_are_named() -> None:
         model.loss(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="unconditional"):
         model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="trace must be"):
+        model.log_prob(torch.zeros(3, 2), trace="hutchinon")
     with pytest.raises(ValueError, match="noise_std"):
         dps_guidance(lambda x: x, torch.zeros(1), 0.0)
     assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum().detach()))

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..likelihood import hutchinson_probes, ode_log_prob
+from ..likelihood import ode_log_prob, trace_probes
 from ..samplers import get_sampler
 from ..sde import build_sde
 from ..utils import append_dims
@@ -277,7 +277,7 @@ class Diffusion(DensityModel):
         atol: float = 1e-5,
     ) -> Tensor:
         """Log-density of ``x`` at ``t = eps`` through the probability-flow ODE to the prior."""
-        probes = hutchinson_probes(x, 1, "rademacher", generator) if trace == "hutchinson" else None
+        probes = trace_probes(x, trace, "rademacher", generator)
         flow = self.sde.probability_flow(lambda y, t: self.score(y, t, cond))
         return ode_log_prob(
             flow.drift, x, self.sde.prior_log_prob, t0=self.eps, t1=self.sde.T, probes=probes,
