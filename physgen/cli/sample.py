@@ -127,8 +127,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.cond is not None and not conditional:
         raise ValueError("--cond given, but the model was trained without conditioning fields")
     cond, index = _conditions(args.cond, data) if args.cond is not None else (None, None)
+    flat = bool(data.get("flatten"))  # trained with --flatten: vectors (C*N,)
+    if flat and cond is not None:
+        cond = cond.flatten(1)  # (cases, C'*N)
     torch.manual_seed(args.seed)
     x = draw(model, args.n, cond, batch_size=args.batch_size, options=options)
+    if flat:
+        x = x.reshape(len(x), *data["sample_shape"])  # (B, C, *grid)
     ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
     provenance = {
         "generator": "physgen sample",

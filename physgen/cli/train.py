@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cond-fields", nargs="+", help="conditioning fields or variables")
     parser.add_argument(
         "--time", choices=("channels", "frames"), help="how time-dependent fields become items"
+    )
+    parser.add_argument(
+        "--flatten",
+        action="store_true",
+        help="model each sample's channels and grid as one vector (C*N,), for the families "
+        "that take vectors (realnvp, maf, iaf, gan, ...); conditioning fields are flattened too",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_train)
@@ -121,14 +128,45 @@ def _dataset(path: Path, options: dict[str, Any], stats: Path | None) -> FieldDa
     )
 
 
-def _tensors(data: FieldDataset) -> FieldDataset | tuple[torch.Tensor, ...]:
-    """In-memory datasets as stacked tensors: fit then indexes batches directly (fast)."""
+class _Flat(torch.utils.data.Dataset):
+    """A field dataset whose samples (and conditions) are flattened to vectors."""
+
+    def __init__(self, data: FieldDataset) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        item = self.data[i]
+        if self.data.cond_fields:
+            return item[0].flatten(), item[1].flatten()  # (C*N,), (C'*N,)
+        return item.flatten()
+
+
+def _tensors(
+    data: FieldDataset, flatten: bool = False
+) -> FieldDataset | _Flat | tuple[torch.Tensor, ...]:
+    """In-memory datasets as stacked tensors: fit then indexes batches directly (fast).
+
+    With ``flatten`` every sample becomes a vector ``(C*N,)`` (``(B, C*N)`` when stacked).
+    """
     if not data.in_memory:
-        return data
+        return _Flat(data) if flatten else data
     items = [data[i] for i in range(len(data))]
     if data.cond_fields:
-        return torch.stack([x for x, _ in items]), torch.stack([c for _, c in items])
-    return (torch.stack(items),)
+        x, c = torch.stack([x for x, _ in items]), torch.stack([c for _, c in items])
+        return (x.flatten(1), c.flatten(1)) if flatten else (x, c)  # (B, C*N), (B, C'*N)
+    x = torch.stack(items)
+    return (x.flatten(1) if flatten else x,)
+
+
+def _shapes(data: FieldDataset, flatten: bool) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """The model's sample and condition shapes: the dataset's, or their flattened lengths."""
+    if not flatten:
+        return data.sample_shape, data.cond_shape
+    cond = None if data.cond_shape is None else (math.prod(data.cond_shape),)
+    return (math.prod(data.sample_shape),), cond
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -158,13 +196,23 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         settings["progress"] = False
     torch.manual_seed(settings.get("seed", 0))  # the initial weights
-    model = model_class.for_shape(train.sample_shape, train.cond_shape, **config["model"])
-    metadata = {"data": describe_fields(train, stats), "recipe": data_name, "model": args.model}
+    sample_shape, cond_shape = _shapes(train, args.flatten)
+    try:
+        model = model_class.for_shape(sample_shape, cond_shape, **config["model"])
+    except ValueError as err:
+        if args.flatten or len(sample_shape) == 1:
+            raise
+        raise ValueError(
+            f"{err} (the data's samples have shape {sample_shape}; --flatten models them as "
+            f"vectors of length {math.prod(sample_shape)})"
+        ) from None
+    description = {**describe_fields(train, stats), "flatten": args.flatten}
+    metadata = {"data": description, "recipe": data_name, "model": args.model}
     try:
         result = fit(
             model,
-            _tensors(train),
-            valid_data=None if valid is None else _tensors(valid),
+            _tensors(train, args.flatten),
+            valid_data=None if valid is None else _tensors(valid, args.flatten),
             checkpoint_dir=out,
             resume=args.resume,
             metadata=metadata,
