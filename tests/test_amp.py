@@ -9,10 +9,16 @@ turns the network's output into bf16, so it would catch a term left in bf16.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 from torch import Tensor, nn
 
+from physgen.models.flows import RealNVP
+from physgen.models.flows_glow import Glow, _ConvConditioner
 from physgen.models.gan_losses import gradient_penalty
+from physgen.nn import MLP
 from physgen.training.amp import fp32
 
 
@@ -25,12 +31,57 @@ def _mlp(d_in: int, d_out: int, seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(d_in, 32), nn.Tanh(), nn.Linear(32, d_out))
 
 
+def _replay(nets: list[nn.Module], run: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
+    """``run()`` under autocast, then again in float32 with every network in ``nets``
+    returning what it returned under autocast (cast to float32): the second pass sees the
+    same network outputs as the first and does everything else in float32."""
+    recorded: list[Tensor] = []
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: recorded.append(out.detach())) for m in nets
+    ]
+    with _bf16():
+        amp = run()
+    for h in hooks:
+        h.remove()
+    assert recorded and all(r.dtype == torch.bfloat16 for r in recorded)
+    replay = iter(recorded)
+    hooks = [m.register_forward_hook(lambda _m, _i, _out: next(replay).float()) for m in nets]
+    reference = run()
+    for h in hooks:
+        h.remove()
+    assert next(replay, None) is None  # both passes called the networks alike
+    assert reference.dtype == torch.float32
+    return amp, reference
+
+
 def test_fp32_context_disables_autocast() -> None:
     x = torch.randn(4, 3)
     with _bf16():
         assert (x @ x.T).dtype == torch.bfloat16
         with fp32():
             assert (x @ x.T).dtype == torch.float32
+
+
+@pytest.mark.parametrize("bins", [0, 4], ids=["affine", "spline"])
+def test_realnvp_log_prob_keeps_log_det_in_fp32(bins: int) -> None:
+    torch.manual_seed(0)
+    flow = RealNVP(features=6, transforms=4, hidden=[32], bins=bins)
+    x = torch.randn(16, 6)
+    nets = [m for m in flow.modules() if isinstance(m, MLP)]
+    amp, reference = _replay(nets, lambda: flow.log_prob(x))
+    assert amp.dtype == torch.float32
+    torch.testing.assert_close(amp, reference)
+
+
+def test_glow_log_prob_keeps_state_and_log_det_in_fp32() -> None:
+    torch.manual_seed(0)
+    flow = Glow(shape=[1, 8, 8], levels=2, steps=2, hidden=8)
+    x = 1.5 + 2.0 * torch.randn(8, 1, 8, 8)
+    flow.initialize(x)  # ActNorm from data, in float32, before either pass
+    nets = [m.net for m in flow.modules() if isinstance(m, _ConvConditioner)]
+    amp, reference = _replay(nets, lambda: flow.log_prob(x))
+    assert amp.dtype == torch.float32
+    torch.testing.assert_close(amp, reference)
 
 
 def test_gradient_penalty_in_fp32() -> None:
