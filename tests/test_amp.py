@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from physgen.models.flows import RealNVP
 from physgen.models.flows_glow import Glow, _ConvConditioner
 from physgen.models.gan_losses import gradient_penalty
+from physgen.models.vae import gaussian_kl, gaussian_log_prob
 from physgen.nn import MLP
 from physgen.training.amp import fp32
 
@@ -82,6 +83,27 @@ def test_glow_log_prob_keeps_state_and_log_det_in_fp32() -> None:
     amp, reference = _replay(nets, lambda: flow.log_prob(x))
     assert amp.dtype == torch.float32
     torch.testing.assert_close(amp, reference)
+
+
+def test_vae_kl_and_gaussian_log_likelihood_in_fp32() -> None:
+    torch.manual_seed(0)
+    head = _mlp(5, 2 * 8)
+    x = torch.randn(16, 5)
+    with _bf16():
+        mu, logvar = head(x).chunk(2, dim=1)
+        assert mu.dtype == torch.bfloat16
+        kl = gaussian_kl(mu, logvar)
+        kl_prior = gaussian_kl(mu, logvar, mu.flip(0), logvar.flip(0))
+        log_p = gaussian_log_prob(x[:, :4], mu[:, :4], logvar[:, :4])
+    mu32, logvar32 = mu.float(), logvar.float()
+    for value, reference in [
+        (kl, 0.5 * (logvar32.exp() + mu32**2 - 1 - logvar32).sum(-1)),
+        (kl_prior, gaussian_kl(mu32, logvar32, mu32.flip(0), logvar32.flip(0))),
+        (log_p, torch.distributions.Normal(mu32[:, :4], (0.5 * logvar32[:, :4]).exp())
+         .log_prob(x[:, :4]).sum(-1)),
+    ]:  # fmt: skip
+        assert value.dtype == torch.float32
+        torch.testing.assert_close(value, reference)
 
 
 def test_gradient_penalty_in_fp32() -> None:
