@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from physgen.likelihood import divergence, hutchinson_probes, ode_log_prob
 from physgen.models.flows import RealNVP
 from physgen.models.flows_glow import Glow, _ConvConditioner
 from physgen.models.gan_losses import gradient_penalty
@@ -104,6 +105,47 @@ def test_vae_kl_and_gaussian_log_likelihood_in_fp32() -> None:
     ]:  # fmt: skip
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, reference)
+
+
+@pytest.mark.parametrize("trace", ["exact", "hutchinson"])
+def test_divergence_in_fp32(trace: str) -> None:
+    net = _mlp(4, 4)
+    x = torch.randn(8, 4)
+    probes = None
+    if trace == "hutchinson":
+        probes = hutchinson_probes(x, 3, generator=torch.Generator().manual_seed(1))
+    with _bf16():
+        assert net(x).dtype == torch.bfloat16
+        out, div = divergence(net, x, probes)
+    ref_out, ref_div = divergence(net, x, probes)
+    assert out.dtype == div.dtype == torch.float32
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(div, ref_div)
+    if trace == "exact":  # the exact trace of the Jacobian, from autograd in float64
+        jac = torch.func.vmap(torch.func.jacrev(net.double()))(x.double())
+        torch.testing.assert_close(div.double(), jac.diagonal(dim1=1, dim2=2).sum(-1),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_ode_log_prob_in_fp32() -> None:
+    net = _mlp(3, 2)
+
+    def velocity(y: Tensor, t: Tensor) -> Tensor:
+        return net(torch.cat([y, t[:, None]], dim=1))
+
+    x = torch.randn(8, 2)
+    normal = torch.distributions.Normal(0.0, 1.0)
+
+    def base(z: Tensor) -> Tensor:
+        return normal.log_prob(z).sum(-1)
+
+    probes = hutchinson_probes(x, 1, generator=torch.Generator().manual_seed(2))
+    with _bf16():
+        amp = ode_log_prob(velocity, x, base, probes=probes, method="rk4", steps=4)
+    ref = ode_log_prob(velocity, x, base, probes=probes, method="rk4", steps=4)
+    assert amp.log_prob.dtype == amp.z.dtype == torch.float32
+    torch.testing.assert_close(amp.log_prob, ref.log_prob)
+    torch.testing.assert_close(amp.z, ref.z)
 
 
 def test_gradient_penalty_in_fp32() -> None:
