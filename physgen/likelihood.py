@@ -19,6 +19,7 @@ __all__ = [
     "hutchinson_probes",
     "ode_log_prob",
     "solve_ode",
+    "trace_probes",
 ]
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -48,6 +49,22 @@ def hutchinson_probes(
             f"hutchinson_probes: kind must be 'rademacher' or 'gaussian', got {kind!r}"
         )
     return v.to(like.device)
+
+
+def trace_probes(
+    like: Tensor,
+    trace: str,
+    kind: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
+    """The ``probes`` argument of ``divergence`` for a trace mode: ``None`` for ``"exact"``,
+    one Hutchinson probe per sample (``hutchinson_probes(like, 1, kind, generator)``) for
+    ``"hutchinson"``."""
+    if trace == "exact":
+        return None
+    if trace == "hutchinson":
+        return hutchinson_probes(like, 1, kind, generator)
+    raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
 
 
 def divergence(

@@ -122,6 +122,8 @@ def test_conditional_flow_uses_its_context(generator: torch.Generator) -> None:
         model.log_prob(x)
     with pytest.raises(ValueError, match="trace"):
         CNF((2,), trace="approx")
+    with pytest.raises(ValueError, match="trace must be"):
+        model.log_prob(x, c1, trace="approx")
 
 
 def test_config_round_trip_and_paths() -> None:

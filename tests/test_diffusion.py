@@ -132,6 +132,23 @@ def test_classifier_free_guidance_combines_the_two_predictions(generator: torch.
     )
 
 
+def test_no_context_is_the_null_condition(generator: torch.Generator) -> None:
+    """``cond=None`` on a conditional model is the unconditional branch of classifier-free
+    training (keep = 0), not a context of zeros."""
+    torch.manual_seed(0)
+    model = Diffusion((3,), cond_shape=(2,), hidden=(16, 16))
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(5, 3, generator=generator)
+    t = torch.rand(5, generator=generator)
+    zeros = torch.zeros(5, 2)
+    eps_none, _ = model.denoise(x, t, None)
+    eps_null, _ = model.denoise(x, t, zeros, keep=torch.zeros(5))
+    eps_zero_context, _ = model.denoise(x, t, zeros)
+    torch.testing.assert_close(eps_none, eps_null)
+    assert not torch.allclose(eps_none, eps_zero_context)
+
+
 def test_posterior_sampling_pulls_samples_to_the_observation(generator: torch.Generator) -> None:
     """Prior N(0, I) in 2-D, observation y = x_1 + noise(0.1): x_1 ≈ y, x_2 stays N(0, 1)."""
     model, _ = _model_with_oracle("vp", "eps")
@@ -194,6 +211,8 @@ def test_bad_arguments_are_named() -> None:
         model.loss(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="unconditional"):
         model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="trace must be"):
+        model.log_prob(torch.zeros(3, 2), trace="hutchinon")
     with pytest.raises(ValueError, match="noise_std"):
         dps_guidance(lambda x: x, torch.zeros(1), 0.0)
     assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum().detach()))

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distributions import NormalizingFlow, standard_normal
-from ..likelihood import hutchinson_probes, ode_log_prob, solve_ode
+from ..likelihood import ode_log_prob, solve_ode, trace_probes
 from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
 from ..sde import build_interpolant
@@ -86,9 +86,7 @@ class _ODETransform(Transform):
         if not with_ladj:
             out, _ = solve_ode(velocity, flat, t0, t1, **self.model.ode)
             return out.reshape(x.shape), flat.new_zeros(())
-        probes = None
-        if self.model.trace == "hutchinson":
-            probes = hutchinson_probes(flat, 1, self.model.probe)
+        probes = trace_probes(flat, self.model.trace, self.model.probe)
         res = ode_log_prob(
             velocity, flat, lambda z: z.new_zeros(z.shape[0]), t0=t0, t1=t1, probes=probes,
             **self.model.ode,
@@ -208,8 +206,7 @@ class _ContinuousFlow(DensityModel):
         with the configured (or given) trace: ``exact`` or ``hutchinson`` (one probe per
         sample, fixed over the solve, drawn from ``generator``)."""
         self._check(x, cond)
-        trace = trace or self.trace
-        probes = hutchinson_probes(x, 1, self.probe, generator) if trace == "hutchinson" else None
+        probes = trace_probes(x, trace or self.trace, self.probe, generator)
         params = tuple(p for p in self.parameters() if p.requires_grad)
         return ode_log_prob(
             lambda y, t: self.net(y, t, cond), x, self._base_log_prob, t0=0.0, t1=1.0,

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..likelihood import hutchinson_probes, ode_log_prob
+from ..likelihood import ode_log_prob, trace_probes
 from ..samplers import get_sampler
 from ..sde import build_sde
 from ..utils import append_dims
@@ -150,7 +150,10 @@ class Diffusion(DensityModel):
                 raise ValueError("Diffusion: this model is unconditional; pass cond=None")
             return None
         if cond is None:
+            # No context is the null condition of classifier-free training (keep = 0), not
+            # a context of zeros.
             cond = torch.zeros((n, *self.cond_shape), device=keep.device, dtype=keep.dtype)
+            keep = torch.zeros_like(keep)
         elif tuple(cond.shape[1:]) != self.cond_shape:
             raise ValueError(
                 f"Diffusion: cond has shape {tuple(cond.shape[1:])}, expected {self.cond_shape}"
@@ -274,7 +277,7 @@ class Diffusion(DensityModel):
         atol: float = 1e-5,
     ) -> Tensor:
         """Log-density of ``x`` at ``t = eps`` through the probability-flow ODE to the prior."""
-        probes = hutchinson_probes(x, 1, "rademacher", generator) if trace == "hutchinson" else None
+        probes = trace_probes(x, trace, "rademacher", generator)
         flow = self.sde.probability_flow(lambda y, t: self.score(y, t, cond))
         return ode_log_prob(
             flow.drift, x, self.sde.prior_log_prob, t0=self.eps, t1=self.sde.T, probes=probes,
