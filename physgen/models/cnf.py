@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..distributions import NormalizingFlow, standard_normal
+from ..distributions import NormalizingFlow, expand_context, standard_normal
 from ..likelihood import ode_log_prob, solve_ode, trace_probes
 from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
@@ -226,6 +226,7 @@ class _ContinuousFlow(DensityModel):
         the solver options (``method``, ``rtol``, ``atol``, ``steps``)."""
         if (cond is None) != (self.cond_shape is None):
             raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        cond = expand_context(cond, n)
         dtype = next(self.parameters()).dtype
         z = torch.randn((n, *self.sample_shape), generator=generator, dtype=dtype).to(self.device)
         x, _ = solve_ode(lambda y, t: self.net(y, t, cond), z, 1.0, 0.0, **{**self.ode, **ode})

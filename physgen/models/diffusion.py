@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..distributions import expand_context
 from ..likelihood import ode_log_prob, trace_probes
 from ..samplers import get_sampler
 from ..sde import build_sde
@@ -256,6 +257,7 @@ class Diffusion(DensityModel):
         """``n`` samples with any sampler of ``physgen.samplers`` (``ddim`` by default;
         ``ode`` takes ``steps`` only for fixed-grid methods). ``guidance_scale`` is the
         classifier-free weight, ``guidance`` a log-likelihood of ``x̂0`` to ascend."""
+        cond = expand_context(cond, n)
         x = self.sde.prior_sample(
             (n, *self.sample_shape), generator=generator, device=self.device,
             dtype=next(self.parameters()).dtype,
