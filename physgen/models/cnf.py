@@ -172,9 +172,15 @@ class _ContinuousFlow(DensityModel):
                 f"{type(self).__name__}: x has sample shape {tuple(x.shape[1:])}, "
                 f"expected {self.sample_shape}"
             )
-        if (cond is None) != (self.cond_shape is None):
-            need = f"cond of shape {self.cond_shape}" if self.cond_shape else "no cond"
-            raise ValueError(f"{type(self).__name__}: expected {need}")
+        self._check_cond(cond)
+
+    def _check_cond(self, cond: Tensor | None) -> None:
+        if (cond is None) != (self.cond_shape is None) or (
+            cond is not None and tuple(cond.shape[1:]) != self.cond_shape
+        ):
+            need = f"cond of shape (B, *{self.cond_shape})" if self.cond_shape else "no cond"
+            got = "none" if cond is None else f"shape {tuple(cond.shape)}"
+            raise ValueError(f"{type(self).__name__}: expected {need}, got {got}")
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, cond)``; ``t`` of shape ``(B,)``."""
@@ -183,8 +189,7 @@ class _ContinuousFlow(DensityModel):
     def forward(self, cond: Tensor | None = None) -> NormalizingFlow:
         """``model(cond)``: the flow as a ``torch.distributions.Distribution`` (``log_prob``,
         ``sample``, ``rsample``), batch shape ``(B,)`` for a context batch ``(B, ...)``."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
         ref = next(self.parameters())
         batch = () if cond is None else (cond.shape[0],)
         base = standard_normal(self.sample_shape, batch, device=ref.device, dtype=ref.dtype)
@@ -224,8 +229,7 @@ class _ContinuousFlow(DensityModel):
     ) -> Tensor:
         """Integrate from ``z ~ N(0, I)`` at ``t = 1`` to data at ``t = 0``; ``ode`` overrides
         the solver options (``method``, ``rtol``, ``atol``, ``steps``)."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
         cond = expand_context(cond, n)
         dtype = next(self.parameters()).dtype
         z = torch.randn((n, *self.sample_shape), generator=generator, dtype=dtype).to(self.device)
