@@ -211,6 +211,10 @@ def test_bad_arguments_are_named() -> None:
         Diffusion((2,), prediction="score")
     with pytest.raises(ValueError, match="unknown sde"):
         Diffusion((2,), sde="vq")
+    with pytest.raises(ValueError, match="p_uncond"):
+        Diffusion((2,), cond_shape=(1,), p_uncond=1.0)
+    with pytest.raises(ValueError, match="UNet: this network is conditional"):
+        UNet(1, 1, channels=(8,), cond_features=2)(torch.zeros(2, 1, 4), torch.rand(2))
     model = Diffusion((2,), hidden=(8,))
     with pytest.raises(ValueError, match="sample shape"):
         model.loss(torch.zeros(3, 4))

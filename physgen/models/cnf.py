@@ -139,6 +139,8 @@ class _ContinuousFlow(DensityModel):
     ) -> None:
         if trace not in ("exact", "hutchinson"):
             raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+        if probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             hidden=list(hidden), act=act, freqs=freqs, channels=list(channels), blocks=blocks,
@@ -287,6 +289,8 @@ class FlowMatching(_ContinuousFlow):
     ) -> None:
         if coupling not in ("independent", "ot"):
             raise ValueError(f"coupling must be 'independent' or 'ot', got {coupling!r}")
+        if sigma_min and path != "linear":
+            raise ValueError(f"sigma_min applies to the 'linear' path only, got path={path!r}")
         super().__init__(
             sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling, **config
         )

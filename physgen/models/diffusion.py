@@ -105,6 +105,8 @@ class Diffusion(DensityModel):
             raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
         if weighting not in ("sigma2", "likelihood"):
             raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
+        if not 0 <= p_uncond < 1:
+            raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond}")
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             sde=sde, sde_kwargs=sde_kwargs, prediction=prediction, weighting=weighting, eps=eps,
