@@ -218,6 +218,8 @@ def test_bad_arguments_are_named() -> None:
     model = Diffusion((2,), hidden=(8,))
     with pytest.raises(ValueError, match="sample shape"):
         model.loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="sample shape"):
+        model.log_prob(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="unconditional"):
         model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
     with pytest.raises(ValueError, match="trace must be"):

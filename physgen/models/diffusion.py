@@ -201,11 +201,14 @@ class Diffusion(DensityModel):
 
     # -- training -----------------------------------------------------------------------
 
-    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def _check_x(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(
                 f"Diffusion: x has sample shape {tuple(x.shape[1:])}, expected {self.sample_shape}"
             )
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        self._check_x(x)
         n = x.shape[0]
         t = self.eps + (self.sde.T - self.eps) * torch.rand(n, device=x.device, dtype=x.dtype)
         noise = torch.randn_like(x)
@@ -281,6 +284,7 @@ class Diffusion(DensityModel):
         atol: float = 1e-5,
     ) -> Tensor:
         """Log-density of ``x`` at ``t = eps`` through the probability-flow ODE to the prior."""
+        self._check_x(x)
         probes = trace_probes(x, trace, "rademacher", generator)
         flow = self.sde.probability_flow(lambda y, t: self.score(y, t, cond))
         return ode_log_prob(
