@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -16,7 +17,15 @@ import torch
 from core_bench import cpu_busy_pct, median_stats, package_version
 from torch import Tensor, nn
 
-__all__ = ["Contender", "grf1d", "maf10", "peer_versions", "run_workload"]
+__all__ = [
+    "Contender",
+    "grf1d",
+    "maf10",
+    "peer_versions",
+    "physgen_contender",
+    "run_workload",
+    "workload_args",
+]
 
 
 def maf10(seed: int = 0, n_train: int = 20_000, n_test: int = 5_000) -> tuple[Tensor, Tensor]:
@@ -59,6 +68,27 @@ class Contender:
     version: str = ""
     chunk_rates: list[float] = field(default_factory=list)
     chunk_cpu_rates: list[float] = field(default_factory=list)
+
+
+def physgen_contender(flow: nn.Module) -> Contender:
+    """physgen's flow as a contender: NLL through ``flow().log_prob``, draws from ``flow()``."""
+    return Contender(
+        "physgen", flow, lambda x: -flow().log_prob(x).mean(), lambda n: flow().sample((n,)),
+        version="(this tree)",
+    )  # fmt: skip
+
+
+def workload_args(argv: list[str] | None, doc: str, builders: dict) -> argparse.Namespace:
+    """The common command line of a workload script (``--threads``, ``--steps``,
+    ``--libraries``, ``--out``); sets torch's thread count."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--libraries", nargs="+", default=list(builders), choices=list(builders))
+    parser.add_argument("--out", type=Path, default=None, help="write JSON lines here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def run_workload(
