@@ -157,7 +157,12 @@ def evaluate_files(
             entry["n"] = int(common.size)
             entry.update(
                 ensemble_report(
-                    gen.values, ref.values, spatial_dims=len(spatial), member_dim=1, seed=seed
+                    gen.values,
+                    ref.values,
+                    spatial_dims=len(spatial),
+                    member_dim=1,
+                    seed=seed,
+                    periodic=_is_periodic(ref_ds, spatial),
                 )
             )
         else:

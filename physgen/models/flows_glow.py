@@ -258,6 +258,12 @@ class Glow(Flow):
             channels = channels - channels // 2
         self.pre, self.post = pre, post
 
+    def initialize(self, x: Tensor, cond: Tensor | None = None) -> None:
+        """Set every ActNorm layer not yet initialised from the batch ``x`` (one pass)."""
+        if any(isinstance(m, _ActNorm) and not m.initialized for m in self.modules()):
+            with torch.no_grad():
+                self.log_prob(x, cond)
+
     def transform(self, cond: Tensor | None = None) -> Transform:
         h = self._embed(cond)
         ev = 1 + self.d

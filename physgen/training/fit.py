@@ -333,11 +333,13 @@ def _fit(
             raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
+    source = _resume_path(resume, checkpoint_dir)
+    if source is None:
+        _initialize(model, data, order, device, amp, seed)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     objective = distributed.wrap(model, process, device, two_player)
 
     start, skipped = 0, 0
-    source = _resume_path(resume, checkpoint_dir)
     if source is not None:
         start, skipped = _restore(source, model, ema, players, process, seed)
     else:
@@ -457,6 +459,27 @@ def _fit(
         skipped,
         last_checkpoint,
     )
+
+
+def _initialize(
+    model: GenerativeModel,
+    data: DataLike,
+    order: BatchOrder,
+    device: torch.device,
+    amp: bool,
+    seed: int,
+) -> None:
+    """Run the model's data-dependent initialisation on the whole first global batch.
+
+    Every process does it with the same batch and the random draws of rank 0 (on a forked
+    generator, so training's stream is untouched): layers initialised from data then match
+    across ranks and match a single-process run, whose first step would see this batch.
+    """
+    x, cond = next(batches(data, order, 0, 1, device=device))
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked), autocast(device, amp):
+        torch.manual_seed(seed)
+        model.initialize(x, cond)
 
 
 class _Window:

@@ -8,8 +8,9 @@ Tasks on ``darcy-32`` (FNO Darcy flow, 32² cells, fields a = permeability, u = 
 
 Methods, all through :func:`physgen.inverse.solve`: CVAE, conditional Glow, conditional
 diffusion (trained on pairs ``(target, lifted observation)``), and one unconditional joint
-(a, u) diffusion prior guided at sampling time (ΠGDM likelihood) without and with the Darcy
-residual on x̂0. Families missing from the installed registry are skipped and named.
+(a, u) diffusion prior guided at sampling time (ΠGDM likelihood with the isotropic Jacobian)
+without and with the Darcy residual on x̂0. Families missing from the installed registry
+are skipped and named.
 
 Scores, per task, on the target field in physical units: relative L2 of the ensemble mean,
 fair CRPS, corrected spread–skill ratio, the relative Darcy residual of (observed truth,
