@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..distributions import NormalizingFlow, standard_normal
+from ..distributions import NormalizingFlow, expand_context, standard_normal
 from ..likelihood import ode_log_prob, solve_ode, trace_probes
 from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
@@ -139,6 +139,8 @@ class _ContinuousFlow(DensityModel):
     ) -> None:
         if trace not in ("exact", "hutchinson"):
             raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+        if probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             hidden=list(hidden), act=act, freqs=freqs, channels=list(channels), blocks=blocks,
@@ -172,9 +174,15 @@ class _ContinuousFlow(DensityModel):
                 f"{type(self).__name__}: x has sample shape {tuple(x.shape[1:])}, "
                 f"expected {self.sample_shape}"
             )
-        if (cond is None) != (self.cond_shape is None):
-            need = f"cond of shape {self.cond_shape}" if self.cond_shape else "no cond"
-            raise ValueError(f"{type(self).__name__}: expected {need}")
+        self._check_cond(cond)
+
+    def _check_cond(self, cond: Tensor | None) -> None:
+        if (cond is None) != (self.cond_shape is None) or (
+            cond is not None and tuple(cond.shape[1:]) != self.cond_shape
+        ):
+            need = f"cond of shape (B, *{self.cond_shape})" if self.cond_shape else "no cond"
+            got = "none" if cond is None else f"shape {tuple(cond.shape)}"
+            raise ValueError(f"{type(self).__name__}: expected {need}, got {got}")
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, cond)``; ``t`` of shape ``(B,)``."""
@@ -183,8 +191,7 @@ class _ContinuousFlow(DensityModel):
     def forward(self, cond: Tensor | None = None) -> NormalizingFlow:
         """``model(cond)``: the flow as a ``torch.distributions.Distribution`` (``log_prob``,
         ``sample``, ``rsample``), batch shape ``(B,)`` for a context batch ``(B, ...)``."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
         ref = next(self.parameters())
         batch = () if cond is None else (cond.shape[0],)
         base = standard_normal(self.sample_shape, batch, device=ref.device, dtype=ref.dtype)
@@ -224,8 +231,8 @@ class _ContinuousFlow(DensityModel):
     ) -> Tensor:
         """Integrate from ``z ~ N(0, I)`` at ``t = 1`` to data at ``t = 0``; ``ode`` overrides
         the solver options (``method``, ``rtol``, ``atol``, ``steps``)."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
+        cond = expand_context(cond, n)
         dtype = next(self.parameters()).dtype
         z = torch.randn((n, *self.sample_shape), generator=generator, dtype=dtype).to(self.device)
         x, _ = solve_ode(lambda y, t: self.net(y, t, cond), z, 1.0, 0.0, **{**self.ode, **ode})
@@ -282,6 +289,8 @@ class FlowMatching(_ContinuousFlow):
     ) -> None:
         if coupling not in ("independent", "ot"):
             raise ValueError(f"coupling must be 'independent' or 'ot', got {coupling!r}")
+        if sigma_min and path != "linear":
+            raise ValueError(f"sigma_min applies to the 'linear' path only, got path={path!r}")
         super().__init__(
             sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling, **config
         )
