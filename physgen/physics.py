@@ -68,10 +68,17 @@ def boundary_penalty(
     """Dirichlet condition on both ends of grid ``axis`` for one channel of ``(B, C, *grid)``.
 
     Per-sample mean square of the boundary values minus ``value`` (or ``(low, high)``).
+    ``axis`` counts grid axes only (0 is the first; -1 the last).
     """
     low, high = value if isinstance(value, tuple) else (value, value)
+    n_grid = fields.ndim - 2
+    if not -n_grid <= axis < n_grid:
+        raise ValueError(
+            f"boundary_penalty: axis={axis} is not a grid axis of fields with shape "
+            f"{tuple(fields.shape)} (B, C, *grid); expected -{n_grid} <= axis < {n_grid}"
+        )
     field = fields[:, channel]  # (B, *grid)
-    ends = field.movedim(axis + 1, -1)  # (B, ..., n_axis)
+    ends = field.movedim(axis % n_grid + 1, -1)  # (B, ..., n_axis)
     return 0.5 * (equality_penalty(ends[..., 0], low) + equality_penalty(ends[..., -1], high))
 
 

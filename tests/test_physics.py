@@ -87,6 +87,11 @@ def test_elementary_penalties() -> None:
     field[0, 0, :, 0] = 1.0  # violates the condition on the low end of axis 1 only
     torch.testing.assert_close(boundary_penalty(field, 0, axis=1), torch.tensor([0.5, 0.0]))
     torch.testing.assert_close(boundary_penalty(field, 0, axis=0), torch.tensor([0.2, 0.0]))
+    # Negative axes count from the last grid axis, never reaching the batch or channel axis.
+    torch.testing.assert_close(boundary_penalty(field, 0, axis=-1), torch.tensor([0.5, 0.0]))
+    torch.testing.assert_close(boundary_penalty(field, 0, axis=-2), torch.tensor([0.2, 0.0]))
+    with pytest.raises(ValueError, match="axis=2 is not a grid axis"):
+        boundary_penalty(field, 0, axis=2)
 
 
 @pytest.mark.parametrize(("n", "dim"), [(1, 1), (7, 3), (100, 4), (1000, 2)])
