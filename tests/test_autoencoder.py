@@ -77,3 +77,9 @@ def test_bad_options_are_refused_by_name() -> None:
         Autoencoder((4,), arch="transformer")
     with pytest.raises(ValueError, match="conv"):
         Autoencoder((4,), arch="conv")
+
+
+def test_a_float64_model_samples_in_float64() -> None:
+    ae = Autoencoder((6,), latent_dim=2, hidden=(8,)).double()
+    ae.loss(torch.randn(16, 6, dtype=torch.float64))  # tracks the codes in float64
+    assert ae.sample(4).dtype == torch.float64

@@ -166,7 +166,7 @@ class Autoencoder(GenerativeModel):
         """Decode ``n`` codes drawn from N(code_mean, code_cov)."""
         if cond is not None:
             raise ValueError("Autoencoder is unconditional; got cond")
-        eye = torch.eye(self.latent_dim, device=self.code_cov.device)
-        chol = torch.linalg.cholesky(self.code_cov + 1e-6 * eye)
-        eps = torch.randn(n, self.latent_dim, device=self.code_mean.device)
+        like = {"device": self.code_cov.device, "dtype": self.code_cov.dtype}
+        chol = torch.linalg.cholesky(self.code_cov + 1e-6 * torch.eye(self.latent_dim, **like))
+        eps = torch.randn(n, self.latent_dim, **like)
         return self.decode(self.code_mean + eps @ chol.T)
