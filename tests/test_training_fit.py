@@ -370,6 +370,15 @@ def test_bad_arguments_are_named() -> None:
         fit(_CondGaussian(), x, steps=1, batch_size=16)
     with pytest.raises(ValueError, match="nonfinite must be"):
         fit(_CondGaussian(), x, steps=1, nonfinite="ignore")
+    # Settings that would silently train wrongly: clipping every gradient to zero, a warm-up
+    # that does nothing, or a critic count falling back to the model's default.
+    for bad, match in (
+        ({"grad_clip": 0.0}, "grad_clip must be positive"),
+        ({"warmup_steps": -3}, "warmup_steps must be >= 0"),
+        ({"n_critic": 0}, "n_critic must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            fit(_CondGaussian(), x, steps=1, progress=False, **bad)
     with pytest.raises(ValueError, match="x and cond have different numbers of samples"):
         fit(_CondGaussian(), (x, torch.randn(7, 2)), steps=1, batch_size=4)
 

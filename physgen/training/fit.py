@@ -246,6 +246,12 @@ def fit(
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive (or None for no clipping), got {grad_clip}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if n_critic is not None and n_critic < 1:
+        raise ValueError(f"n_critic must be >= 1 (or None for the model's), got {n_critic}")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
