@@ -400,3 +400,30 @@ def test_cuda_bf16_autocast_with_fp32_regions() -> None:
     )  # amp defaults to on for CUDA
     assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in model.parameters())
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_a_skipped_early_critic_update_is_counted() -> None:
+    class FirstCriticCallNaN(_TinyGAN):
+        d_calls = 0
+
+        def discriminator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+            loss = super().discriminator_loss(x, cond)
+            if self.training:
+                type(self).d_calls += 1
+                if type(self).d_calls == 4:  # the first of step 1's three critic updates
+                    return loss * math.nan
+            return loss
+
+    torch.manual_seed(0)
+    model = FirstCriticCallNaN()
+    result = fit(
+        model,
+        torch.randn(64, 2),
+        steps=3,
+        batch_size=8,
+        n_critic=3,
+        nonfinite="skip",
+        progress=False,
+    )
+    assert result.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -391,12 +391,12 @@ def _fit(
                 for player in players:
                     for group in player.optimizer.param_groups:
                         group["lr"] = player.base_lr * rate
-            losses = {}
+            losses, ok = {}, True
             for player in players:
                 for _ in range(n_critic if player.method == "discriminator_loss" else 1):
                     if player.method != "generator_loss":
                         x, cond = next(stream)  # the generator reuses the last critic batch
-                    losses[player.method] = _update(
+                    value, norm = losses[player.method] = _update(
                         objective,
                         player,
                         players,
@@ -410,9 +410,8 @@ def _fit(
                         step=step,
                         nonfinite=nonfinite,
                     )
-            ok = all(
-                math.isfinite(v) and (g is None or math.isfinite(g)) for v, g in losses.values()
-            )
+                    # Every critic update counts, not only the last one of the step.
+                    ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
             skipped += not ok
             if ema is not None and ok:
                 ema.update(model)
