@@ -104,6 +104,12 @@ def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     return [p for p in params if p.requires_grad]
 
 
+def _grad_sum(params: list[nn.Parameter]) -> Tensor:
+    """Sum of every gradient entry: finite iff all entries are (barring fp32 overflow)."""
+    grads = [p.grad.sum() for p in params if p.grad is not None]
+    return torch.stack(grads).sum() if grads else torch.zeros(())
+
+
 def _grad_norm(params: list[nn.Parameter], clip: float | None) -> Tensor:
     """Total gradient 2-norm, clipped to ``clip`` when given (norm reported before clipping)."""
     if clip is not None:
@@ -179,11 +185,11 @@ def fit(
 
     One step draws a global batch (a pure function of ``(seed, step)``, so resumed runs see
     the same batches), computes ``model.loss(x, cond).mean()`` under bf16 autocast when
-    ``amp``, back-propagates, checks the loss is finite, optionally clips, and updates the
-    weights (and the EMA copy). The gradient norm is computed (and checked) on clipping and
-    log steps only, since on small models it costs a few percent of a step; a non-finite
-    gradient behind a finite loss elsewhere is caught by the next step's loss or before the
-    next checkpoint, so no checkpoint ever holds NaN weights. Two-player models (GANs) take
+    ``amp``, back-propagates, checks the loss and the gradients are finite, optionally clips,
+    and updates the weights (and the EMA copy); a non-finite gradient behind a finite loss is
+    caught before its update, so the weights never become NaN. The gradient norm is computed
+    on clipping and log steps only (on small models it costs a few percent of a step); other
+    steps check the cheaper sum of the gradients. Two-player models (GANs) take
     ``n_critic`` critic steps on ``discriminator_loss`` and then one generator step on
     ``generator_loss``, each player with its own optimizer.
 
@@ -218,7 +224,7 @@ def fit(
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
-            Weights found non-finite always raise.
+            A checkpoint of non-finite weights is always refused.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
@@ -240,6 +246,12 @@ def fit(
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive (or None for no clipping), got {grad_clip}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if n_critic is not None and n_critic < 1:
+        raise ValueError(f"n_critic must be >= 1 (or None for the model's), got {n_critic}")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
@@ -381,12 +393,12 @@ def _fit(
                 for player in players:
                     for group in player.optimizer.param_groups:
                         group["lr"] = player.base_lr * rate
-            losses = {}
+            losses, ok = {}, True
             for player in players:
                 for _ in range(n_critic if player.method == "discriminator_loss" else 1):
                     if player.method != "generator_loss":
                         x, cond = next(stream)  # the generator reuses the last critic batch
-                    losses[player.method] = _update(
+                    value, norm = losses[player.method] = _update(
                         objective,
                         player,
                         players,
@@ -400,9 +412,8 @@ def _fit(
                         step=step,
                         nonfinite=nonfinite,
                     )
-            ok = all(
-                math.isfinite(v) and (g is None or math.isfinite(g)) for v, g in losses.values()
-            )
+                    # Every critic update counts, not only the last one of the step.
+                    ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
             skipped += not ok
             if ema is not None and ok:
                 ema.update(model)
@@ -527,7 +538,8 @@ def _update(
 
     Both are averaged over processes, so all processes agree on updating, skipping or
     raising. The gradient norm is computed when clipping needs it or ``want_norm`` (a log
-    step); the update is made only when the loss (and the norm, if computed) is finite.
+    step), the gradient sum otherwise; the update is made only when the loss and that
+    gradient statistic are finite. A skipped step returns the non-finite statistic.
     """
     for other in players:  # the generator step also leaves gradients on the critic
         other.optimizer.zero_grad(set_to_none=True)
@@ -541,31 +553,27 @@ def _update(
     # Reduced in at least fp32, even when autocast produced bf16 losses.
     loss = per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
     loss.backward()
-    parts = [loss.detach()]
-    if grad_clip is not None or want_norm:
-        parts.append(_grad_norm(player.params, grad_clip).to(loss.device, loss.dtype))
-    stats = torch.stack(parts) if len(parts) > 1 else parts[0]
+    norm = grad_clip is not None or want_norm
+    # The gradient norm, or on other steps the plain sum of every gradient entry: a sum is
+    # non-finite exactly when some entry is (NaN and ±inf propagate), costs less than a norm,
+    # and rides on the loss's host transfer, so no step adds a synchronization.
+    check = _grad_norm(player.params, grad_clip) if norm else _grad_sum(player.params)
+    stats = torch.stack([loss.detach(), check.to(loss.device, loss.dtype)])
     if process.world_size > 1:
         stats = distributed.all_sum(stats, process) / process.world_size
-    values = stats.tolist() if len(parts) > 1 else [stats.item()]
-    value, grad = values[0], (values[1] if len(values) > 1 else None)
-    if math.isfinite(value) and (grad is None or math.isfinite(grad)):
+    value, checked = stats.tolist()
+    finite = math.isfinite(value) and math.isfinite(checked)
+    grad = checked if norm or not finite else None
+    if finite:
         player.optimizer.step()
         return value, grad
-    if not all(bool(torch.isfinite(p).all()) for p in player.params):
-        # A gradient was non-finite while its loss was finite, and an earlier update wrote it
-        # into the weights; no policy can continue from here.
-        raise NonFiniteLossError(
-            f"the parameters updated by {player.method} are non-finite at step {step}: an "
-            f"earlier update had a non-finite gradient with a finite loss. Resume from the "
-            "last checkpoint with a lower learning rate or gradient clipping (grad_clip=)"
-        )
     if nonfinite == "raise":
-        shown = "" if grad is None else f", gradient norm {grad:.4g}"
+        what = "loss" if not math.isfinite(value) else "gradient"
+        shown = f", gradient norm {checked:.4g}" if norm else ""
         raise NonFiniteLossError(
-            f"non-finite {player.method} ({value:.4g}{shown}) at step {step}; the weights were "
-            "not updated. Lower the learning rate, clip gradients (grad_clip=), or pass "
-            "nonfinite='skip' to skip such batches"
+            f"non-finite {what} of {player.method} ({value:.4g}{shown}) at step {step}; the "
+            "weights were not updated. Lower the learning rate, clip gradients (grad_clip=), "
+            "or pass nonfinite='skip' to skip such batches"
         )
     return value, grad
 
