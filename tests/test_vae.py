@@ -161,3 +161,11 @@ def test_vae_training_improves_the_bound() -> None:
     with torch.no_grad():
         after = model.iwae(data, k=16).mean()
     assert after > before + 3.0
+
+
+def test_bernoulli_likelihood_refuses_data_outside_the_unit_interval() -> None:
+    model = VAE((4,), latent_dim=2, hidden=(8,), likelihood="bernoulli")
+    x = torch.rand(3, 4)
+    assert torch.isfinite(model.loss(x)).all()
+    with pytest.raises(ValueError, match=r"likelihood='bernoulli' needs data in \[0, 1\]"):
+        model.loss(x - 0.5)

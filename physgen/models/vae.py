@@ -151,6 +151,13 @@ class LatentGaussianModel(GenerativeModel):
     def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
         """log p(x | z) per sample from the decoder output ``out``."""
         if self.likelihood == "bernoulli":
+            # Outside [0, 1] the cross-entropy is no log-likelihood (and unbounded below).
+            if bool(((x < 0) | (x > 1)).any()):
+                raise ValueError(
+                    f"{type(self).__name__} with likelihood='bernoulli' needs data in [0, 1]; "
+                    f"got values in [{x.min().item():.4g}, {x.max().item():.4g}] (use "
+                    "likelihood='gaussian' for standardized data)"
+                )
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
         log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
         logvar = torch.as_tensor(2 * log_sigma, device=x.device, dtype=x.dtype)
