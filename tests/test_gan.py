@@ -68,6 +68,22 @@ def test_gradient_penalty_stays_fp32_under_autocast() -> None:
     torch.testing.assert_close(penalty, reference, rtol=2e-2, atol=1e-3)
 
 
+def test_gradient_penalty_of_a_float64_critic_is_computed_in_float64() -> None:
+    # D(x) = |x|^2 / 2 again: in float64 the penalty matches the formula to round-off.
+    real, fake = torch.randn(2, 5, 3, 4, generator=torch.Generator().manual_seed(0)).double()
+
+    def critic(x: Tensor, cond: Tensor | None) -> Tensor:
+        return 0.5 * (x**2).flatten(1).sum(1)
+
+    penalty = gradient_penalty(critic, real, fake, generator=torch.Generator().manual_seed(7))
+    alpha = torch.rand(5, generator=torch.Generator().manual_seed(7)).double().reshape(5, 1, 1)
+    expected = ((alpha * real + (1 - alpha) * fake).flatten(1).norm(dim=1) - 1) ** 2
+    assert penalty.dtype == torch.float64
+    torch.testing.assert_close(penalty, expected, rtol=1e-12, atol=1e-12)
+    model = WGANGP(sample_shape=[6], latent_dim=2, hidden=[8]).double()
+    assert model.discriminator_loss(torch.randn(4, 6, dtype=torch.float64)).dtype == torch.float64
+
+
 def test_gradient_penalty_gradients_reach_the_critic() -> None:
     net = nn.Linear(3, 1)
     real, fake = torch.randn(2, 4, 3)

@@ -84,8 +84,8 @@ def gradient_penalty(
     norm per sample over all of its entries, never a norm over the batch or per pixel. The
     per-sample gradients come from a single backward pass of ``D(x̂).sum()``, which is exact
     because the critic treats samples independently (no batch normalization in critics).
-    The penalty is computed in float32 with autocast disabled, since the double backward it
-    needs loses too much precision in half precision.
+    The penalty is computed in float32 (float64 for float64 inputs) with autocast disabled,
+    since the double backward it needs loses too much precision in half precision.
 
     Args:
         critic: ``critic(x, cond) -> (B,)`` scores.
@@ -102,14 +102,18 @@ def gradient_penalty(
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} != fake {tuple(fake.shape)}")
     # Under no_grad (validation) the input gradient is still taken, and the result detached.
     keep_graph = torch.is_grad_enabled()
+    # At least float32 (bf16 fakes under autocast are promoted), float64 kept for float64 models.
+    dtype = torch.promote_types(torch.promote_types(real.dtype, fake.dtype), torch.float32)
     with torch.enable_grad(), fp32():
-        real32, fake32 = real.float(), fake.float()
+        real32, fake32 = real.to(dtype), fake.to(dtype)
         alpha_device = generator.device if generator is not None else real.device
         alpha = torch.rand(real.shape[0], generator=generator, device=alpha_device)
-        alpha = append_dims(alpha.to(real.device), real.ndim)  # (B, 1, ..., 1)
+        alpha = append_dims(alpha.to(real.device, dtype), real.ndim)  # (B, 1, ..., 1)
         mixed = (alpha * real32 + (1 - alpha) * fake32).detach().requires_grad_(True)
-        scores = critic(mixed, None if cond is None else cond.float())
-        (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=keep_graph)
+        if cond is not None and cond.is_floating_point():
+            cond = cond.to(dtype)
+        scores = critic(mixed, cond)
+        (grad,) = torch.autograd.grad(scores.to(dtype).sum(), mixed, create_graph=keep_graph)
         norm = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # (B,)
         penalty = (norm - center) ** 2
     return penalty if keep_graph else penalty.detach()
