@@ -10,7 +10,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from .transforms import Transform
 
-__all__ = ["NormalizingFlow", "standard_normal"]
+__all__ = ["NormalizingFlow", "expand_context", "standard_normal"]
 
 
 def standard_normal(
@@ -26,6 +26,16 @@ def standard_normal(
     return Independent(
         Normal(loc, scale, validate_args=False), len(event_shape), validate_args=False
     )
+
+
+def expand_context(cond: Tensor | None, n: int) -> Tensor | None:
+    """The contexts of ``n`` samples: ``cond`` holds one per sample (batch ``n``) or one for
+    all (batch 1, broadcast to ``n``); ``None`` stays ``None``."""
+    if cond is None:
+        return None
+    if cond.ndim == 0 or cond.shape[0] not in (1, n):
+        raise ValueError(f"cond: batch must be 1 or n={n}, got shape {tuple(cond.shape)}")
+    return cond.expand(n, *cond.shape[1:])
 
 
 class NormalizingFlow(Distribution):

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .utils import fp32, full_precision
+
 __all__ = [
     "FIXED_GRID_METHODS",
     "LogProb",
@@ -17,6 +19,7 @@ __all__ = [
     "hutchinson_probes",
     "ode_log_prob",
     "solve_ode",
+    "trace_probes",
 ]
 
 VelocityFn = Callable[[Tensor, Tensor], Tensor]
@@ -48,6 +51,22 @@ def hutchinson_probes(
     return v.to(like.device)
 
 
+def trace_probes(
+    like: Tensor,
+    trace: str,
+    kind: str = "rademacher",
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
+    """The ``probes`` argument of ``divergence`` for a trace mode: ``None`` for ``"exact"``,
+    one Hutchinson probe per sample (``hutchinson_probes(like, 1, kind, generator)``) for
+    ``"hutchinson"``."""
+    if trace == "exact":
+        return None
+    if trace == "hutchinson":
+        return hutchinson_probes(like, 1, kind, generator)
+    raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+
+
 def divergence(
     fn: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -64,6 +83,9 @@ def divergence(
     ``create_graph`` (default: whether autograd is recording at the call) keeps the graph
     of the divergence so it can be differentiated (training); off, the outputs are detached.
 
+    Both ``fn`` and the trace run in float32 even under autocast (a bf16 vector-Jacobian
+    product loses the trace's small terms); reduced-precision ``x`` is promoted first.
+
     Example:
         >>> x = torch.randn(4, 3)
         >>> _, div = divergence(lambda y: 2 * y, x)
@@ -77,7 +99,10 @@ def divergence(
             f"divergence: probes must have shape (n, *x.shape) = (n, {tuple(x.shape)}), "
             f"got {tuple(probes.shape)}"
         )
-    with torch.enable_grad():
+    with torch.enable_grad(), fp32():
+        x = full_precision(x)
+        if probes is not None:
+            probes = probes.to(x.dtype)
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
         out = fn(x)
@@ -225,11 +250,16 @@ def ode_log_prob(
     probability-flow ODE (``t0=eps, t1=T``) alike. Differentiable (training by maximum
     likelihood) by backpropagation through the solver or, with ``adjoint=True``, by the
     adjoint method.
+
+    The whole solve runs in float32 even under autocast: the log-density integrates the
+    divergence, and an adaptive solver's error control needs more than bf16's 8 bits.
     """
     func = _Counted(velocity, probes, with_divergence=True)
-    zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    z, integral = _integrate(
-        func, (x, zero), t0, t1, method=method, rtol=rtol, atol=atol, steps=steps,
-        adjoint=adjoint, adjoint_params=adjoint_params,
-    )  # fmt: skip
-    return LogProb(base_log_prob(z) + integral, z, func.nfe)
+    with fp32():
+        x = full_precision(x)
+        zero = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        z, integral = _integrate(
+            func, (x, zero), t0, t1, method=method, rtol=rtol, atol=atol, steps=steps,
+            adjoint=adjoint, adjoint_params=adjoint_params,
+        )  # fmt: skip
+        return LogProb(base_log_prob(z) + integral, z, func.nfe)

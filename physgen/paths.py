@@ -7,8 +7,14 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["data_root", "find_project_dir", "load_module_from_path", "runs_root"]
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser as a package
+    import tomli as tomllib
+
+__all__ = ["data_root", "find_project_dir", "load_module_from_path", "read_toml", "runs_root"]
 
 _PACKAGE_PARENT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +65,11 @@ def load_module_from_path(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a ``ValueError`` naming the file."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -68,10 +69,17 @@ def boundary_penalty(
     """Dirichlet condition on both ends of grid ``axis`` for one channel of ``(B, C, *grid)``.
 
     Per-sample mean square of the boundary values minus ``value`` (or ``(low, high)``).
+    ``axis`` counts grid axes only (0 is the first; -1 the last).
     """
     low, high = value if isinstance(value, tuple) else (value, value)
+    n_grid = fields.ndim - 2
+    if not -n_grid <= axis < n_grid:
+        raise ValueError(
+            f"boundary_penalty: axis={axis} is not a grid axis of fields with shape "
+            f"{tuple(fields.shape)} (B, C, *grid); expected -{n_grid} <= axis < {n_grid}"
+        )
     field = fields[:, channel]  # (B, *grid)
-    ends = field.movedim(axis + 1, -1)  # (B, ..., n_axis)
+    ends = field.movedim(axis % n_grid + 1, -1)  # (B, ..., n_axis)
     return 0.5 * (equality_penalty(ends[..., 0], low) + equality_penalty(ends[..., -1], high))
 
 
@@ -134,6 +142,28 @@ class PhysicsLoss:
         return total
 
 
+def _lhs_strata(n: int, dim: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Stratum index (a permutation per dimension) and uniform position in it, float64."""
+    if n < 1 or dim < 1:
+        raise ValueError(f"latin_hypercube needs n >= 1 and dim >= 1, got n={n}, dim={dim}")
+    perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(dim)], dim=1)
+    jitter = torch.rand(n, dim, generator=generator, dtype=torch.float64)
+    return perms.double(), jitter  # (n, dim) each
+
+
+def _cast_within(values: Tensor, low: Tensor, high: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast float64 ``values`` in ``[low, high)`` to ``dtype``, keeping each in its interval.
+
+    Rounding to a narrower dtype can carry a point lying just inside a stratum onto its edge
+    (into the neighbouring stratum, or onto 1); such points move back by one unit in the last
+    place, which by round-to-nearest lands inside the interval again.
+    """
+    out = values.to(dtype)
+    wide = out.double()
+    out = torch.where(wide >= high, torch.nextafter(out, torch.full_like(out, -math.inf)), out)
+    return torch.where(wide < low, torch.nextafter(out, torch.full_like(out, math.inf)), out)
+
+
 def latin_hypercube(
     n: int,
     dim: int,
@@ -145,13 +175,10 @@ def latin_hypercube(
     For each dimension j, a random permutation π_j assigns the n strata
     :math:`[k/n, (k+1)/n)` to the points and a uniform draw places each point inside its
     stratum: :math:`u_{ij} = (\pi_j(i) + U_{ij}) / n`. Every stratum of every dimension holds
-    exactly one point (Zhu et al. 2025, Algorithm 1).
+    exactly one point (Zhu et al. 2025, Algorithm 1), also after rounding to ``dtype``.
     """
-    if n < 1 or dim < 1:
-        raise ValueError(f"latin_hypercube needs n >= 1 and dim >= 1, got n={n}, dim={dim}")
-    perms = torch.stack([torch.randperm(n, generator=generator) for _ in range(dim)], dim=1)
-    jitter = torch.rand(n, dim, generator=generator, dtype=torch.float64)
-    return ((perms.double() + jitter) / n).to(dtype)  # (n, dim)
+    perms, jitter = _lhs_strata(n, dim, generator)
+    return _cast_within((perms + jitter) / n, perms / n, (perms + 1) / n, dtype)  # (n, dim)
 
 
 def latin_hypercube_normal(
@@ -163,9 +190,10 @@ def latin_hypercube_normal(
     r"""Latin-hypercube sample of the standard normal prior: :math:`z = \Phi^{-1}(u)`.
 
     The uniform LHS is mapped through the inverse CDF, so each of the n equal-probability
-    slabs of N(0, 1) holds exactly one point per latent dimension. Computed in float64 and
-    kept away from 0 and 1 so no point is infinite.
+    slabs of N(0, 1) holds exactly one point per latent dimension (also after rounding to
+    ``dtype``). Computed in float64 and kept away from 0 and 1 so no point is infinite.
     """
-    u = latin_hypercube(n, dim, generator, dtype=torch.float64)
-    u = u.clamp(1e-12, 1 - 1e-12)
-    return torch.special.ndtri(u).to(dtype)
+    perms, jitter = _lhs_strata(n, dim, generator)
+    u = ((perms + jitter) / n).clamp(1e-12, 1 - 1e-12)
+    ndtri = torch.special.ndtri
+    return _cast_within(ndtri(u), ndtri(perms / n), ndtri((perms + 1) / n), dtype)

@@ -34,16 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import h5py
 import xarray as xr
 from tqdm.auto import tqdm
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib
-
 from physgen.data import compute_stats, open_fields, save_stats, write_fields
-from physgen.paths import data_root, find_project_dir
+from physgen.paths import data_root, find_project_dir, read_toml
 from physgen.problem import Problem, load
 
 __all__ = [
@@ -126,10 +122,7 @@ def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
             )
     if not path.is_file():
         raise FileNotFoundError(f"no such recipe file: {path}")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    doc = read_toml(path)
     known = {"problem", "seed", "splits", "params", "description", "observation", "block_size"}
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -213,6 +206,31 @@ def _provenance(recipe: Recipe, split: str) -> dict[str, Any]:
     return out
 
 
+# The recipe keys that decide the data: a file made with other values cannot be reused.
+_DATA_KEYS = ("problem", "seed", "splits", "params")
+
+
+def _check_reusable(path: Path, recipe: Recipe) -> None:
+    """Refuse a finished file or block that another version of the recipe made.
+
+    Files are reused on a rerun (resume, "never redone"), so a recipe edited between runs
+    with the same output folder would otherwise mix old and new data without a word.
+    """
+    try:
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("recipe_json")
+    except OSError as err:
+        raise ValueError(f"{path}: cannot be read ({err}); delete it and run again") from err
+    stored = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw or "{}"))
+    wanted = json.loads(recipe.to_json())
+    changed = [k for k in _DATA_KEYS if stored.get(k) != wanted.get(k)]
+    if changed:
+        raise ValueError(
+            f"{path}: made by a different version of recipe {recipe.name!r} "
+            f"({', '.join(changed)} differ); delete the folder or choose another --out"
+        )
+
+
 def _default_block_size(problem: Problem) -> int:
     """Blocks of about 8 MB of float32 fields (at least one sample, at most 512)."""
     per_sample = 4 * math.prod(problem.sample_shape())
@@ -264,15 +282,19 @@ def make_dataset(
     for split, count in recipe.splits.items():
         lo, hi = shard_range(count, shard or (1, 1))
         target = split_path(out, split, shard)
+        if target.exists():
+            _check_reusable(target, recipe)
         if hi > lo and not target.exists():  # a finished split file is never redone
             blocks = list(_blocks(offsets[split] + lo, offsets[split] + hi, size))
             plan[split] = (target, blocks)
-    todo = [
-        (split, lo, hi)
-        for split, (_, blocks) in plan.items()
-        for lo, hi in blocks
-        if not _block_path(out, split, lo, hi).exists()
-    ]
+    todo = []
+    for split, (_, blocks) in plan.items():
+        for lo, hi in blocks:
+            block = _block_path(out, split, lo, hi)
+            if block.exists():
+                _check_reusable(block, recipe)
+            else:
+                todo.append((split, lo, hi))
     total = sum(hi - lo for _, lo, hi in todo)
     with tqdm(total=total, unit="sample", desc=recipe.name, disable=not progress) as bar:
         if workers == 1 or len(todo) <= 1:

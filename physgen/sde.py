@@ -196,6 +196,8 @@ class CosineVPSDE(_VPFamily):
     def __init__(self, s: float = 0.008, T: float = 0.9946) -> None:
         if not 0 < T < 1:
             raise ValueError(f"CosineVPSDE: T must lie in (0, 1), got {T}")
+        if s <= 0:
+            raise ValueError(f"CosineVPSDE: the offset s must be positive, got {s}")
         self.s, self.T = s, T
 
     def _angle(self, t: Tensor) -> Tensor:

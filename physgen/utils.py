@@ -1,14 +1,22 @@
-"""Small tensor helpers shared by every family: broadcasting of per-sample scalars, seeding."""
+"""Small tensor helpers shared by every family: broadcasting, seeding, float32 islands."""
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["append_dims", "seed_everything"]
+__all__ = ["append_dims", "fp32", "full_precision", "seed_everything"]
+
+# Device types on which torch.autocast can be active; fp32() turns all of them off.
+_AUTOCAST_DEVICES = ("cpu", "cuda")
+
+# The floating types autocast produces.
+_REDUCED = (torch.float16, torch.bfloat16)
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:
@@ -33,3 +41,37 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def fp32() -> Iterator[None]:
+    """Run the enclosed code with autocast disabled, so it computes in float32.
+
+    Use it in model code around numerically delicate terms — log-determinants, KL
+    divergences, divergence/trace estimates, gradient penalties, log-sum-exp bounds — which
+    lose too much precision in bf16. Tensors computed *before* the block may already be bf16:
+    cast them with ``.float()`` inside it.
+
+    Example:
+        >>> x = torch.randn(4, 3)
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     h = x @ x.T  # bf16 under autocast
+        ...     with fp32():
+        ...         logdet = torch.logdet(h.float() + 10 * torch.eye(4))
+        >>> h.dtype, logdet.dtype
+        (torch.bfloat16, torch.float32)
+    """
+    with contextlib.ExitStack() as stack:
+        for device_type in _AUTOCAST_DEVICES:
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+        yield
+
+
+def full_precision(t: Tensor) -> Tensor:
+    """``t`` in float32 if autocast left it in half or bfloat16; otherwise ``t`` itself.
+
+    Elementwise arithmetic follows its inputs' dtype, so a log-scale coming out of a bf16
+    network is promoted before it is exponentiated or summed into a log-determinant
+    (float64 inputs stay float64).
+    """
+    return t.float() if t.dtype in _REDUCED else t

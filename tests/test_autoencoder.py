@@ -20,11 +20,20 @@ def test_conv_codec_round_trips_any_grid_size(shape: tuple[int, ...]) -> None:
 
 def test_denoising_corruption_only_in_training() -> None:
     torch.manual_seed(0)
+    n = 20_000
     for noise in ("gaussian", "dropout"):
-        ae = Autoencoder((8,), latent_dim=2, hidden=(8,), noise=noise, noise_level=0.5)
-        x = torch.ones(4, 8)
+        ae = Autoencoder((8,), latent_dim=2, hidden=(8,), noise=noise, noise_level=0.3)
+        x = torch.ones(n, 8)
         ae.train()
-        assert not torch.equal(ae.corrupt(x), x)
+        corrupted = ae.corrupt(x)
+        if noise == "gaussian":  # x + 0.3 ε: the std of the noise within 4 standard errors
+            std = (corrupted - x).std()
+            assert abs(std - 0.3) < 4 * 0.3 / (2 * 8 * n) ** 0.5
+        else:  # masking noise: each entry zeroed with probability 0.3, the rest untouched
+            assert set(corrupted.unique().tolist()) == {0.0, 1.0}
+            dropped = (corrupted == 0).double().mean()
+            assert abs(dropped - 0.3) < 4 * (0.3 * 0.7 / (8 * n)) ** 0.5
+        x = torch.ones(4, 8)
         ae.eval()
         assert torch.equal(ae.corrupt(x), x)
         # Evaluation loss is deterministic: no corruption, target is the clean input.
@@ -77,3 +86,9 @@ def test_bad_options_are_refused_by_name() -> None:
         Autoencoder((4,), arch="transformer")
     with pytest.raises(ValueError, match="conv"):
         Autoencoder((4,), arch="conv")
+
+
+def test_a_float64_model_samples_in_float64() -> None:
+    ae = Autoencoder((6,), latent_dim=2, hidden=(8,)).double()
+    ae.loss(torch.randn(16, 6, dtype=torch.float64))  # tracks the codes in float64
+    assert ae.sample(4).dtype == torch.float64

@@ -120,8 +120,20 @@ def test_conditional_flow_uses_its_context(generator: torch.Generator) -> None:
     assert model.sample(4, c1).shape == (4, 2)
     with pytest.raises(ValueError, match="expected cond"):
         model.log_prob(x)
+    with pytest.raises(ValueError, match=r"expected cond of shape \(B, \*\(3,\)\), got shape"):
+        model.log_prob(x, torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="expected cond"):
+        model(torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="expected cond"):
+        model.sample(4, torch.zeros(4, 3, 1))
     with pytest.raises(ValueError, match="trace"):
         CNF((2,), trace="approx")
+    with pytest.raises(ValueError, match="probe must be"):
+        CNF((2,), probe="normal")
+    with pytest.raises(ValueError, match="sigma_min applies to the 'linear' path"):
+        FlowMatching((2,), path="vp", sigma_min=0.1)
+    with pytest.raises(ValueError, match="trace must be"):
+        model.log_prob(x, c1, trace="approx")
 
 
 def test_config_round_trip_and_paths() -> None:

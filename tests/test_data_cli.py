@@ -19,6 +19,7 @@ def field_file(tmp_path):
         {
             "u": (("sample", "x", "y"), u, {"units": "m s-1", "long_name": "speed"}),
             "nu": (("sample",), [0.1, 0.2]),
+            "seed": (("sample",), np.array([9217400000000000123, 17], dtype=np.int64)),
         },
         coords={"x": ("x", np.linspace(0, 1, 4), {"units": "m"}), "y": np.arange(3.0)},
     )
@@ -38,6 +39,8 @@ def test_inspect(field_file, capsys):
     assert row.split()[6:10] == ["-1", "3", f"{mean:.4g}", "1"]
     assert "problem: demo" in out and "seed: 5" in out and "physgen_version:" in out
     assert "nu " in out and "0.1 .. 0.2" in out
+    # 64-bit integers (per-sample seeds) exactly, not rounded to 6 digits.
+    assert "17 .. 9217400000000000123" in out
 
 
 def test_inspect_no_values(field_file, capsys):
@@ -67,6 +70,15 @@ def test_import_fno_with_samples(tmp_path, capsys):
     ds = open_fields(dst, load=True)
     np.testing.assert_array_equal(ds["sample"].values, [1, 2])
     assert ds["w"].shape == (2, 3, 6, 6)
+
+
+def test_output_path_under_a_file_is_one_line(tmp_path, capsys):
+    scipy.io.savemat(tmp_path / "ns.mat", {"a": np.zeros((2, 4, 4)), "u": np.zeros((2, 4, 4, 2))})
+    (tmp_path / "plain").write_text("a file, not a folder")
+    dst = tmp_path / "plain" / "deeper" / "ns.nc"
+    assert main(["data", "import", "fno", str(tmp_path / "ns.mat"), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'plain'} is a file, not a folder" in err
 
 
 def test_import_failure_leaves_nothing(tmp_path, capsys):

@@ -9,6 +9,7 @@ import torch
 from gaussian_closed_form import GaussianData
 from torch import Tensor, nn
 
+from physgen.likelihood import solve_ode
 from physgen.models.diffusion import Diffusion, dps_guidance
 from physgen.nn import UNet
 from physgen.utils import append_dims
@@ -54,9 +55,13 @@ def test_every_parameterization_gives_the_exact_score_and_likelihood(
     x_eps = data.sample(16, model.eps, generator)
     with torch.no_grad():
         lp = model.log_prob(x_eps, rtol=1e-8, atol=1e-8)
-    # The prior replaces the exact terminal marginal: same ODE, compare with that mismatch.
+    # The prior replaces the exact terminal marginal p_T at the ODE's end point z: the
+    # likelihood is the analytic one up to exactly log N(z; prior) - log p_T(z).
+    flow = model.sde.probability_flow(data.score)
+    z, _ = solve_ode(flow.drift, x_eps, model.eps, model.sde.T, rtol=1e-10, atol=1e-10)
+    mismatch = model.sde.prior_log_prob(z) - data.log_prob(z, model.sde.T)
     exact = data.log_prob(x_eps, model.eps)
-    assert (lp - exact).abs().max() < (0.08 if sde == "ve" else 0.03)
+    torch.testing.assert_close(lp - exact, mismatch, rtol=0, atol=1e-6)
 
 
 def test_denoising_loss_is_minimal_at_the_exact_denoiser(generator: torch.Generator) -> None:
@@ -132,6 +137,23 @@ def test_classifier_free_guidance_combines_the_two_predictions(generator: torch.
     )
 
 
+def test_no_context_is_the_null_condition(generator: torch.Generator) -> None:
+    """``cond=None`` on a conditional model is the unconditional branch of classifier-free
+    training (keep = 0), not a context of zeros."""
+    torch.manual_seed(0)
+    model = Diffusion((3,), cond_shape=(2,), hidden=(16, 16))
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(5, 3, generator=generator)
+    t = torch.rand(5, generator=generator)
+    zeros = torch.zeros(5, 2)
+    eps_none, _ = model.denoise(x, t, None)
+    eps_null, _ = model.denoise(x, t, zeros, keep=torch.zeros(5))
+    eps_zero_context, _ = model.denoise(x, t, zeros)
+    torch.testing.assert_close(eps_none, eps_null)
+    assert not torch.allclose(eps_none, eps_zero_context)
+
+
 def test_posterior_sampling_pulls_samples_to_the_observation(generator: torch.Generator) -> None:
     """Prior N(0, I) in 2-D, observation y = x_1 + noise(0.1): x_1 ≈ y, x_2 stays N(0, 1)."""
     model, _ = _model_with_oracle("vp", "eps")
@@ -189,11 +211,19 @@ def test_bad_arguments_are_named() -> None:
         Diffusion((2,), prediction="score")
     with pytest.raises(ValueError, match="unknown sde"):
         Diffusion((2,), sde="vq")
+    with pytest.raises(ValueError, match="p_uncond"):
+        Diffusion((2,), cond_shape=(1,), p_uncond=1.0)
+    with pytest.raises(ValueError, match="UNet: this network is conditional"):
+        UNet(1, 1, channels=(8,), cond_features=2)(torch.zeros(2, 1, 4), torch.rand(2))
     model = Diffusion((2,), hidden=(8,))
     with pytest.raises(ValueError, match="sample shape"):
         model.loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="sample shape"):
+        model.log_prob(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="unconditional"):
         model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="trace must be"):
+        model.log_prob(torch.zeros(3, 2), trace="hutchinon")
     with pytest.raises(ValueError, match="noise_std"):
         dps_guidance(lambda x: x, torch.zeros(1), 0.0)
     assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum().detach()))

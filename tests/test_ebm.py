@@ -128,3 +128,10 @@ def test_ebm_learns_a_gaussian() -> None:
     # Chains started from N(0, I), far from the data mean (1, -2), must find the learned density.
     torch.testing.assert_close(samples.mean(0), MEAN, rtol=0, atol=0.15)
     torch.testing.assert_close(torch.cov(samples.T), COV, rtol=0, atol=0.15)
+
+
+def test_a_float64_model_samples_in_float64() -> None:
+    model = EBM(sample_shape=[3], hidden=[8], buffer_size=8, sample_steps=2).double()
+    assert model.sample(4).dtype == torch.float64
+    assert model.sample(4, from_buffer=True).dtype == torch.float64
+    assert model.loss(torch.randn(4, 3, dtype=torch.float64)).dtype == torch.float64

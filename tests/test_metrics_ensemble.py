@@ -167,3 +167,27 @@ def test_observation_consistency_with_the_inverse_layout_and_noise() -> None:
     # Each member reproduces A(truth), so the misfit is exactly the noise relative to y.
     noise = (y - op(truth)).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
     torch.testing.assert_close(misfit, noise.expand(4, 3))
+
+
+def test_ensemble_spectrum_of_non_periodic_fields_is_windowed() -> None:
+    from physgen.metrics.report import ensemble_report
+
+    # Non-periodic truths: a ramp (an edge jump when wrapped) plus small-scale noise.
+    g = torch.Generator().manual_seed(0)
+    b, m, n = 24, 4, 64
+    x = torch.linspace(0, 1, n, dtype=torch.float64)
+    phase = torch.rand(b, 1, generator=g, dtype=torch.float64)
+    smooth = (1 + torch.rand(b, 1, generator=g, dtype=torch.float64)) * x + 0.3 * torch.sin(
+        3 * x + phase
+    )
+    truth = smooth + 0.02 * torch.randn(b, n, generator=g, dtype=torch.float64)
+    right = smooth[:, None] + 0.02 * torch.randn(b, m, n, generator=g, dtype=torch.float64)
+    too_smooth = smooth[:, None].expand(b, m, n)  # members that lost the small scales
+
+    def lsd(members: torch.Tensor, periodic: bool) -> float:
+        return ensemble_report(members, truth, spatial_dims=1, periodic=periodic)["spectrum_lsd"]
+
+    # Unwindowed, the edge jump's k⁻² leakage hides the missing small scales ...
+    assert lsd(too_smooth, periodic=True) < 2 * lsd(right, periodic=True)
+    # ... the Hann window (non-periodic fields) exposes them.
+    assert lsd(too_smooth, periodic=False) > 10 * lsd(right, periodic=False)

@@ -47,3 +47,24 @@ def test_evaluate_reports_the_floor_of_stored_problem_data(tmp_path: Path) -> No
     assert results["same"]["ratio"] == pytest.approx(1.0, abs=0.3)  # float32 storage floor
     assert results["scaled"]["ratio"] > 100
     assert np.isfinite(results["same"]["floor"]) and results["same"]["floor"] > 0
+
+
+def test_evaluate_checks_the_problem_first_and_skips_a_partial_hint(tmp_path: Path, capsys) -> None:
+    problem = load("sde1d", n=33)
+    ref = write_fields(problem.generate(8, seed=0), tmp_path / "ref.nc")
+    only_u = problem.generate(8, seed=1)[["u"]]
+    only_u.attrs["fields"] = ["u"]
+    only_u = write_fields(only_u, tmp_path / "u.nc")
+    # An explicit problem whose fields the samples lack: one line, before any output.
+    out = tmp_path / "explicit"
+    argv = ["evaluate", str(only_u), "--ref", str(ref), "--out", str(out), "--problem", "sde1d"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "u.nc" in err and "missing ['k', 'f']" in err and not out.exists()
+    # The reference file's own problem is only a hint: the residual is skipped with a note.
+    out = tmp_path / "hint"
+    argv = ["evaluate", str(only_u), "--ref", str(ref), "--out", str(out), "--no-figures"]
+    assert main([*argv, "--permutations", "0", "--splits", "1"]) == 0
+    assert "PDE residual skipped (sde1d)" in capsys.readouterr().out
+    residual = json.loads((out / "metrics.json").read_text())["residual"]
+    assert residual == {"problem": "sde1d", "skipped": "the samples lack fields ['k', 'f']"}

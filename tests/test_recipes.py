@@ -125,6 +125,28 @@ def test_an_interrupted_run_recovers(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert resumed["train"].stat().st_mtime_ns == before
 
 
+def test_an_edited_recipe_does_not_reuse_old_files(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(4, 2, 2), block=2)
+    out = tmp_path / "d"
+    make_dataset(recipe, out, progress=False)
+    before = _values(out / "train.nc")
+    recipe.write_text(recipe.read_text().replace("seed = 4", "seed = 5"))
+    with pytest.raises(ValueError, match=r"train\.nc: made by a different version.*seed"):
+        make_dataset(recipe, out, progress=False)
+    np.testing.assert_array_equal(_values(out / "train.nc")["u"], before["u"])
+    # Left-over blocks of an interrupted run are checked the same way.
+    (out / "train.nc").unlink()
+    (out / "valid.nc").unlink()
+    (out / "test.nc").unlink()
+    (out / ".blocks").mkdir()
+    (tmp_path / "old").mkdir()
+    old = _recipe(tmp_path / "old", "sde1d", "n = 33", splits=(4, 2, 2), block=4)
+    make_dataset(old, tmp_path / "old", progress=False)
+    (tmp_path / "old" / "train.nc").rename(out / ".blocks" / "train-000000000-000000002.nc")
+    with pytest.raises(ValueError, match=r"train-000000000-000000002\.nc: made by"):
+        make_dataset(recipe, out, progress=False)
+
+
 def test_parallel_workers_give_the_same_data(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(8, 2, 2), block=2)
     one = make_dataset(recipe, tmp_path / "one", progress=False)

@@ -199,3 +199,19 @@ def test_callback_and_bad_arguments(generator: torch.Generator) -> None:
         ddim(sde, lambda y, t: -y, x, steps=3, eps=1.5)
     with pytest.raises(ValueError, match="unknown sampler 'heun'"):
         get_sampler("heun")
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "ddpm-cosine"])
+def test_ddim_interpolates_between_the_ode_and_ddpm(sde_name: str) -> None:
+    """DDIM's eq. 12 with η = 1 is the ancestral step itself (same mean, same variance: the
+    same draws give the same chain), and η = 0 is deterministic."""
+    data = _data(sde_name)
+    x_T = data.sample(32, data.sde.T, torch.Generator().manual_seed(0))
+
+    def run(sampler: Callable, seed: int, **kwargs: float) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        return sampler(data.sde, data.score, x_T, steps=20, eps=EPS, generator=gen, **kwargs).x
+
+    torch.testing.assert_close(run(ddim, 1, eta=1.0), run(ddpm_ancestral, 1), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(run(ddim, 1, eta=0.0), run(ddim, 2, eta=0.0), rtol=0, atol=0)
+    assert (run(ddim, 1, eta=0.5) - run(ddim, 2, eta=0.5)).abs().max() > 1e-2

@@ -164,3 +164,5 @@ def test_bad_arguments_are_named() -> None:
         VPSDE(1.0, 0.5)
     with pytest.raises(ValueError, match="betas"):
         DiscreteVPSDE(torch.tensor([0.1, 1.5]))
+    with pytest.raises(ValueError, match="offset s must be positive"):
+        build_sde("cosine", s=0.0)

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from test_contract import _CondGaussian, _TinyGAN
 
+from physgen.models.flows_glow import Glow
 from physgen.training import fit, read_checkpoint
 
 STEPS, BATCH = 12, 16
@@ -91,7 +92,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _forked_rank(rank: int, port: int, directory: Path) -> None:
+def _forked_rank(rank: int, port: int, directory: Path, run=None) -> None:
     """One DDP process, configured through the environment exactly as torchrun does."""
     os.environ.update(
         RANK=str(rank),
@@ -101,21 +102,19 @@ def _forked_rank(rank: int, port: int, directory: Path) -> None:
         MASTER_PORT=str(port),
     )
     try:
-        train(directory)
+        (run or train)(directory)
     except BaseException:
         (directory.parent / f"rank{rank}.err").write_text(traceback.format_exc())
         os._exit(1)
     os._exit(0)  # skip the parent's (pytest's) exit handlers
 
 
-def test_two_forked_processes_match_one(tmp_path: Path) -> None:
-    """The fast variant: two forked processes joined through the torchrun environment."""
-    # The single-process run first: the forked children then inherit its warm imports.
-    single = train(tmp_path / "single")
+def _fork_two_ranks(tmp_path: Path, run=None) -> None:
     context = multiprocessing.get_context("fork")
     port = _free_port()
     ranks = [
-        context.Process(target=_forked_rank, args=(r, port, tmp_path / "ddp")) for r in range(2)
+        context.Process(target=_forked_rank, args=(r, port, tmp_path / "ddp", run))
+        for r in range(2)
     ]
     for p in ranks:
         p.start()
@@ -123,7 +122,38 @@ def test_two_forked_processes_match_one(tmp_path: Path) -> None:
         p.join(timeout=120)
     errors = "".join(f.read_text() for f in tmp_path.glob("rank*.err"))
     assert [p.exitcode for p in ranks] == [0, 0], errors
+
+
+def test_two_forked_processes_match_one(tmp_path: Path) -> None:
+    """The fast variant: two forked processes joined through the torchrun environment."""
+    # The single-process run first: the forked children then inherit its warm imports.
+    single = train(tmp_path / "single")
+    _fork_two_ranks(tmp_path)
     _assert_matches_one_process(single, tmp_path / "ddp", tmp_path / "single")
+
+
+def train_glow(directory: Path) -> torch.nn.Module:
+    """A Glow whose ActNorm layers initialise themselves from the first batch they see."""
+    torch.manual_seed(0)
+    model = Glow(shape=[1, 4, 4], levels=2, steps=1, checker_steps=2, hidden=4).double()
+    g = torch.Generator().manual_seed(5)
+    # Off-centre, non-unit-scale data, so the data-dependent initialisation matters.
+    data = 3.0 + 2.0 * torch.randn(64, 1, 4, 4, generator=g, dtype=torch.float64)
+    # SGD: Adam's division by sqrt(v) would magnify rounding in near-zero gradients.
+    fit(model, data, steps=4, batch_size=BATCH, optimizer="sgd", lr=1e-2,
+        checkpoint_dir=directory, log_every=1, progress=False)  # fmt: skip
+    return model
+
+
+def test_actnorm_initialises_from_the_global_first_batch(tmp_path: Path) -> None:
+    """Under DDP every rank initialises ActNorm from the whole first batch, not its slice."""
+    single = train_glow(tmp_path / "single")
+    _fork_two_ranks(tmp_path, train_glow)
+    ddp = read_checkpoint(tmp_path / "ddp" / "checkpoint.pt")["model_state"]
+    norms = [k for k in ddp if k.endswith("log_scale")]
+    assert norms and all(bool(ddp[k.replace("log_scale", "initialized")]) for k in norms)
+    for key, value in single.state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=0, atol=1e-10, msg=key)
 
 
 @pytest.mark.slow

@@ -70,6 +70,73 @@ def test_nonfinite_loss_stops_with_the_step_named_and_weights_intact() -> None:
         assert torch.equal(a, b)
 
 
+class _BadGradient(_CondGaussian):
+    """Finite loss, NaN gradient on the training call numbered ``bad`` (where's masked branch)."""
+
+    bad = -1
+    calls = 0
+
+    def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        lp = super().log_prob(x, cond)
+        if self.training:
+            self.calls += 1
+            if self.calls - 1 == self.bad:
+                poison = torch.sqrt(-self.log_scale.exp().sum())  # NaN, never selected
+                lp = lp + torch.where(torch.tensor(True), torch.tensor(0.0), poison)
+        return lp
+
+
+@pytest.mark.parametrize("clip", [None, 10.0])
+def test_nonfinite_gradient_with_finite_loss_is_skipped_before_its_update(
+    clip: float | None, tmp_path: Path
+) -> None:
+    """On every step, logged or not, clipped or not: the weights never take the NaN gradient."""
+    x, cond = _linear_gaussian_data(64)
+    model = _BadGradient()
+    model.bad = 3
+    result = fit(
+        model,
+        (x, cond),
+        steps=6,
+        batch_size=16,
+        grad_clip=clip,
+        log_every=100,
+        nonfinite="skip",
+        checkpoint_dir=tmp_path,
+        checkpoint_every=2,
+        progress=False,
+    )
+    assert result.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 6
+    assert all(torch.isfinite(v).all() for v in saved["model_state"].values())
+
+
+@pytest.mark.parametrize(
+    ("clip", "expected"),
+    [
+        (None, r"non-finite gradient of loss \(.*\) at step 3"),
+        (10.0, r"non-finite gradient of loss \(.*gradient norm nan\) at step 3"),
+    ],
+)
+def test_nonfinite_gradient_with_finite_loss_raises_with_the_step_named(
+    clip: float | None, expected: str
+) -> None:
+    x, cond = _linear_gaussian_data(64)
+    bad = _BadGradient()
+    bad.load_state_dict(_fresh_state())
+    bad.bad = 3
+    with pytest.raises(NonFiniteLossError, match=expected):
+        fit(bad, (x, cond), steps=6, batch_size=16, grad_clip=clip, log_every=100, progress=False)
+    # The weights are exactly those after steps 0, 1, 2.
+    reference = _BadGradient()
+    reference.load_state_dict(_fresh_state())
+    fit(reference, (x, cond), steps=3, batch_size=16, grad_clip=clip, progress=False)
+    for a, b in zip(bad.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
 def _fresh_state() -> dict[str, Tensor]:
     torch.manual_seed(0)
     return _Exploding().state_dict()
@@ -303,6 +370,15 @@ def test_bad_arguments_are_named() -> None:
         fit(_CondGaussian(), x, steps=1, batch_size=16)
     with pytest.raises(ValueError, match="nonfinite must be"):
         fit(_CondGaussian(), x, steps=1, nonfinite="ignore")
+    # Settings that would silently train wrongly: clipping every gradient to zero, a warm-up
+    # that does nothing, or a critic count falling back to the model's default.
+    for bad, match in (
+        ({"grad_clip": 0.0}, "grad_clip must be positive"),
+        ({"warmup_steps": -3}, "warmup_steps must be >= 0"),
+        ({"n_critic": 0}, "n_critic must be >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            fit(_CondGaussian(), x, steps=1, progress=False, **bad)
     with pytest.raises(ValueError, match="x and cond have different numbers of samples"):
         fit(_CondGaussian(), (x, torch.randn(7, 2)), steps=1, batch_size=4)
 
@@ -324,3 +400,30 @@ def test_cuda_bf16_autocast_with_fp32_regions() -> None:
     )  # amp defaults to on for CUDA
     assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in model.parameters())
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+
+
+def test_a_skipped_early_critic_update_is_counted() -> None:
+    class FirstCriticCallNaN(_TinyGAN):
+        d_calls = 0
+
+        def discriminator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+            loss = super().discriminator_loss(x, cond)
+            if self.training:
+                type(self).d_calls += 1
+                if type(self).d_calls == 4:  # the first of step 1's three critic updates
+                    return loss * math.nan
+            return loss
+
+    torch.manual_seed(0)
+    model = FirstCriticCallNaN()
+    result = fit(
+        model,
+        torch.randn(64, 2),
+        steps=3,
+        batch_size=8,
+        n_critic=3,
+        nonfinite="skip",
+        progress=False,
+    )
+    assert result.skipped == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())

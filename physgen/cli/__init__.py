@@ -36,7 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("physgen: interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError) as err:
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        FileExistsError,
+        PermissionError,
+        ValueError,
+        KeyError,
+    ) as err:
         # User errors (bad paths, bad files, bad names) end with one clear line, no traceback.
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"physgen {args.command}: error: {message}", file=sys.stderr)

@@ -77,12 +77,18 @@ def _dims(var: xr.DataArray) -> str:
     return "(" + ", ".join(map(str, var.dims)) + ")"
 
 
+def _format_value(value: np.generic) -> str:
+    """Integers exactly (sample indices, 64-bit seeds), floats to 6 significant digits."""
+    return str(int(value)) if np.issubdtype(type(value), np.integer) else f"{value:.6g}"
+
+
 def _format_range(values: np.ndarray) -> str:
+    """First and last value (coordinates are sorted), or min and max of other variables."""
     if values.size == 0:
         return "(empty)"
     if values.size == 1:
-        return f"{values[0]:.6g}"
-    return f"{values[0]:.6g} .. {values[-1]:.6g}"
+        return _format_value(values[0])
+    return f"{_format_value(values[0])} .. {_format_value(values[-1])}"
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -114,7 +120,9 @@ def _inspect(args: argparse.Namespace) -> int:
             for name in others:
                 var = ds[name]
                 values = np.asarray(var.values).ravel()
-                extent = f"{values.min():.6g} .. {values.max():.6g}" if values.size else ""
+                extent = (
+                    _format_range(np.array([values.min(), values.max()])) if values.size else ""
+                )
                 print(f"  {name:<12} {_dims(var):<28} {var.dtype!s:<8} {extent}")
         print("provenance:")
         for key, value in ds.attrs.items():

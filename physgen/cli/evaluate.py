@@ -120,6 +120,17 @@ def evaluate_files(
         for ds, path in ((gen_ds, samples_path), (ref_ds, ref_path)):
             if f not in ds.data_vars:
                 raise KeyError(f"{path}: no field {f!r} (fields: {field_names(ds)})")
+    # An explicit problem is resolved and checked before any metric runs, so a typo or a
+    # problem whose fields the files lack fails at once rather than after the whole suite.
+    explicit = _load_problem(problem, ref_ds, ref_path) if residual and problem else None
+    if explicit is not None:
+        for ds, path in ((gen_ds, samples_path), (ref_ds, ref_path)):
+            missing = [c for c in explicit.field_names if c not in ds.data_vars]
+            if missing:
+                raise KeyError(
+                    f"{path}: problem {explicit.name!r} needs fields "
+                    f"{list(explicit.field_names)}; missing {missing}"
+                )
     ensemble = any("member" in gen_ds[f].dims for f in names)
     result: dict[str, Any] = {
         "schema": "physgen-metrics/1",
@@ -146,7 +157,12 @@ def evaluate_files(
             entry["n"] = int(common.size)
             entry.update(
                 ensemble_report(
-                    gen.values, ref.values, spatial_dims=len(spatial), member_dim=1, seed=seed
+                    gen.values,
+                    ref.values,
+                    spatial_dims=len(spatial),
+                    member_dim=1,
+                    seed=seed,
+                    periodic=_is_periodic(ref_ds, spatial),
                 )
             )
         else:
@@ -176,7 +192,7 @@ def evaluate_files(
         if figures:
             _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
     if residual:
-        entry = _residual_entry(problem, gen_ds, ref_ds, ref_path, max_samples)
+        entry = _residual_entry(explicit, gen_ds, ref_ds, ref_path, max_samples)
         if entry is not None:
             result["residual"] = entry
     write_json_atomic(result, out / "metrics.json")
@@ -197,22 +213,26 @@ def _load_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
 
 
 def _residual_entry(
-    problem: str | None, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
+    problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
 ) -> dict[str, Any] | None:
     """Residual statistics, a note saying why they were skipped, or None (no problem known).
 
-    An explicit ``problem`` that cannot be found is an error; the reference file's own
-    ``problem`` attribute is only a hint (files from importers name no physgen problem).
+    ``problem`` is the explicitly chosen (already loaded) problem, or None: then the reference
+    file's own ``problem`` attribute is only a hint (files from importers name no physgen
+    problem), and a problem it names that cannot be found is skipped with a note.
     """
-    name = problem if problem is not None else ref_ds.attrs.get("problem")
-    if not name:
-        return None
-    try:
-        loaded = _load_problem(str(name), ref_ds, ref_path)
-    except FileNotFoundError as err:
-        if problem is not None:
-            raise
-        return {"problem": str(name), "skipped": str(err)}
+    loaded = problem
+    if loaded is None:
+        name = ref_ds.attrs.get("problem")
+        if not name:
+            return None
+        try:
+            loaded = _load_problem(str(name), ref_ds, ref_path)
+        except FileNotFoundError as err:
+            return {"problem": str(name), "skipped": str(err)}
+        lacking = [c for c in loaded.field_names if c not in gen_ds.data_vars]
+        if lacking:  # e.g. a model of the solution alone: no residual to evaluate
+            return {"problem": loaded.name, "skipped": f"the samples lack fields {lacking}"}
     try:
         return _residual(loaded, gen_ds, ref_ds, max_samples)
     except NotImplementedError as err:  # e.g. random fields: no equation to satisfy
@@ -351,5 +371,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     print(format_table(result))
+    if "skipped" in result.get("residual", {}):
+        print(f"PDE residual skipped ({result['residual']['problem']}): ", end="")
+        print(result["residual"]["skipped"])
     print(f"wrote {out / 'metrics.json'}")
     return 0

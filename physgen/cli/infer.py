@@ -187,19 +187,30 @@ def run_inference(
             f"{checkpoint}: this conditional model was trained for task {meta['task']!r}, "
             f"not {task_spec!r}"
         )
-    norm = _normalizer(meta, list(task.fields), grid.ndim)
-    y, synthesized = _observations(task, ds, obs_path, norm, seed)
+    # A guided prior may model more fields than the task observes; members carry all of them.
+    out_fields = list(task.fields) if conditional else fields
+    norm = _normalizer(meta, out_fields, grid.ndim)
+    y, synthesized = _observations(
+        task, ds, obs_path, _normalizer(meta, list(task.fields), grid.ndim), seed
+    )
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     options = dict(guidance or {})
-    residual = _residual(options.pop("pde", None), ds, task, norm)
+    residual = _residual(options.pop("pde", None), ds, out_fields, norm)
     start = time.perf_counter()
     ens = solve(
         model, task, y.to(dev, torch.float32), n_samples, batch_size=batch_size,
-        sample_options=meta.get("sample_options"), residual=residual, generator=gen, **options,
+        sample_options=meta.get("sample_options"), residual=residual, generator=gen,
+        prior_fields=None if conditional else fields, **options,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
+    bad = (~torch.isfinite(ens.flatten(2))).any(-1).sum().item()
+    if bad:
+        raise ValueError(
+            f"sampling produced NaN/Inf in {bad} of {ens.shape[0] * ens.shape[1]} members; "
+            "for guided priors lower --scale, raise --residual-std or use --covariance isotropic"
+        )
     phys = norm.denormalize(ens.detach().cpu().double()).numpy()  # (B, M, C, *grid)
     coords = {d: (d, grid.coords(i), {"units": "1", "axis": d.upper()}) for i, d in enumerate(dims)}
     for d in dims:
@@ -207,10 +218,10 @@ def run_inference(
             coords[d] = ds[d]
     coords["sample"] = ds["sample"]
     data = {}
-    for c, f in enumerate(task.fields):
+    for c, f in enumerate(out_fields):
         attrs = dict(ds[f].attrs) if f in ds.data_vars else {}
         data[f] = (("sample", "member", *dims), phys[:, :, c], attrs)
-    out_ds = xr.Dataset(data, coords=coords, attrs={"fields": list(task.fields)})
+    out_ds = xr.Dataset(data, coords=coords, attrs={"fields": out_fields})
     for key in ("problem", "params_json", *(f"bc_{d}" for d in dims), "grid", "domain"):
         if key in ds.attrs:
             out_ds.attrs[key] = ds.attrs[key]
@@ -267,7 +278,7 @@ def _observations(
     raise ValueError(f"{source}: grid {shape} differs from the model grid {task.grid_shape}")
 
 
-def _residual(problem_name: str | None, ds: xr.Dataset, task: Task, norm: Normalizer):
+def _residual(problem_name: str | None, ds: xr.Dataset, fields: list[str], norm: Normalizer):
     """The PDE residual on normalized fields, for guidance (``None`` without ``--pde``)."""
     if problem_name is None:
         return None
@@ -275,10 +286,10 @@ def _residual(problem_name: str | None, ds: xr.Dataset, task: Task, norm: Normal
 
     params = json.loads(ds.attrs.get("params_json", "{}"))
     problem = load(problem_name, **params)
-    if tuple(problem.field_names) != task.fields:
+    if list(problem.field_names) != fields:
         raise ValueError(
             f"--pde {problem_name}: the problem's fields {list(problem.field_names)} differ "
-            f"from the task's {list(task.fields)}"
+            f"from the model's {fields}"
         )
     return lambda x: problem.residual(norm.denormalize(x))
 

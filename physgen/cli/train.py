@@ -12,14 +12,9 @@ from typing import Any
 
 import torch
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib
-
 from physgen.data import FieldDataset
 from physgen.models import get_model_class
-from physgen.paths import data_root, runs_root
+from physgen.paths import data_root, read_toml, runs_root
 from physgen.recipes import load_recipe, make_dataset
 from physgen.training import CHECKPOINT_NAME, NonFiniteLossError, fit
 from physgen.training.fields import describe_fields
@@ -82,10 +77,7 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
         return {"model": {}, "fit": {}, "data": {}}
     if not path.is_file():
         raise FileNotFoundError(f"no config file {path}")
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    doc = read_toml(path)
     unknown = set(doc) - {"model", "fit", "data"}
     if unknown:
         raise ValueError(f"{path}: unknown tables {sorted(unknown)}; expected model, fit, data")

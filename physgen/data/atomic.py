@@ -27,7 +27,13 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         ...     tmp.write_text("{}")
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:  # a file stands where a folder must
+        blocker = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+        raise NotADirectoryError(
+            f"cannot write {target}: {blocker or err.filename} is a file, not a folder"
+        ) from err
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)

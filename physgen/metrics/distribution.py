@@ -21,6 +21,10 @@ __all__ = [
 ]
 
 
+# Entries of one (D, L) matrix of slicing directions: 128 MiB in float64.
+_DIRECTION_BUDGET = 2**24
+
+
 def _two_sets(samples: ArrayLike, ref: ArrayLike) -> tuple[Tensor, Tensor]:
     x = flatten_samples(samples, name="samples")
     y = flatten_samples(ref, name="ref").to(x.device)
@@ -219,7 +223,7 @@ def sliced_wasserstein(
     x, y = _two_sets(samples, ref)
     gen = torch.Generator().manual_seed(seed)
     # Directions in chunks: a (D, L) matrix of 64² × 50-frame trajectories would not fit.
-    chunk = max(1, min(num_projections, 2**24 // x.shape[1]))
+    chunk = max(1, min(num_projections, _DIRECTION_BUDGET // x.shape[1]))
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, num_projections, chunk):
         count = min(chunk, num_projections - start)

@@ -105,7 +105,7 @@ def distribution_report(
         for name, (fn, kwargs) in metrics.items()
     }
     if num_permutations > 0:
-        _, half = split_halves(r, seed=seed)  # the first half with_floor compared the samples with
+        _, half = split_halves(r, seed=seed)  # the half that with_floor compared the samples with
         _, p = mmd_permutation_test(x, half, num_permutations=num_permutations, seed=seed)
         out["mmd2"]["p_value"] = p
     return out
@@ -132,13 +132,20 @@ def paired_report(pred: ArrayLike, target: ArrayLike, *, spatial_dims: int) -> d
 
 
 def ensemble_report(
-    members: ArrayLike, truth: ArrayLike, *, spatial_dims: int, member_dim: int = 1, seed: int = 0
+    members: ArrayLike,
+    truth: ArrayLike,
+    *,
+    spatial_dims: int,
+    member_dim: int = 1,
+    seed: int = 0,
+    periodic: bool = True,
 ) -> dict[str, Any]:
     """Probabilistic scores of an ensemble ``(B, M, ...)`` against its truths ``(B, ...)``.
 
     Fair CRPS (and the biased NRG form, named so), corrected spread–skill ratio, rank
     histogram, 50 %/90 % interval coverage, energy score per case, the relative L2 error of the
-    ensemble mean and of single members, and the spectrum LSD of members against the truths.
+    ensemble mean and of single members, and the spectrum LSD of members against the truths
+    (Hann-windowed unless the field is ``periodic``, as in :func:`distribution_report`).
     """
     x = as_float64(members, name="members").movedim(member_dim, 0)  # (M, B, ...)
     y = as_float64(truth, name="truth")
@@ -158,7 +165,12 @@ def ensemble_report(
             "member_relative_l2": relative_l2(
                 x.flatten(0, 1), y.repeat(m, *[1] * (y.ndim - 1))
             ).mean(),
-            "spectrum_lsd": spectrum_distance(x.flatten(0, 1), y, spatial_dims=spatial_dims),
+            "spectrum_lsd": spectrum_distance(
+                x.flatten(0, 1),
+                y,
+                spatial_dims=spatial_dims,
+                window=None if periodic else "hann",
+            ),
             "rank_histogram": rank_histogram(x, y, seed=seed),
         }
     )

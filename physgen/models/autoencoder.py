@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.conv import field_decoder, field_encoder
@@ -43,8 +42,9 @@ class Autoencoder(GenerativeModel):
     * ``arch="mlp"``: stacked fully connected encoder/decoder on flattened samples;
       ``arch="conv"``: stride-2 convolutional encoder and its mirror (1-D/2-D/3-D fields).
     * Denoising (Vincent et al. 2008): ``x̃`` is ``x`` with Gaussian noise of std
-      ``noise_level`` (``noise="gaussian"``) or with inputs dropped with probability
-      ``noise_level`` (``noise="dropout"``); only in training mode, the target stays clean.
+      ``noise_level`` (``noise="gaussian"``) or with each input set to zero with probability
+      ``noise_level`` (``noise="dropout"``, their masking noise); only in training mode, the
+      target stays clean.
     * Sparse: ``sparsity="l1"`` adds ``λ‖z‖₁``; ``sparsity="kl"`` squashes codes through a
       sigmoid and adds ``λ·KL(ρ‖ρ̂)`` toward the activation rate ``sparsity_target``
       (`sparsity_kl`, a batch statistic shared by every sample of the batch).
@@ -137,7 +137,10 @@ class Autoencoder(GenerativeModel):
             return x
         if self.noise == "gaussian":
             return x + self.noise_level * torch.randn_like(x)
-        return F.dropout(x, p=self.noise_level, training=True)
+        # Masking noise: entries are zeroed, the survivors left as they are (no 1/(1-p)
+        # rescaling as in dropout), so kept inputs look exactly like clean ones.
+        keep = torch.rand_like(x) >= self.noise_level
+        return x * keep
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         z = self.encode(self.corrupt(x))
@@ -166,7 +169,7 @@ class Autoencoder(GenerativeModel):
         """Decode ``n`` codes drawn from N(code_mean, code_cov)."""
         if cond is not None:
             raise ValueError("Autoencoder is unconditional; got cond")
-        eye = torch.eye(self.latent_dim, device=self.code_cov.device)
-        chol = torch.linalg.cholesky(self.code_cov + 1e-6 * eye)
-        eps = torch.randn(n, self.latent_dim, device=self.code_mean.device)
+        like = {"device": self.code_cov.device, "dtype": self.code_cov.dtype}
+        chol = torch.linalg.cholesky(self.code_cov + 1e-6 * torch.eye(self.latent_dim, **like))
+        eps = torch.randn(n, self.latent_dim, **like)
         return self.decode(self.code_mean + eps @ chol.T)

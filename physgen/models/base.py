@@ -107,6 +107,14 @@ class GenerativeModel(nn.Module, ABC):
     def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
         """Draw ``n`` samples, shape ``(n, *sample_shape)``."""
 
+    def initialize(self, x: Tensor, cond: Tensor | None = None) -> None:
+        """Data-dependent initialisation from the first global training batch (default: none).
+
+        ``fit`` calls it once before the first step of a fresh run, on every process with the
+        same whole batch, so layers that set themselves from data (ActNorm) start identical
+        on every rank of a data-parallel run and identical to a single-process run.
+        """
+
     @property
     def device(self) -> torch.device:
         """The device of the model's first parameter or buffer (CPU when it has none)."""

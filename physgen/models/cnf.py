@@ -9,8 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..distributions import NormalizingFlow, standard_normal
-from ..likelihood import hutchinson_probes, ode_log_prob, solve_ode
+from ..distributions import NormalizingFlow, expand_context, standard_normal
+from ..likelihood import ode_log_prob, solve_ode, trace_probes
 from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
 from ..sde import build_interpolant
@@ -86,9 +86,7 @@ class _ODETransform(Transform):
         if not with_ladj:
             out, _ = solve_ode(velocity, flat, t0, t1, **self.model.ode)
             return out.reshape(x.shape), flat.new_zeros(())
-        probes = None
-        if self.model.trace == "hutchinson":
-            probes = hutchinson_probes(flat, 1, self.model.probe)
+        probes = trace_probes(flat, self.model.trace, self.model.probe)
         res = ode_log_prob(
             velocity, flat, lambda z: z.new_zeros(z.shape[0]), t0=t0, t1=t1, probes=probes,
             **self.model.ode,
@@ -141,6 +139,8 @@ class _ContinuousFlow(DensityModel):
     ) -> None:
         if trace not in ("exact", "hutchinson"):
             raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+        if probe not in ("rademacher", "gaussian"):
+            raise ValueError(f"probe must be 'rademacher' or 'gaussian', got {probe!r}")
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             hidden=list(hidden), act=act, freqs=freqs, channels=list(channels), blocks=blocks,
@@ -174,9 +174,15 @@ class _ContinuousFlow(DensityModel):
                 f"{type(self).__name__}: x has sample shape {tuple(x.shape[1:])}, "
                 f"expected {self.sample_shape}"
             )
-        if (cond is None) != (self.cond_shape is None):
-            need = f"cond of shape {self.cond_shape}" if self.cond_shape else "no cond"
-            raise ValueError(f"{type(self).__name__}: expected {need}")
+        self._check_cond(cond)
+
+    def _check_cond(self, cond: Tensor | None) -> None:
+        if (cond is None) != (self.cond_shape is None) or (
+            cond is not None and tuple(cond.shape[1:]) != self.cond_shape
+        ):
+            need = f"cond of shape (B, *{self.cond_shape})" if self.cond_shape else "no cond"
+            got = "none" if cond is None else f"shape {tuple(cond.shape)}"
+            raise ValueError(f"{type(self).__name__}: expected {need}, got {got}")
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
         """The learned velocity ``v(x, t, cond)``; ``t`` of shape ``(B,)``."""
@@ -185,8 +191,7 @@ class _ContinuousFlow(DensityModel):
     def forward(self, cond: Tensor | None = None) -> NormalizingFlow:
         """``model(cond)``: the flow as a ``torch.distributions.Distribution`` (``log_prob``,
         ``sample``, ``rsample``), batch shape ``(B,)`` for a context batch ``(B, ...)``."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
         ref = next(self.parameters())
         batch = () if cond is None else (cond.shape[0],)
         base = standard_normal(self.sample_shape, batch, device=ref.device, dtype=ref.dtype)
@@ -208,8 +213,7 @@ class _ContinuousFlow(DensityModel):
         with the configured (or given) trace: ``exact`` or ``hutchinson`` (one probe per
         sample, fixed over the solve, drawn from ``generator``)."""
         self._check(x, cond)
-        trace = trace or self.trace
-        probes = hutchinson_probes(x, 1, self.probe, generator) if trace == "hutchinson" else None
+        probes = trace_probes(x, trace or self.trace, self.probe, generator)
         params = tuple(p for p in self.parameters() if p.requires_grad)
         return ode_log_prob(
             lambda y, t: self.net(y, t, cond), x, self._base_log_prob, t0=0.0, t1=1.0,
@@ -227,8 +231,8 @@ class _ContinuousFlow(DensityModel):
     ) -> Tensor:
         """Integrate from ``z ~ N(0, I)`` at ``t = 1`` to data at ``t = 0``; ``ode`` overrides
         the solver options (``method``, ``rtol``, ``atol``, ``steps``)."""
-        if (cond is None) != (self.cond_shape is None):
-            raise ValueError(f"{type(self).__name__}: cond must match cond_shape {self.cond_shape}")
+        self._check_cond(cond)
+        cond = expand_context(cond, n)
         dtype = next(self.parameters()).dtype
         z = torch.randn((n, *self.sample_shape), generator=generator, dtype=dtype).to(self.device)
         x, _ = solve_ode(lambda y, t: self.net(y, t, cond), z, 1.0, 0.0, **{**self.ode, **ode})
@@ -285,6 +289,8 @@ class FlowMatching(_ContinuousFlow):
     ) -> None:
         if coupling not in ("independent", "ot"):
             raise ValueError(f"coupling must be 'independent' or 'ot', got {coupling!r}")
+        if sigma_min and path != "linear":
+            raise ValueError(f"sigma_min applies to the 'linear' path only, got path={path!r}")
         super().__init__(
             sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling, **config
         )

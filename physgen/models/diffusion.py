@@ -9,7 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..likelihood import hutchinson_probes, ode_log_prob
+from ..distributions import expand_context
+from ..likelihood import ode_log_prob, trace_probes
 from ..samplers import get_sampler
 from ..sde import build_sde
 from ..utils import append_dims
@@ -104,6 +105,8 @@ class Diffusion(DensityModel):
             raise ValueError(f"prediction must be 'eps', 'x0' or 'v', got {prediction!r}")
         if weighting not in ("sigma2", "likelihood"):
             raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
+        if not 0 <= p_uncond < 1:
+            raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond}")
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             sde=sde, sde_kwargs=sde_kwargs, prediction=prediction, weighting=weighting, eps=eps,
@@ -150,7 +153,10 @@ class Diffusion(DensityModel):
                 raise ValueError("Diffusion: this model is unconditional; pass cond=None")
             return None
         if cond is None:
+            # No context is the null condition of classifier-free training (keep = 0), not
+            # a context of zeros.
             cond = torch.zeros((n, *self.cond_shape), device=keep.device, dtype=keep.dtype)
+            keep = torch.zeros_like(keep)
         elif tuple(cond.shape[1:]) != self.cond_shape:
             raise ValueError(
                 f"Diffusion: cond has shape {tuple(cond.shape[1:])}, expected {self.cond_shape}"
@@ -195,11 +201,14 @@ class Diffusion(DensityModel):
 
     # -- training -----------------------------------------------------------------------
 
-    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def _check_x(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(
                 f"Diffusion: x has sample shape {tuple(x.shape[1:])}, expected {self.sample_shape}"
             )
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        self._check_x(x)
         n = x.shape[0]
         t = self.eps + (self.sde.T - self.eps) * torch.rand(n, device=x.device, dtype=x.dtype)
         noise = torch.randn_like(x)
@@ -253,6 +262,7 @@ class Diffusion(DensityModel):
         """``n`` samples with any sampler of ``physgen.samplers`` (``ddim`` by default;
         ``ode`` takes ``steps`` only for fixed-grid methods). ``guidance_scale`` is the
         classifier-free weight, ``guidance`` a log-likelihood of ``x̂0`` to ascend."""
+        cond = expand_context(cond, n)
         x = self.sde.prior_sample(
             (n, *self.sample_shape), generator=generator, device=self.device,
             dtype=next(self.parameters()).dtype,
@@ -274,7 +284,8 @@ class Diffusion(DensityModel):
         atol: float = 1e-5,
     ) -> Tensor:
         """Log-density of ``x`` at ``t = eps`` through the probability-flow ODE to the prior."""
-        probes = hutchinson_probes(x, 1, "rademacher", generator) if trace == "hutchinson" else None
+        self._check_x(x)
+        probes = trace_probes(x, trace, "rademacher", generator)
         flow = self.sde.probability_flow(lambda y, t: self.score(y, t, cond))
         return ode_log_prob(
             flow.drift, x, self.sde.prior_log_prob, t0=self.eps, t1=self.sde.T, probes=probes,

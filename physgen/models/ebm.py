@@ -232,5 +232,5 @@ class EBM(GenerativeModel):
             start = self.replay[index.to(device)]
         else:
             start = torch.randn(n, *self.sample_shape, generator=generator, device=rand_device)
-            start = self.config["init_std"] * start.to(device)
+            start = self.config["init_std"] * start.to(device, self.replay.dtype)
         return self._langevin(start, steps, generator)

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..distributions import NormalizingFlow, standard_normal
+from ..distributions import NormalizingFlow, expand_context, standard_normal
 from ..nn import MLP, activation
 from ..nn.made import MADE
 from ..transforms import (
@@ -130,15 +130,23 @@ class Flow(DensityModel):
             )
         return self(cond).log_prob(x)
 
-    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
-        """``n`` samples; ``cond`` holds one context per sample (batch ``n``) or one for all."""
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """``n`` samples :math:`f_c^{-1}(z)`, ``z ~ N(0, I)`` drawn from ``generator``;
+        ``cond`` holds one context per sample (batch ``n``) or one for all."""
         if options:
             raise TypeError(f"{type(self).__name__}.sample takes no options, got {list(options)}")
-        if cond is None:
-            return self().sample((n,))
-        if cond.shape[0] not in (1, n):
-            raise ValueError(f"cond: batch must be 1 or n={n}, got {cond.shape[0]}")
-        return self(cond.expand(n, *cond.shape[1:])).sample()
+        cond = expand_context(cond, n)
+        ref = next(self.parameters())
+        z = torch.randn((n, *self.event_shape), generator=generator, dtype=ref.dtype)
+        return self.transform(cond).inv(z.to(ref.device))
 
 
 def _context(cond_shape: Sequence[int] | None, features: int, act: str) -> ContextEncoder | None:

@@ -21,6 +21,7 @@ from ..transforms import (
     Transform,
     checkerboard_mask,
 )
+from ..utils import fp32
 from .base import register_model
 from .flows import ContextEncoder, Flow, conv_nd
 
@@ -138,7 +139,8 @@ class _InvConv1x1(nn.Module):
         eye = torch.eye(self.lower.shape[0], device=self.lower.device, dtype=self.lower.dtype)
         lower = torch.tril(self.lower, -1) + eye
         upper = torch.triu(self.upper, 1) + torch.diag(self.sign * self.log_s.exp())
-        weight = self.perm @ lower @ upper
+        with fp32():  # a bf16 product would not be the map whose log-det is sum(log_s)
+            weight = self.perm @ lower @ upper
         return Conv1x1Transform(weight, self.event_dim, log_det=self.log_s.sum())
 
 
@@ -257,6 +259,12 @@ class Glow(Flow):
             post.append(layers)
             channels = channels - channels // 2
         self.pre, self.post = pre, post
+
+    def initialize(self, x: Tensor, cond: Tensor | None = None) -> None:
+        """Set every ActNorm layer not yet initialised from the batch ``x`` (one pass)."""
+        if any(isinstance(m, _ActNorm) and not m.initialized for m in self.modules()):
+            with torch.no_grad():
+                self.log_prob(x, cond)
 
     def transform(self, cond: Tensor | None = None) -> Transform:
         h = self._embed(cond)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils import append_dims
+from ..utils import append_dims, fp32
 
 __all__ = [
     "OBJECTIVES",
@@ -102,7 +102,7 @@ def gradient_penalty(
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} != fake {tuple(fake.shape)}")
     # Under no_grad (validation) the input gradient is still taken, and the result detached.
     keep_graph = torch.is_grad_enabled()
-    with torch.enable_grad(), torch.autocast(device_type=real.device.type, enabled=False):
+    with torch.enable_grad(), fp32():
         real32, fake32 = real.float(), fake.float()
         alpha_device = generator.device if generator is not None else real.device
         alpha = torch.rand(real.shape[0], generator=generator, device=alpha_device)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..nn import MLP
+from ..nn import MLP, CoordinateNet
 from .adversarial import AdversarialModel
 from .base import register_model
 from .gan_losses import gradient_penalty
@@ -51,19 +51,6 @@ def elliptic_source(
     if not keep_graph:
         u, k, f = u.detach(), k.detach(), f.detach()
     return u, k, f
-
-
-class CoordinateNet(nn.Module):
-    r"""Field as a function of coordinate and latent: :math:`(x, z)\mapsto\mathrm{MLP}([x, z])`."""
-
-    def __init__(self, latent_dim: int, width: int, depth: int, act: str) -> None:
-        super().__init__()
-        self.net = MLP(1 + latent_dim, 1, hidden=(width,) * depth, act=act)
-
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        """Coordinates ``(B, P)`` and latents ``(B, L)`` to values ``(B, P)``."""
-        zp = z[:, None, :].expand(*x.shape, z.shape[1])  # (B, P, L)
-        return self.net(torch.cat([x[..., None].to(z.dtype), zp], dim=-1)).squeeze(-1)
 
 
 @register_model("pigan")

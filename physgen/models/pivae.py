@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ..nn.mlp import MLP
+from ..nn.mlp import MLP, CoordinateNet
 from ..physics import PhysicsLoss, latin_hypercube_normal
 from .base import GenerativeModel, register_model
 from .vae import LatentGaussianModel
@@ -213,25 +213,6 @@ class PIVAE(LatentGaussianModel):
 # --------------------------------------------------------------------------------------------
 
 
-class _CoordinateMLP(nn.Module):
-    """(x, z) → scalar: Linear, tanh, ``depth`` × (Linear, tanh), Linear (Zhong's decoder)."""
-
-    def __init__(self, latent_dim: int, width: int, depth: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(latent_dim + 1, width),
-            nn.Tanh(),
-            *[m for _ in range(depth) for m in (nn.Linear(width, width), nn.Tanh())],
-            nn.Linear(width, 1),
-        )
-
-    def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        """``x`` ``(B, P)`` coordinates, ``z`` ``(B, L)`` → values ``(B, P)``."""
-        b, p = x.shape
-        zp = z[:, None, :].expand(b, p, z.shape[1])  # (B, P, L)
-        return self.net(torch.cat([x[..., None], zp], dim=-1)).squeeze(-1)
-
-
 class _ChebyshevDecoder(nn.Module):
     r"""(x, z) → :math:`\sum_{j\le n} c_j(z)\,T_j(\hat x)`, coefficients from an MLP of z.
 
@@ -398,8 +379,9 @@ class SDEPIVAE(GenerativeModel):
             nn.Sequential(head, nn.Sigmoid()) if encoder_logvar == "sigmoid" else head
         )
         if decoder == "mlp":
-            self.u_decoder: nn.Module = _CoordinateMLP(latent_dim, width, depth)
-            self.k_decoder: nn.Module = _CoordinateMLP(latent_dim, width, depth)
+            # Zhong's decoder: Linear, tanh, ``depth`` × (Linear, tanh), Linear.
+            self.u_decoder: nn.Module = CoordinateNet(latent_dim, width, depth + 1, "tanh")
+            self.k_decoder: nn.Module = CoordinateNet(latent_dim, width, depth + 1, "tanh")
         elif decoder == "chebyshev":
             cheb = (latent_dim, width, depth, degree, domain, spectral_decay)
             self.u_decoder = _ChebyshevDecoder(*cheb)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..nn.conv import field_decoder, field_encoder
 from ..nn.mlp import MLP
+from ..utils import full_precision
 from .base import GenerativeModel, register_model
 
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
@@ -28,16 +29,20 @@ def gaussian_kl(
               - 1 + \log\sigma_{p,j}^2 - \log\sigma_j^2\Bigr]
 
     With ``mu_p = logvar_p = None`` the prior is N(0, I) (Kingma & Welling 2014, App. B).
+    Computed in at least float32: bf16 encoder outputs under autocast are promoted first.
     """
+    mu, logvar = full_precision(mu), full_precision(logvar)
     if mu_p is None or logvar_p is None:
         return 0.5 * (logvar.exp() + mu.pow(2) - 1 - logvar).sum(-1)
+    mu_p, logvar_p = full_precision(mu_p), full_precision(logvar_p)
     return 0.5 * (
         ((logvar.exp() + (mu - mu_p).pow(2)) / logvar_p.exp()) - 1 + logvar_p - logvar
     ).sum(-1)
 
 
 def gaussian_log_prob(x: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(x; μ, diag exp(logvar)) summed over the last dimension."""
+    """log N(x; μ, diag exp(logvar)) summed over the last dimension, in float32 or more."""
+    x, mu, logvar = full_precision(x), full_precision(mu), full_precision(logvar)
     return -0.5 * (_LOG_2PI + logvar + (x - mu).pow(2) / logvar.exp()).sum(-1)
 
 

@@ -1,7 +1,15 @@
 """Neural-network building blocks shared by the model families."""
 
 from .embeddings import FourierTime, SinusoidalEmbedding, TimeMLP
-from .mlp import MLP, activation
+from .mlp import MLP, CoordinateNet, activation
 from .unet import UNet
 
-__all__ = ["MLP", "FourierTime", "SinusoidalEmbedding", "TimeMLP", "UNet", "activation"]
+__all__ = [
+    "MLP",
+    "CoordinateNet",
+    "FourierTime",
+    "SinusoidalEmbedding",
+    "TimeMLP",
+    "UNet",
+    "activation",
+]

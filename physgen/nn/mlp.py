@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import pairwise
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["ACTIVATIONS", "MLP", "activation"]
+__all__ = ["ACTIVATIONS", "MLP", "CoordinateNet", "activation"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -66,3 +67,20 @@ class MLP(nn.Sequential):
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x)
+
+
+class CoordinateNet(nn.Module):
+    r"""Field as a function of coordinate and latent: :math:`(x, z)\mapsto\mathrm{MLP}([x, z])`.
+
+    The coordinate-conditioned decoder/generator of PI-GAN (Yang, Zhang & Karniadakis 2020)
+    and of the SDE PI-VAE (Zhong & Meidani 2023): ``depth`` hidden layers of ``width``.
+    """
+
+    def __init__(self, latent_dim: int, width: int, depth: int, act: str) -> None:
+        super().__init__()
+        self.net = MLP(1 + latent_dim, 1, hidden=(width,) * depth, act=act)
+
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        """Coordinates ``(B, P)`` and latents ``(B, L)`` to values ``(B, P)``."""
+        zp = z[:, None, :].expand(*x.shape, z.shape[1])  # (B, P, L)
+        return self.net(torch.cat([x[..., None].to(z.dtype), zp], dim=-1)).squeeze(-1)

@@ -149,6 +149,8 @@ class UNet(nn.Module):
         return not isinstance(layer[0], _ResBlock)
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None and (self.cond is not None or self.cond_channels):
+            raise ValueError("UNet: this network is conditional; pass cond")
         emb = self.time(t.to(x.dtype))
         if self.cond is not None:
             emb = emb + self.cond(cond.flatten(1))

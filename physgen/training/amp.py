@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 
-__all__ = ["autocast", "fp32"]
+from physgen.utils import fp32
 
-# Device types on which torch.autocast can be active; fp32() turns all of them off.
-_AUTOCAST_DEVICES = ("cpu", "cuda")
+__all__ = ["autocast", "fp32"]
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
@@ -21,27 +19,3 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-@contextlib.contextmanager
-def fp32() -> Iterator[None]:
-    """Run the enclosed code with autocast disabled, so it computes in float32.
-
-    Use it in model code around numerically delicate terms — log-determinants, KL
-    divergences, divergence/trace estimates, gradient penalties, log-sum-exp bounds — which
-    lose too much precision in bf16. Tensors computed *before* the block may already be bf16:
-    cast them with ``.float()`` inside it.
-
-    Example:
-        >>> x = torch.randn(4, 3)
-        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
-        ...     h = x @ x.T  # bf16 under autocast
-        ...     with fp32():
-        ...         logdet = torch.logdet(h.float() + 10 * torch.eye(4))
-        >>> h.dtype, logdet.dtype
-        (torch.bfloat16, torch.float32)
-    """
-    with contextlib.ExitStack() as stack:
-        for device_type in _AUTOCAST_DEVICES:
-            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
-        yield

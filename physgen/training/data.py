@@ -131,8 +131,12 @@ def batches(
     tensors = _tensors(data)
     if tensors is not None:
         for k in range(start, stop):
-            idx = _shard(order(k), rank, world_size)
-            yield split_batch(tuple(t[idx.to(t.device)] for t in tensors), device)
+            idx = order(k)
+            if world_size > 1:
+                idx = _shard(idx, rank, world_size)
+            # Index where the data lives, then move the batch.
+            batch = [t[idx if t.device == idx.device else idx.to(t.device)] for t in tensors]
+            yield split_batch(batch, device)
         return
     loader = DataLoader(
         data,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,17 +78,19 @@ class Objective(nn.Module):
         return getattr(self.model, method)(x, cond)
 
 
-def wrap(model: nn.Module, process: Process, device: torch.device, two_player: bool) -> nn.Module:
-    """The model's :class:`Objective`, wrapped in DDP when running multi-process.
+def wrap(
+    model: nn.Module, process: Process, device: torch.device, two_player: bool
+) -> Callable[[str, Tensor, Tensor | None], Tensor]:
+    """``objective(method, x, cond)``: the model's loss ``method``, through DDP when multi-process.
 
+    Single-process runs call the model directly (no wrapper module on the hot path).
     Two-player models leave one player's parameters unused in each step, so DDP is told to
     look for unused parameters there (and only there: the search costs a graph traversal).
     """
-    objective = Objective(model)
     if process.world_size == 1:
-        return objective
+        return lambda method, x, cond: getattr(model, method)(x, cond)
     return DistributedDataParallel(
-        objective,
+        Objective(model),
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=two_player,
     )

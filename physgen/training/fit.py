@@ -39,7 +39,7 @@ OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A training loss or gradient became NaN or infinite; the weights were not updated."""
+    """A training loss, gradient or weight became NaN or infinite at the step named."""
 
 
 @dataclass
@@ -102,6 +102,12 @@ def _make_optimizer(
 
 def _trainable(params: Iterable[nn.Parameter]) -> list[nn.Parameter]:
     return [p for p in params if p.requires_grad]
+
+
+def _grad_sum(params: list[nn.Parameter]) -> Tensor:
+    """Sum of every gradient entry: finite iff all entries are (barring fp32 overflow)."""
+    grads = [p.grad.sum() for p in params if p.grad is not None]
+    return torch.stack(grads).sum() if grads else torch.zeros(())
 
 
 def _grad_norm(params: list[nn.Parameter], clip: float | None) -> Tensor:
@@ -179,8 +185,11 @@ def fit(
 
     One step draws a global batch (a pure function of ``(seed, step)``, so resumed runs see
     the same batches), computes ``model.loss(x, cond).mean()`` under bf16 autocast when
-    ``amp``, back-propagates, checks the loss and gradient norm are finite, optionally clips,
-    and updates the weights (and the EMA copy). Two-player models (GANs) instead take
+    ``amp``, back-propagates, checks the loss and the gradients are finite, optionally clips,
+    and updates the weights (and the EMA copy); a non-finite gradient behind a finite loss is
+    caught before its update, so the weights never become NaN. The gradient norm is computed
+    on clipping and log steps only (on small models it costs a few percent of a step); other
+    steps check the cheaper sum of the gradients. Two-player models (GANs) take
     ``n_critic`` critic steps on ``discriminator_loss`` and then one generator step on
     ``generator_loss``, each player with its own optimizer.
 
@@ -215,6 +224,7 @@ def fit(
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
+            A checkpoint of non-finite weights is always refused.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
@@ -236,6 +246,12 @@ def fit(
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be positive (or None for no clipping), got {grad_clip}")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    if n_critic is not None and n_critic < 1:
+        raise ValueError(f"n_critic must be >= 1 (or None for the model's), got {n_critic}")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
@@ -329,11 +345,13 @@ def _fit(
             raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
+    source = _resume_path(resume, checkpoint_dir)
+    if source is None:
+        _initialize(model, data, order, device, amp, seed)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     objective = distributed.wrap(model, process, device, two_player)
 
     start, skipped = 0, 0
-    source = _resume_path(resume, checkpoint_dir)
     if source is not None:
         start, skipped = _restore(source, model, ema, players, process, seed)
     else:
@@ -361,7 +379,7 @@ def _fit(
         world_size=process.world_size,
         num_workers=num_workers,
     )
-    last_checkpoint = None
+    last_checkpoint, last_rate = None, None
     window = _Window()
     try:
         for step in range(start, total):
@@ -370,15 +388,17 @@ def _fit(
                 if factor is not None
                 else lr_factor(schedule, step, total, warmup_steps)
             )
-            for player in players:
-                for group in player.optimizer.param_groups:
-                    group["lr"] = player.base_lr * rate
-            losses = {}
+            if rate != last_rate:
+                last_rate = rate
+                for player in players:
+                    for group in player.optimizer.param_groups:
+                        group["lr"] = player.base_lr * rate
+            losses, ok = {}, True
             for player in players:
                 for _ in range(n_critic if player.method == "discriminator_loss" else 1):
                     if player.method != "generator_loss":
                         x, cond = next(stream)  # the generator reuses the last critic batch
-                    losses[player.method] = _update(
+                    value, norm = losses[player.method] = _update(
                         objective,
                         player,
                         players,
@@ -387,18 +407,20 @@ def _fit(
                         amp=amp,
                         device=device,
                         grad_clip=grad_clip,
+                        want_norm=(step + 1) % log_every == 0 or step + 1 == total,
                         process=process,
                         step=step,
                         nonfinite=nonfinite,
                     )
-            ok = all(math.isfinite(v) and math.isfinite(g) for v, g in losses.values())
+                    # Every critic update counts, not only the last one of the step.
+                    ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
             skipped += not ok
             if ema is not None and ok:
                 ema.update(model)
             done = step + 1
             window.add(losses["generator_loss" if two_player else "loss"][0], ok)
-            bar.update(1)
             if done % log_every == 0 or done == total:
+                bar.update(done - bar.n)  # once per log record: the bar costs nothing per step
                 metrics = {"step": done, **window.flush(batch_size * n_critic)}
                 metrics.update(lr=players[-1].base_lr * rate, skipped=skipped)
                 for method, (value, norm) in losses.items():
@@ -450,6 +472,27 @@ def _fit(
     )
 
 
+def _initialize(
+    model: GenerativeModel,
+    data: DataLike,
+    order: BatchOrder,
+    device: torch.device,
+    amp: bool,
+    seed: int,
+) -> None:
+    """Run the model's data-dependent initialisation on the whole first global batch.
+
+    Every process does it with the same batch and the random draws of rank 0 (on a forked
+    generator, so training's stream is untouched): layers initialised from data then match
+    across ranks and match a single-process run, whose first step would see this batch.
+    """
+    x, cond = next(batches(data, order, 0, 1, device=device))
+    forked = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked), autocast(device, amp):
+        torch.manual_seed(seed)
+        model.initialize(x, cond)
+
+
 class _Window:
     """Running loss mean and throughput between two log records."""
 
@@ -477,7 +520,7 @@ class _Window:
 
 
 def _update(
-    objective: nn.Module,
+    objective: Callable[[str, Tensor, Tensor | None], Tensor],
     player: _Player,
     players: list[_Player],
     x: Tensor,
@@ -486,14 +529,17 @@ def _update(
     amp: bool,
     device: torch.device,
     grad_clip: float | None,
+    want_norm: bool,
     process: distributed.Process,
     step: int,
     nonfinite: str,
-) -> tuple[float, float]:
-    """One optimizer step of ``player``; returns (loss, gradient norm), averaged over processes.
+) -> tuple[float, float | None]:
+    """One optimizer step of ``player``; returns (loss, gradient norm or ``None``).
 
-    The update is made only when both are finite; all processes see the same (all-reduced)
-    numbers, so they agree on skipping or raising.
+    Both are averaged over processes, so all processes agree on updating, skipping or
+    raising. The gradient norm is computed when clipping needs it or ``want_norm`` (a log
+    step), the gradient sum otherwise; the update is made only when the loss and that
+    gradient statistic are finite. A skipped step returns the non-finite statistic.
     """
     for other in players:  # the generator step also leaves gradients on the critic
         other.optimizer.zero_grad(set_to_none=True)
@@ -507,18 +553,27 @@ def _update(
     # Reduced in at least fp32, even when autocast produced bf16 losses.
     loss = per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
     loss.backward()
-    norm = _grad_norm(player.params, grad_clip)
-    stats = torch.stack([loss.detach(), norm.to(loss.device, loss.dtype)])
+    norm = grad_clip is not None or want_norm
+    # The gradient norm, or on other steps the plain sum of every gradient entry: a sum is
+    # non-finite exactly when some entry is (NaN and ±inf propagate), costs less than a norm,
+    # and rides on the loss's host transfer, so no step adds a synchronization.
+    check = _grad_norm(player.params, grad_clip) if norm else _grad_sum(player.params)
+    stats = torch.stack([loss.detach(), check.to(loss.device, loss.dtype)])
     if process.world_size > 1:
         stats = distributed.all_sum(stats, process) / process.world_size
-    value, grad = stats.tolist()
-    if math.isfinite(value) and math.isfinite(grad):
+    value, checked = stats.tolist()
+    finite = math.isfinite(value) and math.isfinite(checked)
+    grad = checked if norm or not finite else None
+    if finite:
         player.optimizer.step()
-    elif nonfinite == "raise":
+        return value, grad
+    if nonfinite == "raise":
+        what = "loss" if not math.isfinite(value) else "gradient"
+        shown = f", gradient norm {checked:.4g}" if norm else ""
         raise NonFiniteLossError(
-            f"non-finite {player.method} ({value:.4g}, gradient norm {grad:.4g}) at step {step}; "
-            "the weights were not updated. Lower the learning rate, clip gradients "
-            "(grad_clip=), or pass nonfinite='skip' to skip such batches"
+            f"non-finite {what} of {player.method} ({value:.4g}{shown}) at step {step}; the "
+            "weights were not updated. Lower the learning rate, clip gradients (grad_clip=), "
+            "or pass nonfinite='skip' to skip such batches"
         )
     return value, grad
 
@@ -574,6 +629,14 @@ def _save(
     process: distributed.Process,
 ) -> Path | None:
     """Write the full training state (rank 0; every rank contributes its RNG state)."""
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise NonFiniteLossError(
+            f"step {step}: refusing to checkpoint non-finite weights {bad[:5]}; an update had a "
+            "non-finite gradient with a finite loss. Lower the learning rate or clip gradients"
+        )
     rng = distributed.gather(get_rng_state(), process)
     if not process.is_main:
         return None

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import _sum_rightmost
 
+from ..utils import full_precision
 from .base import Transform
 
 __all__ = ["LOG_SCALE_BOUND", "AffineTransform", "LogitTransform", "soft_clip"]
@@ -29,13 +30,19 @@ def soft_clip(a: Tensor, bound: float = LOG_SCALE_BOUND) -> Tensor:
 
 
 def affine(x: Tensor, shift: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-    """``(x exp(log s) + shift, log s)`` with the soft-clipped log-scale ``log s``."""
+    """``(x exp(log s) + shift, log s)`` with the soft-clipped log-scale ``log s``.
+
+    Computed in at least float32: under autocast the conditioner's bf16 outputs are promoted,
+    so the flow's state and its log-determinant stay float32.
+    """
+    x, shift, a = full_precision(x), full_precision(shift), full_precision(a)
     log_scale = soft_clip(a)
     return x * log_scale.exp() + shift, log_scale
 
 
 def affine_inverse(y: Tensor, shift: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
-    """The inverse of :func:`affine`: ``((y - shift) exp(-log s), -log s)``."""
+    """The inverse of :func:`affine`: ``((y - shift) exp(-log s), -log s)``, in float32 or more."""
+    y, shift, a = full_precision(y), full_precision(shift), full_precision(a)
     log_scale = soft_clip(a)
     return (y - shift) * (-log_scale).exp(), -log_scale
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..utils import full_precision
+
 __all__ = ["rq_spline"]
 
 
@@ -62,12 +64,15 @@ def rq_spline(
         inverse: Evaluate :math:`g^{-1}` instead of :math:`g`.
 
     Returns:
-        ``(g(x), log|g'(x)|)`` (or the inverse and its log-derivative), each of shape ``S``.
+        ``(g(x), log|g'(x)|)`` (or the inverse and its log-derivative), each of shape ``S``,
+        in at least float32 (bf16 conditioner outputs under autocast are promoted).
 
     References:
         Neural Spline Flows (Durkan, Bekasov, Murray and Papamakarios, 2019),
         https://arxiv.org/abs/1906.04032
     """
+    x, widths, heights = full_precision(x), full_precision(widths), full_precision(heights)
+    derivatives = full_precision(derivatives)
     w, xk = _knots(widths, bound, min_bin)
     h, yk = _knots(heights, bound, min_bin)
     d = min_derivative + F.softplus(derivatives)

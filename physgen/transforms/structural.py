@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ..utils import fp32, full_precision
 from .base import Transform
 
 __all__ = [
@@ -168,7 +169,10 @@ class Conv1x1Transform(Transform):
     def _mix(self, w: Tensor, x: Tensor) -> Tensor:
         c, grid = x.shape[-self.event_dim], x.shape[x.ndim - self.event_dim + 1 :]
         flat = x.reshape(*x.shape[: x.ndim - self.event_dim], c, grid.numel())  # (..., C, N)
-        return (w @ flat).reshape(x.shape)
+        # A C×C mixing of the flow's state: cheap, and kept out of bf16 under autocast so
+        # the state (and what later layers' log-determinants see) stays float32.
+        with fp32():
+            return (full_precision(w) @ full_precision(flat)).reshape(x.shape)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         sites = x.shape[x.ndim - self.event_dim + 1 :].numel()

@@ -1,4 +1,4 @@
-"""Shared pieces of the CNF, flow-matching and DDPM benchmarks: data, interleaved timing, load."""
+"""Shared pieces of the benchmarks here: data, interleaved timing, machine load, versions."""
 
 from __future__ import annotations
 
@@ -15,9 +15,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "NFECounter",
+    "cpu_busy_pct",
     "grf2d",
     "interleaved",
     "machine_load",
+    "median_range",
+    "median_stats",
+    "package_version",
     "print_table",
     "two_moons",
     "versions",
@@ -86,14 +90,32 @@ def machine_load() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
 
 
+def cpu_busy_pct(interval: float = 2.0) -> float:
+    """Share of all CPUs busy (user+system+...; not idle/iowait) over ``interval`` seconds."""
+
+    def read() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        idle = values[3] + values[4]
+        return sum(values), idle
+
+    total0, idle0 = read()
+    time.sleep(interval)
+    total1, idle1 = read()
+    return 100.0 * (1 - (idle1 - idle0) / max(total1 - total0, 1))
+
+
+def package_version(name: str) -> str:
+    """The installed version of ``name``, or ``(missing)``."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "(missing)"
+
+
 def versions(*packages: str) -> str:
-    found = []
-    for name in ("torch", *packages):
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (missing)")
-    return ", ".join(found)
+    """``torch X, pkg Y, ...`` for the record."""
+    return ", ".join(f"{name} {package_version(name)}" for name in ("torch", *packages))
 
 
 def print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
@@ -111,5 +133,13 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
+def median_stats(values: list[float]) -> dict[str, float | int]:
+    """Median, min, max and count of repeated measurements."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}  # fmt: skip
+
+
 def median_range(values: list[float]) -> str:
-    return f"{statistics.median(values):.4g} [{min(values):.4g}-{max(values):.4g}]"
+    """``median [min-max]`` of repeated measurements."""
+    stats = median_stats(values)
+    return f"{stats['median']:.4g} [{stats['min']:.4g}-{stats['max']:.4g}]"

@@ -3,11 +3,12 @@
 Both loops train the same model on the same data with Adam, drawing shuffled batches from an
 in-memory tensor. The bare loop does only ``zero_grad / loss / backward / step``; ``fit`` adds
 the per-step finiteness check of loss and gradient norm, the schedule, the JSON-lines log and
-the progress bar. Runs alternate and the medians are compared. Besides wall-clock time the
+the progress bar. Rounds time each variant back to back and ratios are taken within a round
+("bare again" shows the measurement's noise floor). Besides wall-clock time the
 script measures the process's CPU time, which on a shared, oversubscribed machine is the
 trustworthy measure of the work each loop does (waiting for a core is not counted).
 
-Usage: ``python studies/benchmarks/fit_overhead.py [--width 256] [--steps 600] [--repeats 5]``
+Usage: ``python studies/benchmarks/fit_overhead.py [--width 256] [--steps 200] [--repeats 15]``
 """
 
 from __future__ import annotations
@@ -95,37 +96,40 @@ def fit_loop(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=200, help="steps per timed run")
+    parser.add_argument("--repeats", type=int, default=15, help="rounds of timed runs")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--width", type=int, default=256, help="hidden-layer width")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = torch.randn(N, DIM, generator=torch.Generator().manual_seed(0))
-    # Warm-up: first calls pay one-time lazy imports and allocator growth.
-    bare_loop(MLPAutoencoder(width=args.width), data, 20)
-    fit_loop(MLPAutoencoder(width=args.width), data, 20, progress=False)
-    times: dict[str, list[tuple[float, float]]] = {"bare": [], "fit": [], "fit+bar": []}
-    for _ in range(args.repeats):
-        times["bare"].append(bare_loop(MLPAutoencoder(width=args.width), data, args.steps))
-        times["fit"].append(
-            fit_loop(MLPAutoencoder(width=args.width), data, args.steps, progress=False)
-        )
-        times["fit+bar"].append(
-            fit_loop(MLPAutoencoder(width=args.width), data, args.steps, progress=True)
-        )
+    runs = {
+        "bare": lambda: bare_loop(MLPAutoencoder(width=args.width), data, args.steps),
+        "bare again": lambda: bare_loop(MLPAutoencoder(width=args.width), data, args.steps),
+        "fit": lambda: fit_loop(MLPAutoencoder(width=args.width), data, args.steps, False),
+        "fit+bar": lambda: fit_loop(MLPAutoencoder(width=args.width), data, args.steps, True),
+    }
+    for run in runs.values():  # warm-up: one-time lazy imports and allocator growth
+        run()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+    for i in range(args.repeats):
+        # Each round times every variant back to back, in alternating order, and the
+        # ratios are formed within the round: slow drifts of the machine's load cancel.
+        for name in list(runs)[:: 1 if i % 2 == 0 else -1]:
+            times[name].append(runs[name]())
     print(
-        f"MLP {DIM}-{args.width}-{args.width}-{DIM}, batch {BATCH}, {args.steps} steps, "
-        f"{args.threads} thread(s), median of {args.repeats}"
+        f"MLP {DIM}-{args.width}-{args.width}-{DIM}, batch {BATCH}, {args.steps} steps per run, "
+        f"{args.threads} thread(s), {args.repeats} rounds; medians of per-round ratios to bare"
     )
-    base = [statistics.median(t[k] for t in times["bare"]) for k in (0, 1)]
     for name, values in times.items():
-        wall, cpu = (statistics.median(t[k] for t in values) for k in (0, 1))
-        best = min(t[1] for t in values) / min(t[1] for t in times["bare"])
+        wall, cpu = (statistics.median(t[k] for t in values) / args.steps for k in (0, 1))
+        ratio = [
+            statistics.median(t[k] / b[k] for t, b in zip(values, times["bare"], strict=True))
+            for k in (0, 1)
+        ]
         print(
-            f"  {name:<8} wall {1e3 * wall / args.steps:7.3f} ms/step (ratio {wall / base[0]:5.3f})"
-            f"   CPU {1e3 * cpu / args.steps:7.3f} ms/step (ratio {cpu / base[1]:5.3f}, "
-            f"of minima {best:5.3f})"
+            f"  {name:<10} wall {1e3 * wall:7.3f} ms/step (ratio {ratio[0]:5.3f})"
+            f"   CPU {1e3 * cpu:7.3f} ms/step (ratio {ratio[1]:5.3f})"
         )
     return 0
 

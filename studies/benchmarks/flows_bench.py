@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+from core_bench import cpu_busy_pct, median_stats, package_version
 from torch import Tensor, nn
 
-__all__ = ["Contender", "cpu_busy_pct", "grf1d", "maf10", "run_workload"]
+__all__ = [
+    "Contender",
+    "grf1d",
+    "maf10",
+    "peer_versions",
+    "physgen_contender",
+    "run_workload",
+    "workload_args",
+]
 
 
 def maf10(seed: int = 0, n_train: int = 20_000, n_test: int = 5_000) -> tuple[Tensor, Tensor]:
@@ -49,21 +57,6 @@ def grf1d(
     return torch.from_numpy(x[:n_train]), torch.from_numpy(x[n_train:]), floor
 
 
-def cpu_busy_pct(interval: float = 2.0) -> float:
-    """Share of all CPUs busy (user+system+...; not idle/iowait) over ``interval`` seconds."""
-
-    def read() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        idle = values[3] + values[4]
-        return sum(values), idle
-
-    total0, idle0 = read()
-    time.sleep(interval)
-    total1, idle1 = read()
-    return 100.0 * (1 - (idle1 - idle0) / max(total1 - total0, 1))
-
-
 @dataclass
 class Contender:
     """One implementation of the workload model."""
@@ -77,16 +70,25 @@ class Contender:
     chunk_cpu_rates: list[float] = field(default_factory=list)
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "?"
+def physgen_contender(flow: nn.Module) -> Contender:
+    """physgen's flow as a contender: NLL through ``flow().log_prob``, draws from ``flow()``."""
+    return Contender(
+        "physgen", flow, lambda x: -flow().log_prob(x).mean(), lambda n: flow().sample((n,)),
+        version="(this tree)",
+    )  # fmt: skip
 
 
-def _median_range(values: list[float]) -> dict[str, float | int]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}  # fmt: skip
+def workload_args(argv: list[str] | None, doc: str, builders: dict) -> argparse.Namespace:
+    """The common command line of a workload script (``--threads``, ``--steps``,
+    ``--libraries``, ``--out``); sets torch's thread count."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--libraries", nargs="+", default=list(builders), choices=list(builders))
+    parser.add_argument("--out", type=Path, default=None, help="write JSON lines here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def run_workload(
@@ -144,11 +146,11 @@ def run_workload(
         results.append({
             "workload": workload, "library": c.name, "version": c.version,
             "params": sum(p.numel() for p in c.module.parameters()),
-            "train_steps_per_s": _median_range(c.chunk_rates[1:]),
-            "train_steps_per_s_cpu": _median_range(c.chunk_cpu_rates[1:]),
+            "train_steps_per_s": median_stats(c.chunk_rates[1:]),
+            "train_steps_per_s_cpu": median_stats(c.chunk_cpu_rates[1:]),
             "test_nll": test_nll,
-            "sample_per_s": _median_range(rates),
-            "sample_per_s_cpu": _median_range(cpu_rates),
+            "sample_per_s": median_stats(rates),
+            "sample_per_s_cpu": median_stats(cpu_rates),
             "samples_finite": finite,
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(),
@@ -197,4 +199,4 @@ def table(results: list[dict]) -> str:
 
 def peer_versions() -> dict[str, str]:
     """Installed versions of the peer libraries."""
-    return {p: _version(p) for p in ("zuko", "nflows", "normflows")}
+    return {p: package_version(p) for p in ("zuko", "nflows", "normflows")}

@@ -8,7 +8,6 @@ sampling 10,000 at once. Run: ``python studies/benchmarks/w1_maf.py [--threads 2
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -17,7 +16,14 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flows_bench import Contender, maf10, peer_versions, run_workload
+from flows_bench import (
+    Contender,
+    maf10,
+    peer_versions,
+    physgen_contender,
+    run_workload,
+    workload_args,
+)
 
 from physgen.models.flows import MAF
 
@@ -27,10 +33,7 @@ FEATURES, TRANSFORMS, HIDDEN = 10, 5, 128
 def physgen_maf() -> Contender:
     torch.manual_seed(0)
     flow = MAF(features=FEATURES, transforms=TRANSFORMS, hidden=[HIDDEN, HIDDEN])
-    return Contender(
-        "physgen", flow, lambda x: -flow().log_prob(x).mean(), lambda n: flow().sample((n,)),
-        version="(this tree)",
-    )  # fmt: skip
+    return physgen_contender(flow)
 
 
 def physgen_maf_zuko_init() -> Contender:
@@ -112,13 +115,7 @@ BUILDERS = {"physgen": physgen_maf, "zuko": zuko_maf, "nflows": nflows_maf,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--libraries", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
-    parser.add_argument("--out", type=Path, default=None, help="write JSON lines here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = workload_args(argv, __doc__, BUILDERS)
     train, test = maf10()
     contenders = [BUILDERS[name]() for name in args.libraries]
     run_workload("W1-maf", contenders, train, test, batch=512, steps=args.steps,

@@ -10,7 +10,6 @@ Run: ``python studies/benchmarks/w2_realnvp.py [--threads 2]``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,14 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from flows_bench import Contender, grf1d, peer_versions, run_workload
+from flows_bench import (
+    Contender,
+    grf1d,
+    peer_versions,
+    physgen_contender,
+    run_workload,
+    workload_args,
+)
 
 from physgen.models.flows import RealNVP
 
@@ -29,10 +35,7 @@ FEATURES, TRANSFORMS, HIDDEN = 64, 8, 256
 def physgen_realnvp() -> Contender:
     torch.manual_seed(0)
     flow = RealNVP(features=FEATURES, transforms=TRANSFORMS, hidden=[HIDDEN, HIDDEN])
-    return Contender(
-        "physgen", flow, lambda x: -flow().log_prob(x).mean(), lambda n: flow().sample((n,)),
-        version="(this tree)",
-    )  # fmt: skip
+    return physgen_contender(flow)
 
 
 def physgen_realnvp_zuko_init() -> Contender:
@@ -116,13 +119,7 @@ BUILDERS = {"physgen": physgen_realnvp, "zuko": zuko_realnvp, "nflows": nflows_r
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--libraries", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
-    parser.add_argument("--out", type=Path, default=None, help="write JSON lines here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = workload_args(argv, __doc__, BUILDERS)
     train, test, floor = grf1d()
     print(f"W2 exact Gaussian NLL floor of the test set: {floor:.2f} nats per field")
     contenders = [BUILDERS[name]() for name in args.libraries]

@@ -8,8 +8,9 @@ Tasks on ``darcy-32`` (FNO Darcy flow, 32² cells, fields a = permeability, u = 
 
 Methods, all through :func:`physgen.inverse.solve`: CVAE, conditional Glow, conditional
 diffusion (trained on pairs ``(target, lifted observation)``), and one unconditional joint
-(a, u) diffusion prior guided at sampling time (ΠGDM likelihood) without and with the Darcy
-residual on x̂0. Families missing from the installed registry are skipped and named.
+(a, u) diffusion prior guided at sampling time (ΠGDM likelihood with the isotropic Jacobian)
+without and with the Darcy residual on x̂0. Families missing from the installed registry
+are skipped and named.
 
 Scores, per task, on the target field in physical units: relative L2 of the ensemble mean,
 fair CRPS, corrected spread–skill ratio, the relative Darcy residual of (observed truth,
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -235,12 +237,30 @@ def run_task(
     return rows
 
 
+def _positive(fields: Tensor, data: Data) -> Tensor:
+    """Permeability clipped below at a₋ for the residual: its harmonic face means
+    2a₁a₂/(a₁ + a₂) are undefined where a generated a changes sign."""
+    a = fields[:, :1].clamp_min(data.problem.params.a_minus)
+    return torch.cat([a, fields[:, 1:]], dim=1)
+
+
+def _finite(obj: Any) -> Any:
+    """NaN/inf → None, recursively, for strict JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _guided_row(
     task: Task, data: Data, cfg: dict[str, Any], prior: Any, prior_s: float, y: Tensor, pde: bool
 ) -> dict[str, Any]:
     residual: Callable[[Tensor], Tensor] | None = None
     if pde:
-        residual = lambda x: data.problem.residual(data.denorm(x, [0, 1]))  # noqa: E731
+        residual = lambda x: data.problem.residual(_positive(data.denorm(x, [0, 1]), data))  # noqa: E731
     start = time.perf_counter()
     ens = solve(
         ScorePrior(prior.sde, lambda x, t: prior.score(x, t)), task, y.to(cfg["device"]),
@@ -300,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         results[spec] = run_task(spec, data, cfg, prior, prior_s)
         print(_table({spec: results[spec]}), flush=True)
     table = _table(results)
-    write_json_atomic({"config": cfg, "results": results}, out / "results.json")
+    write_json_atomic(_finite({"config": cfg, "results": results}), out / "results.json")
     with atomic_output(out / "results.md") as tmp:
         Path(tmp).write_text(table + "\n")
     print(f"\n{table}\n\nwrote {out / 'results.md'}")
