@@ -25,8 +25,9 @@ NX = 16
 MEAN, SPREAD = 100.0, 5.0  # the physical scale of the field u: far from the z-scores' 0 ± 1
 STEPS = 2
 
-# Families whose steps or samplers are slow on one core: run with -m slow.
-SLOW = {"cnf"}
+# [model] settings of families whose defaults cost minutes here: the adaptive dopri5 solves
+# of an untrained CNF (tolerance 1e-5) take ~60 s per step even on 16 nodes.
+MODEL_CONFIG = {"cnf": 'method = "rk4"\nsteps = 4\n'}
 
 
 def _grf_split(path: Path, n: int, seed: int) -> None:
@@ -100,14 +101,6 @@ def _layout(name: str) -> tuple[str, tuple[str, ...], bool]:
     pytest.fail(f"{name} takes none of the layouts {[x[2:] for x in _LAYOUTS]}: {errors}")
 
 
-def _families() -> list:
-    return [
-        pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
-        for name in sorted(available_models())
-        if not name.startswith("_")
-    ]
-
-
 def _redraw(checkpoint: Path, folder: Path, n: int, conditional: bool) -> np.ndarray:
     """The normalized draws ``physgen sample --seed 3`` makes, as ``(cases * n, C, NX)``."""
     contents = read_checkpoint(checkpoint)
@@ -122,7 +115,7 @@ def _redraw(checkpoint: Path, folder: Path, n: int, conditional: bool) -> np.nda
     return z.double().numpy().reshape(len(z), -1, NX)
 
 
-@pytest.mark.parametrize("name", _families())
+@pytest.mark.parametrize("name", sorted(m for m in available_models() if not m.startswith("_")))
 def test_train_then_sample_every_family(
     name: str, datasets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -130,6 +123,10 @@ def test_train_then_sample_every_family(
     folder, run, out = datasets[data], tmp_path / "run", tmp_path / "samples.nc"
     train = ["train", "--data", str(folder), "--model", name, "--steps", str(STEPS)]
     train += ["--batch-size", "8", "--device", "cpu", "--out", str(run), "--no-progress", *args]
+    if name in MODEL_CONFIG:
+        config = tmp_path / "config.toml"
+        config.write_text(f"[model]\n{MODEL_CONFIG[name]}", encoding="utf-8")
+        train += ["--config", str(config)]
     assert main(train) == 0
     assert "checkpoint:" in capsys.readouterr().out
 

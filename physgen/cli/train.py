@@ -200,11 +200,19 @@ def _train(args: argparse.Namespace) -> int:
     try:
         model = model_class.for_shape(sample_shape, cond_shape, **config["model"])
     except ValueError as err:
-        if args.flatten or len(sample_shape) == 1:
+        # Name the two layout options this command has, beside the family's own message.
+        options = (
+            []
+            if args.flatten
+            else [f"--flatten models them as vectors of length {math.prod(sample_shape)}"]
+        )
+        if cond_shape is None:
+            options.append("--cond-fields NAME ... conditions on fields or per-sample variables")
+        if not options:
             raise
         raise ValueError(
-            f"{err} (the data's samples have shape {sample_shape}; --flatten models them as "
-            f"vectors of length {math.prod(sample_shape)})"
+            f"{err} (the data's samples have shape {sample_shape}"
+            f"{', no conditions' if cond_shape is None else ''}: {'; '.join(options)})"
         ) from None
     description = {**describe_fields(train, stats), "flatten": args.flatten}
     metadata = {"data": description, "recipe": data_name, "model": args.model}
