@@ -42,6 +42,24 @@ def test_mmd_rows_average_to_the_mmd_and_vanish_for_equal_batches() -> None:
     assert mmd_rows(a, b + 1.0).mean() > rows.mean()
 
 
+def test_mmd_polynomial_kernel_matches_means_and_second_moments() -> None:
+    """The degree-2 kernel adds 2/D‖Δμ‖² + ‖ΔM‖²_F/D² of the standardised readings."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(30, 6, generator=g, dtype=torch.float64) * 2.0 + 1.0
+    y[:, 0] = 0.0  # a reading without spread (u at a wall) keeps its scale
+    x = torch.randn(30, 6, generator=g, dtype=torch.float64)
+    x[:, 2] = x[:, 2] + 0.8 * x[:, 3]  # a cross-correlation the data lack
+    std = y.std(0)
+    std[0] = 1.0
+    a, b = (x - y.mean(0)) / std, (y - y.mean(0)) / std
+    d = x.shape[1]
+    m_a, m_b = a.T @ a / len(a), b.T @ b / len(b)
+    expected = 2 / d * (a.mean(0) - b.mean(0)).square().sum() + (m_a - m_b).square().sum() / d**2
+    added = mmd_rows(x, y, poly_weight=3.0).mean() - mmd_rows(x, y).mean()
+    torch.testing.assert_close(added, 3.0 * expected)
+    assert mmd_rows(y, y.clone(), poly_weight=3.0).abs().max() < 1e-9
+
+
 @pytest.mark.parametrize("decoder", ["mlp", "chebyshev"])
 @pytest.mark.parametrize("k_transform", ["identity", "exp"])
 def test_f_by_autograd_is_the_operator_applied_to_decoded_u_and_k(
