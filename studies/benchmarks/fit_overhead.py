@@ -2,7 +2,7 @@
 
 Both loops train the same model on the same data with Adam, drawing shuffled batches from an
 in-memory tensor. The bare loop does only ``zero_grad / loss / backward / step``; ``fit`` adds
-the per-step finiteness check of loss and gradient norm, the schedule, the JSON-lines log and
+the per-step finiteness check of the loss and the gradients, the schedule, the JSON-lines log and
 the progress bar. Rounds time each variant back to back and ratios are taken within a round
 ("bare again" shows the measurement's noise floor). Besides wall-clock time the
 script measures the process's CPU time, which on a shared, oversubscribed machine is the
