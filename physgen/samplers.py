@@ -86,11 +86,23 @@ def euler_maruyama(
     return Sample(x, steps)
 
 
-def _transition(sde: SDE, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Kernel coefficients at ``t > s``: ``alpha_s, sigma_s, alpha_t, sigma_t``."""
+def _transition(sde: SDE, t: Tensor, s: Tensor) -> tuple[Tensor, ...]:
+    r"""Kernel coefficients at ``t > s`` (``alpha_s, sigma_s, alpha_t, sigma_t``) and the std
+    of DDPM's posterior ``q(x_s | x_t, x_0)``, :math:`\sigma_{t|s}\sigma_s/\sigma_t`."""
     alpha_t, sigma_t = sde.coefficients(t.reshape(1))
     alpha_s, sigma_s = sde.coefficients(s.reshape(1))
-    return alpha_s, sigma_s, alpha_t, sigma_t
+    var_ts = sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2
+    posterior_std = (var_ts * sigma_s**2 / sigma_t**2).clamp(min=0).sqrt()
+    return alpha_s, sigma_s, alpha_t, sigma_t, posterior_std
+
+
+def _denoise(
+    score: ScoreFn, x: Tensor, t: Tensor, alpha_t: Tensor, sigma_t: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(eps_hat, x0_hat)`` from the score: :math:`\\hat\varepsilon = -\\sigma_t s` and
+    Tweedie's :math:`\\hat x_0 = (x_t - \\sigma_t\\hat\varepsilon)/\alpha_t`."""
+    eps_hat = -_bcast(sigma_t, x) * score(x, t.expand(x.shape[0]))
+    return eps_hat, (x - _bcast(sigma_t, x) * eps_hat) / _bcast(alpha_t, x)
 
 
 @torch.no_grad()
@@ -118,17 +130,14 @@ def ddpm_ancestral(
     ``steps = N`` and ``eps = 0`` this is exactly DDPM's chain (the last step is noise-free)."""
     ts = time_grid(sde, steps, eps, x)
     for i in range(steps):
-        alpha_s, sigma_s, alpha_t, sigma_t = _transition(sde, ts[i], ts[i + 1])
-        x0_hat = (x + _bcast(sigma_t**2, x) * score(x, ts[i].expand(x.shape[0]))) / _bcast(
-            alpha_t, x
-        )
+        alpha_s, sigma_s, alpha_t, sigma_t, std = _transition(sde, ts[i], ts[i + 1])
+        _, x0_hat = _denoise(score, x, ts[i], alpha_t, sigma_t)
         alpha_ts = alpha_t / alpha_s
         var_ts = sigma_t**2 - alpha_ts**2 * sigma_s**2
         mean = (
             _bcast(alpha_ts * sigma_s**2 / sigma_t**2, x) * x
             + _bcast(alpha_s * var_ts / sigma_t**2, x) * x0_hat
         )
-        std = (var_ts * sigma_s**2 / sigma_t**2).clamp(min=0).sqrt()
         x = mean + _bcast(std, x) * _noise(x, generator) if i < steps - 1 else mean
         if callback is not None:
             callback(i, ts[i + 1], x)
@@ -157,11 +166,9 @@ def ddim(
     has DDPM's ancestral variance."""
     ts = time_grid(sde, steps, eps, x)
     for i in range(steps):
-        alpha_s, sigma_s, alpha_t, sigma_t = _transition(sde, ts[i], ts[i + 1])
-        eps_hat = -_bcast(sigma_t, x) * score(x, ts[i].expand(x.shape[0]))
-        x0_hat = (x - _bcast(sigma_t, x) * eps_hat) / _bcast(alpha_t, x)
-        var_ts = sigma_t**2 - (alpha_t / alpha_s) ** 2 * sigma_s**2
-        c = eta * (var_ts * sigma_s**2 / sigma_t**2).clamp(min=0).sqrt()
+        alpha_s, sigma_s, alpha_t, sigma_t, std = _transition(sde, ts[i], ts[i + 1])
+        eps_hat, x0_hat = _denoise(score, x, ts[i], alpha_t, sigma_t)
+        c = eta * std
         direction = (sigma_s**2 - c**2).clamp(min=0).sqrt()
         x = _bcast(alpha_s, x) * x0_hat + _bcast(direction, x) * eps_hat
         if eta > 0 and i < steps - 1:
@@ -204,7 +211,7 @@ def predictor_corrector(
         if i == steps - 1:
             break
         x = x + _bcast(rsde.diffusion(tb) * dt.sqrt(), x) * _noise(x, generator)
-        alpha_s, _, alpha_t, _ = _transition(sde, ts[i], ts[i + 1])
+        alpha_s, _, alpha_t, _, _ = _transition(sde, ts[i], ts[i + 1])
         a = (alpha_t / alpha_s) ** 2
         sb = ts[i + 1].expand(x.shape[0])
         for _ in range(corrector_steps):

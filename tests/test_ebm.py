@@ -93,6 +93,17 @@ def test_log_prob_is_negative_energy_and_sample_shapes() -> None:
         EBM(sample_shape=[2], buffer_size=0)
 
 
+def test_eval_mode_losses_leave_the_buffer_alone() -> None:
+    model = EBM(sample_shape=[2], hidden=[8], buffer_size=8, langevin_steps=2).eval()
+    before = model.replay.clone()
+    torch.manual_seed(0)
+    first = model.loss(torch.randn(4, 2))
+    torch.manual_seed(0)
+    second = model.loss(torch.randn(4, 2))
+    assert torch.equal(model.replay, before)
+    torch.testing.assert_close(first, second)
+
+
 @pytest.mark.slow
 def test_ebm_learns_a_gaussian() -> None:
     gen = torch.Generator().manual_seed(0)

@@ -10,14 +10,17 @@ from physgen.data import open_fields
 
 def test_quickstart_writes_data_report_and_figures(tmp_path: Path, capsys) -> None:
     out = tmp_path / "qs"
-    assert cli_main(["run", "quickstart", "--samples", "20", "--out", str(out)]) == 0
+    args = ["run", "quickstart", "--samples", "20", "--epochs", "2", "--out", str(out)]
+    assert cli_main(args) == 0
     assert f"{out / 'report.md'}" in capsys.readouterr().out
     report = (out / "report.md").read_text()
     assert "generator output (float64)" in report and "stored file (float32)" in report
     train = open_fields(out / "data" / "train.nc")
     assert train.sizes["sample"] == 16 and list(train.attrs["fields"]) == ["k", "u", "f"]
     assert open_fields(out / "data" / "valid.nc")["sample"].values.tolist() == [16, 17, 18, 19]
-    for name in ("samples_k.png", "samples_u.png", "samples_f.png", "residual_histogram.png"):
+    assert "## PI-VAE" in report and "| u-mean | u-std | k-mean | k-std |" in report
+    figures = ("samples_k.png", "samples_u.png", "samples_f.png", "residual_histogram.png")
+    for name in (*figures, "pivae_mean_std.png", "pivae_loss.png"):
         assert (out / name).stat().st_size > 1000
 
 

@@ -305,3 +305,22 @@ def test_bad_arguments_are_named() -> None:
         fit(_CondGaussian(), x, steps=1, nonfinite="ignore")
     with pytest.raises(ValueError, match="x and cond have different numbers of samples"):
         fit(_CondGaussian(), (x, torch.randn(7, 2)), steps=1, batch_size=4)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_with_fp32_regions() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    a = torch.randn(8, 8, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        low = a @ a
+        with fp32():
+            high = a @ a
+    assert low.dtype == torch.bfloat16 and high.dtype == torch.float32
+    x, cond = _linear_gaussian_data(256)
+    model = _CondGaussian()
+    result = fit(
+        model, (x, cond), steps=200, batch_size=64, lr=0.05, device="cuda", progress=False
+    )  # amp defaults to on for CUDA
+    assert all(p.device.type == "cuda" and p.dtype == torch.float32 for p in model.parameters())
+    assert result.history[-1]["loss"] < result.history[0]["loss"]

@@ -33,10 +33,21 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        # mkstemp creates the file 0600; give the result the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_umask())
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it; there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -84,7 +84,7 @@ class Task:
             return tuple(self.fields[c] for c in self.operator.channels)
         return self.fields
 
-    def observe(self, x: Tensor, generator=None) -> Tensor:
+    def observe(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A noisy observation of full fields ``x`` ``(B, len(fields), *grid)``."""
         self.check(x)
         return self.operator.observe(x, generator)
@@ -111,7 +111,7 @@ class Task:
         parts.update({name: targets.narrow(c, i, 1) for i, name in enumerate(self.targets)})
         return torch.cat([parts[f] for f in self.fields], dim=c)
 
-    def pairs(self, x: Tensor, generator=None) -> tuple[Tensor, Tensor]:
+    def pairs(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Training pairs ``(target, cond)`` from full fields ``x`` ``(B, len(fields), *grid)``.
 
         ``target = x[:, targets]``; ``cond`` = the lifted noisy observation.

@@ -228,6 +228,7 @@ class RealNVP(Flow):
     """
 
     example_shape: ClassVar[tuple[int, ...]] = (3,)
+    example_cond_shape: ClassVar[tuple[int, ...] | None] = (2,)
 
     def __init__(
         self,
@@ -377,6 +378,7 @@ class MAF(_Autoregressive):
     """
 
     iaf = False
+    example_cond_shape: ClassVar[tuple[int, ...] | None] = (2,)
 
 
 @register_model("iaf")

@@ -199,6 +199,7 @@ class Glow(Flow):
     """
 
     example_shape: ClassVar[tuple[int, ...]] = (1, 6, 5)
+    example_cond_shape: ClassVar[tuple[int, ...] | None] = (1, 3, 3)  # a coarser field
 
     def __init__(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from physgen.data.atomic import atomic_output
 from physgen.models.base import GenerativeModel, available_models, get_model_class
 
 __all__ = [
@@ -60,19 +60,9 @@ def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
     ``torch.load(weights_only=True)``; anything else raises ``TypeError`` before writing.
     """
     _check_plain(contents, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as file:
-            torch.save({"format": FORMAT, **contents}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path) as tmp, open(tmp, "wb") as file:
+        torch.save({"format": FORMAT, **contents}, file)
+    return Path(path)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -320,6 +320,8 @@ def _fit(
     players = []
     for method, params, rate in roles:
         params = _trainable(params)
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
     ema = EMA(model, ema_decay) if ema_decay is not None else None
@@ -374,6 +376,7 @@ def _fit(
                     losses[player.method] = _update(
                         objective,
                         player,
+                        players,
                         x,
                         cond,
                         amp=amp,
@@ -471,6 +474,7 @@ class _Window:
 def _update(
     objective: nn.Module,
     player: _Player,
+    players: list[_Player],
     x: Tensor,
     cond: Tensor | None,
     *,
@@ -486,7 +490,8 @@ def _update(
     The update is made only when both are finite; all processes see the same (all-reduced)
     numbers, so they agree on skipping or raising.
     """
-    objective.zero_grad(set_to_none=True)
+    for other in players:  # the generator step also leaves gradients on the critic
+        other.optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         per_sample = objective(player.method, x, cond)
     if per_sample.shape != (x.shape[0],):
@@ -499,7 +504,9 @@ def _update(
     loss.backward()
     norm = _grad_norm(player.params, grad_clip)
     stats = torch.stack([loss.detach(), norm.to(loss.device, loss.dtype)])
-    value, grad = (distributed.all_sum(stats, process) / process.world_size).tolist()
+    if process.world_size > 1:
+        stats = distributed.all_sum(stats, process) / process.world_size
+    value, grad = stats.tolist()
     if math.isfinite(value) and math.isfinite(grad):
         player.optimizer.step()
     elif nonfinite == "raise":

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from physgen.data.atomic import atomic_output
 
 __all__ = ["MetricsLog"]
 
@@ -42,9 +43,8 @@ class MetricsLog:
                 if record.get("step", 0) <= resume_step:
                     kept.append(line)
                     self.history.append(record)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        with atomic_output(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
         self._file = open(self.path, "a")  # noqa: SIM115 - held open for the run
 
     def write(self, record: dict[str, Any]) -> None:

@@ -55,15 +55,15 @@ CONDITIONAL = (
 )
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # CPU in minutes: small nets, short training, 12 test cases × 8 members.
+    # CPU in minutes: small nets, short training, 8 test cases × 8 members.
     "quick": {
-        "n_train": 1000, "n_test": 12, "members": 8, "batch_size": 16, "device": "cpu",
-        "steps": {"cvae": 400, "glow": 120, "diffusion": 400, "prior": 800},
-        "lr": {"cvae": 1e-3, "glow": 1e-3, "diffusion": 1e-3, "prior": 1e-3},
+        "n_train": 1000, "n_test": 8, "members": 8, "batch_size": 16, "device": "cpu",
+        "steps": {"cvae": 400, "glow": 120, "diffusion": 200, "prior": 400},
+        "lr": {"cvae": 1e-3, "glow": 1e-3, "diffusion": 2e-3, "prior": 2e-3},
         "cvae": {"latent_dim": 16, "channels": [16, 32], "hidden": [128]},
         "glow": {"levels": 3, "steps": 2, "checker_steps": 2, "hidden": 24},
-        "diffusion": {"channels": [16, 32], "blocks": 1},
-        "sampling_steps": 40, "residual_std": 0.5, "residual_until": 0.3,
+        "diffusion": {"channels": [8, 16], "blocks": 1},
+        "sampling_steps": 30, "residual_std": 0.5, "residual_until": 0.3,
     },
     # One GPU: the whole split, 200 test cases × 32 members, models trained to convergence.
     "full": {

@@ -6,7 +6,7 @@ total-std errors with the PI-VAE code's definitions, the discrete PDE residual o
 fields against the data's floor and the wall time, and writes ``results.json`` and
 ``results.md`` (atomically) under ``runs/pivae_sde[-quick]/``. Ablation (forward task): the
 synthetic-latent physics term off (α2 = 0), Z_syn by plain N(0, I) instead of a Latin
-hypercube, and no physics terms at all. ``--pigan`` adds the PI-WGAN row at equal epochs.
+hypercube, and no physics terms at all. ``--rows pigan`` adds PI-WGAN at equal epochs.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from typing import Any
 import torch
 
 from physgen.data.atomic import atomic_output, write_json_atomic
-from physgen.metrics.distribution import mean_field_error, total_std_error
-from physgen.models.pivae import SDEPIVAE
+from physgen.models.pivae import SDEPIVAE, evaluate_sde, sensor_data
 from physgen.paths import load_module_from_path, runs_root
 from physgen.problem import Problem, load
 from physgen.training import fit
 from physgen.utils import seed_everything
 
-__all__ = ["ANCHORS", "MODEL", "evaluate", "main", "train_row"]
+__all__ = ["ANCHORS", "MODEL", "main", "train_row"]
 
 _HERE = Path(__file__).resolve().parent
 _pigan = load_module_from_path(_HERE / "pigan_row.py", "physgen_study_pivae_sde_pigan_row")
@@ -52,6 +51,7 @@ MODEL: dict[str, Any] = {
     "degree": 16,
     "k_transform": "exp",
     "encoder_logvar": "linear",
+    "kernel_num": 7,
     "alpha1": 10.0,
     "alpha2": 10.0,
     "n_syn": 2000,
@@ -65,41 +65,6 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def evaluate(
-    model: SDEPIVAE,
-    problem: Problem,
-    fields: torch.Tensor,
-    n_eval: int = 5000,
-    eval_points: int = 201,
-    seed: int = 0,
-) -> dict[str, float]:
-    """The PI-VAE code's errors plus the discrete residual of decoded fields.
-
-    ``n_eval`` decodings of a fixed z-set (seeded) on the problem grid; u and k compared on
-    ``eval_points`` equispaced nodes with the reference ``fields`` ``(N, 3, n)`` (k, u, f):
-    relative L2 error of the mean curve and relative error of the total std (the code's
-    ``std_cal``). ``residual`` is the median relative residual of the decoded (k, u, f̂) under
-    the generator's discrete operator; ``boundary`` the mean |u(−1)| + |u(1)|.
-    """
-    n_grid = problem.grid.shape[0]
-    stride = (n_grid - 1) // (eval_points - 1)
-    grid = torch.as_tensor(problem.grid.coords(0), dtype=torch.float32)
-    z = torch.randn(n_eval, model.latent_dim, generator=torch.Generator().manual_seed(seed + 1))
-    model.eval()
-    gen = torch.cat([model.sample_fields(0, grid, z=chunk) for chunk in z.split(1000)])
-    u_gen, k_gen = gen[:, 0, ::stride], gen[:, 1, ::stride]
-    k_ref, u_ref = fields[:, 0, ::stride], fields[:, 1, ::stride]
-    decoded = torch.stack([gen[:, 1], gen[:, 0], gen[:, 2]], dim=1).double()  # (k, u, f̂)
-    return {
-        "u_mean_err": float(mean_field_error(u_gen, u_ref)),
-        "u_std_err": float(total_std_error(u_gen, u_ref)),
-        "k_mean_err": float(mean_field_error(k_gen, k_ref)),
-        "k_std_err": float(total_std_error(k_gen, k_ref)),
-        "residual": float(problem.relative_residual(decoded).median()),
-        "boundary": float(problem.constraints(decoded)["boundary"].mean()),
-    }
-
-
 def train_row(
     problem: Problem,
     fields: torch.Tensor,
@@ -110,7 +75,7 @@ def train_row(
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train one PI-VAE on ``task``'s sensors for ``epochs`` and return its metrics row."""
-    data, coords = _pigan._sensor_data(problem, fields, task)
+    data, coords = sensor_data(problem, fields, task)
     steps_per_epoch = len(data) // TRAIN["batch_size"]
     config = {**MODEL, **overrides}
     config.setdefault("pretrain_steps", min(pretrain_epochs, epochs // 2) * steps_per_epoch)
@@ -120,7 +85,7 @@ def train_row(
     fit(model, data, epochs=epochs, schedule="cosine", seed=seed, progress=False, **TRAIN)
     train_s = time.perf_counter() - start
     row = {"task": task, "epochs": epochs, "seed": seed, "train_s": round(train_s, 1)}
-    return {**row, **evaluate(model, problem, fields, seed=seed)}
+    return {**row, **evaluate_sde(model, problem, fields, seed=seed)}
 
 
 def _table(rows: list[dict[str, Any]], floor: dict[str, float]) -> str:
@@ -152,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="default 100 (quick: 30)")
     parser.add_argument("--tasks", nargs="+", default=None, help="forward mixed inverse")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--no-ablation", action="store_true", help="skip the ablation rows")
-    parser.add_argument("--pigan", action="store_true", help="add PI-WGAN at equal epochs")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        choices=("main", "ablation", "pigan"),
+        default=("main", "ablation"),
+        help="rows to run: PI-VAE per task, ablation, PI-WGAN (default: main ablation)",
+    )
     parser.add_argument("--samples", type=int, default=2000, help="training samples (2000)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     args = parser.parse_args(argv)
@@ -179,15 +149,15 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_output(out / "results.md") as tmp:
             tmp.write_text(_table(rows, floor))
 
-    for task in tasks:
+    for task in tasks if "main" in args.rows else ():
         for seed in args.seeds:
             record({"method": "physgen PI-VAE", **train_row(problem, fields, task, epochs, seed)})
-    if not args.no_ablation and "forward" in tasks:
+    if "ablation" in args.rows and "forward" in tasks:
         for name, overrides in ABLATIONS.items():
             for seed in args.seeds:
                 row = train_row(problem, fields, "forward", epochs, seed, **overrides)
                 record({"method": f"ablation: {name}", **row})
-    if args.pigan:
+    if "pigan" in args.rows:
         steps = epochs * args.samples // TRAIN["batch_size"]
         for task in tasks:
             row = _pigan.pigan_row(

@@ -1,0 +1,149 @@
+"""``physgen sample``: draw fields from a trained checkpoint and write them as physgen-field/1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from physgen.data import FieldDataset, write_fields
+from physgen.training import build_model, read_checkpoint
+from physgen.training.fields import samples_to_fields, stats_table
+
+__all__ = ["draw", "parse_options", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "sample",
+        help="draw samples from a trained checkpoint",
+        description=(
+            "Draw N samples from a checkpoint written by 'physgen train' and write them, "
+            "de-normalized, as a physgen-field/1 file with the training data's field names, "
+            "units and coordinates, and provenance (model config, checkpoint, sampler "
+            "options). Conditional models need --cond: a field file (e.g. the dataset's "
+            "test.nc) holding the conditioning variables; each of its samples then gets N "
+            "draws, stored along a 'member' dimension."
+        ),
+    )
+    parser.add_argument("checkpoint", type=Path, help="checkpoint.pt from physgen train")
+    parser.add_argument("--n", type=int, required=True, help="samples (per condition)")
+    parser.add_argument("--out", type=Path, required=True, help="output .nc file")
+    parser.add_argument("--cond", type=Path, help="field file with the conditioning variables")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--batch-size", type=int, default=256, help="samples per model call")
+    parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sampler option passed to model.sample (repeatable; VALUE parsed as JSON if it can)",
+    )
+    parser.set_defaults(handler=_sample)
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["steps=100", "sampler=pc"]`` → ``{"steps": 100, "sampler": "pc"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def draw(
+    model: torch.nn.Module,
+    n: int,
+    cond: torch.Tensor | None,
+    *,
+    batch_size: int,
+    options: dict[str, Any],
+) -> torch.Tensor:
+    """``n`` samples per row of ``cond`` (or ``n`` in all), drawn ``batch_size`` at a time.
+
+    With conditions the result is ordered case by case: rows ``i*n ... i*n + n - 1`` are the
+    draws for ``cond[i]``.
+    """
+    if cond is not None:
+        cond = cond.repeat_interleave(n, dim=0)  # (cases * n, *cond_shape)
+    total = n if cond is None else len(cond)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, total, batch_size):
+            size = min(batch_size, total - start)
+            c = None if cond is None else cond[start : start + size].to(model.device)
+            parts.append(model.sample(size, c, **options).cpu())
+    return torch.cat(parts)
+
+
+def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
+    """The normalized conditioning tensor of every sample in ``path``, and their indices."""
+    cond_file = FieldDataset(
+        path,
+        data["fields"],
+        cond_fields=data["cond_fields"],
+        stats=stats_table(data),
+        time=data["time"],
+        nonfinite="report",
+    )
+    if list(cond_file.cond_shape or ()) != list(data["cond_shape"] or ()):
+        raise ValueError(
+            f"{path}: conditions of shape {cond_file.cond_shape}, the model was trained on "
+            f"{tuple(data['cond_shape'])}"
+        )
+    cond = torch.stack([cond_file[i][1] for i in range(len(cond_file))])
+    index = cond_file.coords.get("sample") if data["time"] == "channels" else None
+    return cond, index
+
+
+def _sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n must be positive, got {args.n}")
+    contents = read_checkpoint(args.checkpoint)
+    data = contents.get("metadata", {}).get("data")
+    if data is None:
+        raise ValueError(
+            f"{args.checkpoint}: holds no description of its training fields (it was not "
+            "written by 'physgen train'); sample it from Python with load_checkpoint()"
+        )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(contents, use_ema=not args.raw, device=device)
+    options = parse_options(args.option)
+    conditional = bool(data["cond_fields"])
+    if conditional and args.cond is None:
+        raise ValueError(
+            f"the model is conditional on {data['cond_fields']}; pass --cond FILE with them"
+        )
+    if args.cond is not None and not conditional:
+        raise ValueError("--cond given, but the model was trained without conditioning fields")
+    cond, index = _conditions(args.cond, data) if args.cond is not None else (None, None)
+    torch.manual_seed(args.seed)
+    x = draw(model, args.n, cond, batch_size=args.batch_size, options=options)
+    ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
+    provenance = {
+        "generator": "physgen sample",
+        "model": contents["model_name"],
+        "model_config": contents["model_config"],
+        "checkpoint": str(args.checkpoint.resolve()),
+        "checkpoint_step": int(contents["step"]),
+        "weights": "raw" if args.raw or contents.get("ema_state") is None else "ema",
+        "sampler": options,
+        "seed": args.seed,
+        "training_data": data["source"],
+    }
+    if args.cond is not None:
+        provenance["conditions"] = str(args.cond.resolve())
+    path = write_fields(ds, args.out, provenance=provenance)
+    shape = "x".join(str(s) for s in x.shape)
+    print(f"wrote {path}: {shape} samples of {', '.join(data['fields'])}")
+    return 0

@@ -1,0 +1,193 @@
+"""``physgen train``: fit a registered model family to a field dataset (folder or recipe)."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from physgen.data import FieldDataset
+from physgen.models import get_model_class
+from physgen.paths import data_root, runs_root
+from physgen.recipes import load_recipe, make_dataset
+from physgen.training import CHECKPOINT_NAME, NonFiniteLossError, fit
+from physgen.training.fields import describe_fields
+
+__all__ = ["load_config", "register", "resolve_data"]
+
+# fit() arguments the command sets itself; a config file may set every other one.
+_RESERVED = {"model", "data", "valid_data", "checkpoint_dir", "resume", "log_file", "metadata"}
+_DATA_KEYS = {"fields", "cond_fields", "time", "in_memory"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a field dataset",
+        description=(
+            "Train a registered model family on the train split of a dataset folder (train.nc, "
+            "optional valid.nc and stats.json, as written by 'physgen data make') or of a "
+            "dataset recipe (generated under the data root on first use). Fields are z-scored "
+            "with stats.json. Checkpoints, log.jsonl and the final model go to --out. Under "
+            "torchrun ('torchrun --nproc_per_node=N -m physgen train ...') the same command "
+            "trains data-parallel."
+        ),
+    )
+    parser.add_argument("--data", required=True, help="dataset folder, recipe name or .toml")
+    parser.add_argument("--model", required=True, help="registered model family")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="TOML file with tables [model] (for_shape overrides), [fit] (fit() keyword "
+        "arguments) and [data] (fields, cond_fields, time, in_memory)",
+    )
+    parser.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    parser.add_argument("--batch-size", type=int, help="global batch size (default 64)")
+    parser.add_argument("--lr", type=float, help="learning rate")
+    parser.add_argument("--seed", type=int, help="seed for data order and random draws")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--out", type=Path, help="run folder (default runs/<model>-<data>)")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the run folder's checkpoint"
+    )
+    parser.add_argument("--fields", nargs="+", help="fields to model (default: all)")
+    parser.add_argument("--cond-fields", nargs="+", help="conditioning fields or variables")
+    parser.add_argument(
+        "--time", choices=("channels", "frames"), help="how time-dependent fields become items"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=_train)
+
+
+def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Read and check a training config: tables ``model``, ``fit`` and ``data``."""
+    if path is None:
+        return {"model": {}, "fit": {}, "data": {}}
+    if not path.is_file():
+        raise FileNotFoundError(f"no config file {path}")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML ({err})") from None
+    unknown = set(doc) - {"model", "fit", "data"}
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {sorted(unknown)}; expected model, fit, data")
+    config = {key: dict(doc.get(key, {})) for key in ("model", "fit", "data")}
+    allowed = set(inspect.signature(fit).parameters) - _RESERVED
+    for key in config["fit"]:
+        if key not in allowed:
+            raise ValueError(
+                f"{path}: [fit] has {key!r}, not an argument of fit ({sorted(allowed)})"
+            )
+    for key in config["data"]:
+        if key not in _DATA_KEYS:
+            raise ValueError(f"{path}: [data] has {key!r}; expected one of {sorted(_DATA_KEYS)}")
+    return config
+
+
+def resolve_data(spec: str) -> tuple[Path, str]:
+    """The dataset folder for ``spec`` and a short name; a recipe's data is made if missing."""
+    path = Path(spec)
+    if path.is_dir():
+        if not (path / "train.nc").is_file():
+            raise FileNotFoundError(
+                f"{path}: no train.nc (expected a dataset folder with train.nc, and optionally "
+                "valid.nc and stats.json, as 'physgen data make' writes)"
+            )
+        return path, path.resolve().name
+    recipe = load_recipe(spec)
+    folder = data_root() / recipe.name
+    if not (folder / "train.nc").is_file() or not (folder / "stats.json").is_file():
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise FileNotFoundError(
+                f"dataset {recipe.name!r} is not generated yet ({folder}); run "
+                f"'physgen data make {recipe.name}' before launching several processes"
+            )
+        print(f"physgen train: generating dataset {recipe.name!r} in {folder}", file=sys.stderr)
+        make_dataset(recipe, folder)
+    return folder, recipe.name
+
+
+def _dataset(path: Path, options: dict[str, Any], stats: Path | None) -> FieldDataset:
+    return FieldDataset(
+        path,
+        options.get("fields"),
+        cond_fields=options.get("cond_fields") or (),
+        stats=stats,
+        time=options.get("time", "channels"),
+        in_memory=options.get("in_memory"),
+    )
+
+
+def _tensors(data: FieldDataset) -> FieldDataset | tuple[torch.Tensor, ...]:
+    """In-memory datasets as stacked tensors: fit then indexes batches directly (fast)."""
+    if not data.in_memory:
+        return data
+    items = [data[i] for i in range(len(data))]
+    if data.cond_fields:
+        return torch.stack([x for x, _ in items]), torch.stack([c for _, c in items])
+    return (torch.stack(items),)
+
+
+def _train(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    model_class = get_model_class(args.model)
+    folder, data_name = resolve_data(args.data)
+    options = config["data"]
+    for key in ("fields", "cond_fields", "time"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    stats = folder / "stats.json" if (folder / "stats.json").is_file() else None
+    train = _dataset(folder / "train.nc", options, stats)
+    valid = (
+        _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
+    )
+
+    out = args.out or runs_root() / f"{args.model}-{data_name}"
+    if (out / CHECKPOINT_NAME).is_file() and not args.resume:
+        raise ValueError(
+            f"{out / CHECKPOINT_NAME} exists; pass --resume to continue it or choose another --out"
+        )
+    settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
+    settings.update(config["fit"])
+    for key in ("steps", "batch_size", "lr", "seed", "device"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if args.no_progress:
+        settings["progress"] = False
+    torch.manual_seed(settings.get("seed", 0))  # the initial weights
+    model = model_class.for_shape(train.sample_shape, train.cond_shape, **config["model"])
+    metadata = {"data": describe_fields(train, stats), "recipe": data_name, "model": args.model}
+    try:
+        result = fit(
+            model,
+            _tensors(train),
+            valid_data=None if valid is None else _tensors(valid),
+            checkpoint_dir=out,
+            resume=args.resume,
+            metadata=metadata,
+            **settings,
+        )
+    except NonFiniteLossError as err:
+        raise ValueError(str(err)) from None
+    if result.checkpoint is not None:  # rank 0
+        last = [r for r in result.history if "loss" in r][-1:]
+        valid_loss = [r["valid_loss"] for r in result.history if "valid_loss" in r][-1:]
+        print(
+            f"trained {args.model} ({sum(p.numel() for p in model.parameters())} parameters) "
+            f"for {result.step} steps on {data_name}: loss {last[0]['loss']:.4g}"
+            + (f", valid_loss {valid_loss[0]:.4g}" if valid_loss else "")
+        )
+        print(f"checkpoint: {result.checkpoint}")
+        print(f"sample:     physgen sample {result.checkpoint} --n 16 --out samples.nc")
+    return 0
