@@ -40,7 +40,7 @@ def test_evaluate_reports_the_floor_of_stored_problem_data(tmp_path: Path) -> No
     for label, path in (("same", same), ("scaled", scaled)):
         out = tmp_path / label
         args = ["evaluate", str(path), "--ref", str(ref), "--out", str(out)]
-        assert main([*args, "--no-figures", "--permutations", "0"]) == 0
+        assert main([*args, "--no-figures", "--permutations", "0", "--splits", "1"]) == 0
         results[label] = json.loads((out / "metrics.json").read_text())["residual"]
     # The problem and its parameters (n = 101) come from the reference file itself.
     assert results["same"]["problem"] == "sde1d"
