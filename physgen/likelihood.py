@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -14,7 +13,6 @@ __all__ = [
     "FIXED_GRID_METHODS",
     "LogProb",
     "VelocityFn",
-    "bits_per_dim",
     "divergence",
     "hutchinson_probes",
     "ode_log_prob",
@@ -235,17 +233,3 @@ def ode_log_prob(
         adjoint=adjoint, adjoint_params=adjoint_params,
     )  # fmt: skip
     return LogProb(base_log_prob(z) + integral, z, func.nfe)
-
-
-def bits_per_dim(log_prob: Tensor, num_dims: int, log_scale: float = 0.0) -> Tensor:
-    r"""Negative log-likelihood in bits per dimension,
-    :math:`-(\log p(x) + \log|\det \partial y/\partial x|) / (D \ln 2)`.
-
-    ``log_scale`` is the log-Jacobian of the pre-processing from the data's own units to
-    the modelled space, summed over dimensions; with uniform dequantization of ``K``-level
-    data scaled to ``[0, 1)`` it is ``-D log K``, so the result is the bound on discrete
-    bits/dim (Theis et al., "A note on the evaluation of generative models", 2016).
-    """
-    if num_dims < 1:
-        raise ValueError(f"bits_per_dim: num_dims must be >= 1, got {num_dims}")
-    return -(log_prob + log_scale) / (num_dims * math.log(2))

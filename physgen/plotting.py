@@ -110,7 +110,9 @@ def plot_sample_grid(
         for ax, (label, frames) in zip(axes, sets.items(), strict=True):
             for curve in np.asarray(frames.values, dtype=float):
                 ax.plot(x, curve, lw=1.0)
-            ax.set(title=label, xlabel=xlabel, ylabel=value_label, ylim=(vmin, vmax))
+            pad = 0.05 * (finite.max() - finite.min() or 1.0)
+            ax.set(title=label, xlabel=xlabel, ylabel=value_label)
+            ax.set_ylim(finite.min() - pad, finite.max() + pad)
     else:
         count = max(s.sizes["sample"] for s in sets.values())
         fig = Figure(layout="constrained", figsize=(2.6 * count + 0.8, 2.5 * len(sets)))

@@ -213,8 +213,10 @@ def predictor_corrector(
             z = _noise(x, generator)
             # Batch-averaged norms (as score_sde): per-sample ratios blow up where the score
             # vanishes, which in low dimension happens often enough to diverge.
-            ratio = z.flatten(1).norm(dim=1).mean() / grad.flatten(1).norm(dim=1).mean()
-            step = 2 * a * (snr * ratio) ** 2
+            grad_norm = grad.flatten(1).norm(dim=1).mean()
+            if grad_norm == 0:  # a vanishing score gives no direction to correct along
+                break
+            step = 2 * a * (snr * z.flatten(1).norm(dim=1).mean() / grad_norm) ** 2
             x = x + step * grad + (2 * step).sqrt() * z
         if callback is not None:
             callback(i, ts[i + 1], x)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from physgen.models.ebm import EBM, langevin_dynamics
+from physgen.training import fit
 
 MEAN = torch.tensor([1.0, -2.0], dtype=torch.float64)
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.5]], dtype=torch.float64)
@@ -94,16 +95,12 @@ def test_log_prob_is_negative_energy_and_sample_shapes() -> None:
 
 @pytest.mark.slow
 def test_ebm_learns_a_gaussian() -> None:
-    torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     chol = torch.linalg.cholesky(COV).float()
+    data = MEAN.float() + torch.randn(20_000, 2, generator=gen) @ chol.T
+    torch.manual_seed(0)
     model = EBM(sample_shape=[2], hidden=[64, 64], langevin_steps=40, step_size=0.02)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for _ in range(1500):
-        x = MEAN.float() + torch.randn(256, 2, generator=gen) @ chol.T
-        opt.zero_grad()
-        model.loss(x).mean().backward()
-        opt.step()
+    fit(model, data, steps=1500, batch_size=256, lr=1e-3, progress=False)
     samples = model.sample(4000, n_steps=800, generator=gen).double()
     print("mean", samples.mean(0).tolist(), "cov", torch.cov(samples.T).tolist())
     torch.testing.assert_close(samples.mean(0), MEAN, rtol=0, atol=0.15)

@@ -8,31 +8,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from physgen.models.adversarial import AdversarialModel
 from physgen.models.gan import GAN, WGAN, WGANGP, ConditionalGAN
 from physgen.models.gan_diagnostics import mode_coverage, ring_centers, sample_ring
 from physgen.models.gan_losses import critic_objective, generator_objective, gradient_penalty
-
-
-def train_two_player(
-    model: AdversarialModel,
-    draw: callable,
-    steps: int,
-    lr: float = 1e-4,
-    betas: tuple[float, float] = (0.5, 0.9),
-) -> None:
-    """Alternate ``n_critic`` critic steps and one generator step, as ``fit`` does."""
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=lr, betas=betas)
-    for _ in range(steps):
-        for _ in range(model.n_critic):
-            x = draw()
-            opt_d.zero_grad()
-            model.discriminator_loss(x).mean().backward()
-            opt_d.step()
-        opt_g.zero_grad()
-        model.generator_loss(x).mean().backward()
-        opt_g.step()
+from physgen.training import fit
 
 
 def test_gradient_penalty_of_linear_critic_is_per_sample_norm(generator: torch.Generator) -> None:
@@ -196,13 +175,37 @@ def test_mode_coverage_flags_a_collapsed_generator() -> None:
 
 @pytest.mark.slow
 def test_wgan_gp_covers_all_eight_ring_modes() -> None:
-    torch.manual_seed(0)
-    data = torch.Generator().manual_seed(0)
     std = 0.05
+    data = sample_ring(50_000, std=std, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
     model = WGANGP(sample_shape=[2], latent_dim=2, hidden=[64, 64, 64])
-    train_two_player(model, lambda: sample_ring(256, std=std, generator=data), steps=3000, lr=5e-4)
+    # Adam(1e-3, betas=(0.5, 0.9)) decayed linearly to zero, as in Gulrajani et al. (2017).
+    fit(
+        model,
+        data,
+        steps=3000,
+        batch_size=256,
+        lr=1e-3,
+        betas=(0.5, 0.9),
+        schedule="linear",
+        progress=False,
+    )
     samples = model.sample(4000, generator=torch.Generator().manual_seed(1))
     result = mode_coverage(samples, ring_centers(8, 2.0), std)
     print(f"ring: covered {result.n_covered}/8, high-quality {result.high_quality_fraction:.3f}")
+    # Every mode holds at least a fifth of its fair share, and 60 % of all samples lie
+    # within 3 std of a mode (the data themselves: 98.9 %).
     assert result.n_covered == 8
-    assert result.high_quality_fraction >= 0.5
+    assert result.high_quality_fraction >= 0.6
+
+
+def test_losses_run_under_no_grad_with_the_same_values() -> None:
+    model = WGANGP(sample_shape=[3], latent_dim=2, hidden=[8])
+    x = torch.randn(5, 3)
+    torch.manual_seed(0)
+    with_grad = model.discriminator_loss(x)
+    with torch.no_grad():
+        torch.manual_seed(0)
+        without = model.discriminator_loss(x)
+    assert not without.requires_grad
+    torch.testing.assert_close(without, with_grad.detach())

@@ -187,3 +187,20 @@ def test_posterior_score_rejects_bad_options():
         posterior_score(prior, lambda x: x, torch.zeros(1, 2), covariance="dps")
     with pytest.raises(ValueError, match="covariance"):
         posterior_score(prior, lambda x: x, torch.zeros(1, 2), covariance="full")
+
+
+def test_joint_prior_guided_by_an_observation_of_one_of_its_channels():
+    # SR of u alone with a joint (a, u) prior: the operator reads u, members carry a and u.
+    task = parse_task("sr2:u", ("a", "u"), Grid((2,), bc="dirichlet"), noise_std=0.2)
+    prior = _prior((2, 2), seed=13)
+    a = _matrix(lambda x: task.operator(x[:, 1:]), (2, 2))  # (1, 4)
+    y = torch.tensor([[[0.9]]], dtype=torch.float64)
+    mean, cov = _posterior(prior, a, y.flatten(), 0.2)
+    ens = solve(
+        ScorePrior(prior.sde, prior.score), task, y, M, batch_size=M, covariance="exact",
+        prior_fields=("a", "u"), steps=STEPS, generator=torch.Generator().manual_seed(14),
+    )  # fmt: skip
+    assert ens.shape == (1, M, 2, 2)
+    _check_moments(ens[0], mean, cov)
+    with pytest.raises(ValueError, match="lack"):
+        solve(ScorePrior(prior.sde, prior.score), task, y, 2, prior_fields=("a", "p"))

@@ -9,7 +9,6 @@ import torch
 from gaussian_closed_form import GaussianData, MixtureData1D
 
 from physgen.likelihood import (
-    bits_per_dim,
     divergence,
     hutchinson_probes,
     ode_log_prob,
@@ -222,11 +221,3 @@ def test_solve_ode_fixed_grid_orders(generator: torch.Generator) -> None:
     assert 15.0 < err("rk4", 10) / err("rk4", 20) < 17.5
     with pytest.raises(ValueError, match="fixed-grid"):
         solve_ode(lambda x, t: x, x0, 0.0, 1.0, method="rk4")
-
-
-def test_bits_per_dim_accounts_for_dequantization() -> None:
-    # A uniform density on [0, 1)^D of 8-bit data scaled by 1/256 is 8 bits per dimension.
-    assert float(bits_per_dim(torch.zeros(1), 12, log_scale=-12 * math.log(256))) == 8.0
-    assert float(bits_per_dim(torch.tensor([-math.log(2) * 6]), 3)) == pytest.approx(2.0)
-    with pytest.raises(ValueError, match="num_dims"):
-        bits_per_dim(torch.zeros(1), 0)

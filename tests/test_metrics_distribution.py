@@ -157,3 +157,15 @@ def test_set_shape_mismatch_is_reported() -> None:
         mmd(torch.zeros(4, 3), torch.zeros(4, 5))
     with pytest.raises(ValueError, match="fewer than half"):
         with_floor(mmd, torch.zeros(3, 2), torch.randn(20, 2))
+
+
+def test_with_floor_averages_over_splits() -> None:
+    ref = smooth_fields(200, seed=13)
+    samples = smooth_fields(100, seed=14)
+    singles = [with_floor(marginal_w1, samples, ref, split_seed=s) for s in range(4)]
+    many = with_floor(marginal_w1, samples, ref, num_splits=4)
+    floors = torch.tensor([float(x["floor"]) for x in singles], dtype=torch.float64)
+    assert float(many["value"]) == pytest.approx(np.mean([float(x["value"]) for x in singles]))
+    assert float(many["floor"]) == pytest.approx(floors.mean().item())
+    assert float(many["floor_std"]) == pytest.approx(floors.std().item())
+    assert "floor_std" not in singles[0]

@@ -116,3 +116,20 @@ def test_latin_hypercube_normal_fills_equal_probability_slabs() -> None:
 def test_latin_hypercube_refuses_empty_requests() -> None:
     with pytest.raises(ValueError, match="n >= 1"):
         latin_hypercube(0, 2)
+
+
+def test_physics_loss_of_sde1d_is_at_round_off_on_generator_output() -> None:
+    from physgen.problem import load
+
+    problem = load("sde1d", n=65)
+    fields = problem.to_tensor(problem.generate(6, seed=3))  # (B, 3, 65) float64: k, u, f
+    loss = PhysicsLoss(problem)
+    exact = loss(fields)
+    assert exact.max() < 1e-20  # squared relative residual and constraint violations
+    perturbed = fields.clone()
+    perturbed[:, 1, 20:40] *= 1.01  # u off by 1 % on part of the domain
+    assert torch.all(loss(perturbed) > 1e-6)
+    shifted = fields.clone()
+    shifted[:, 1] += 0.1  # boundary values violated as well as the interior equation
+    assert set(loss.terms(shifted)) == {"residual", "boundary", "positivity"}
+    assert torch.all(loss.terms(shifted)["boundary"] > 0.03)

@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--permutations", type=int, default=200, help="MMD permutation count")
     parser.add_argument("--seed", type=int, default=0, help="seed of splits and projections")
+    parser.add_argument(
+        "--splits", type=int, default=5, help="reference splits averaged for each floor"
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.set_defaults(handler=_run)
 
@@ -95,6 +98,7 @@ def evaluate_files(
     max_samples: int = 2000,
     permutations: int = 200,
     seed: int = 0,
+    splits: int = 5,
     figures: bool = True,
     residual: bool = True,
 ) -> dict[str, Any]:
@@ -156,6 +160,7 @@ def evaluate_files(
                     periodic=_is_periodic(ref_ds, spatial),
                     seed=seed,
                     num_permutations=permutations,
+                    num_splits=splits,
                 )
             )
             if paired:
@@ -250,8 +255,14 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
     gen_v = np.asarray(gen.values[:500], dtype=np.float64)
     ref_v = np.asarray(ref.values[:500], dtype=np.float64)
     window = None if periodic else "hann"
-    k, p_gen = energy_spectrum(gen_v, spatial_dims=len(spatial), window=window)
-    _, p_ref = energy_spectrum(ref_v, spatial_dims=len(spatial), window=window)
+    # Domain lengths from the coordinates (n points × spacing), for wavenumbers in 1/length.
+    lengths = [
+        float(np.ptp(ref[d].values)) * len(ref[d]) / max(len(ref[d]) - 1, 1) for d in spatial
+    ]
+    units = str(ref[spatial[0]].attrs.get("units", "1"))
+    kw = {"spatial_dims": len(spatial), "window": window, "lengths": lengths}
+    k, p_gen = energy_spectrum(gen_v, **kw)
+    _, p_ref = energy_spectrum(ref_v, **kw)
     lead = lambda p: tuple(range(p.ndim - 1))  # noqa: E731
     plot_spectra(
         k.numpy(),
@@ -260,6 +271,7 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
             "reference": p_ref.mean(lead(p_ref)).numpy(),
         },
         out / f"{name}_spectrum.png",
+        xlabel=f"wavenumber k [{units}-1]" if units != "1" else "wavenumber k",
         title=f"{name}: radially averaged power spectrum",
     )
     label = f"{ref.attrs.get('long_name', name)} [{ref.attrs.get('units', '')}]"
@@ -279,32 +291,33 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table of the metrics: value, floor and value/floor where a floor exists."""
-    rows = [("field", "metric", "value", "floor", "value/floor")]
+    """A plain-text table: value, floor, the floor's spread across splits, value/floor."""
+    rows = [("field", "metric", "value", "floor", "floor sd", "value/floor")]
     for field, entry in result["fields"].items():
         for metric, v in entry.items():
             if metric in ("units", "n", "rank_histogram", "members"):
                 continue
             if isinstance(v, dict) and "value" in v:
                 # Unbiased estimators (MMD², energy distance) have floors near 0 or below it,
-                # where a ratio means nothing; read them against the p-value instead.
+                # where a ratio means nothing: read those against the floor sd and the p-value.
                 ratio = f"{v['value'] / v['floor']:.2f}" if v["floor"] > 0 else "n/a"
-                rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), ratio))
+                sd = _fmt(v["floor_std"]) if "floor_std" in v else ""
+                rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), sd, ratio))
                 if "p_value" in v:
-                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", ""))
+                    rows.append((field, "mmd2 p-value", _fmt(v["p_value"]), "", "", ""))
             elif isinstance(v, dict):
                 for sub, x in v.items():
-                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", ""))
+                    rows.append((field, f"{metric}[{sub}]", _fmt(x), "", "", ""))
             elif isinstance(v, list):
-                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", ""))
+                rows.append((field, metric, " ".join(_fmt(x) for x in v), "", "", ""))
             else:
-                rows.append((field, metric, _fmt(v), "", ""))
+                rows.append((field, metric, _fmt(v), "", "", ""))
     if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), ratio))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append(("(all)", name, _fmt(r["value"]), _fmt(r["floor"]), "", ratio))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
@@ -326,6 +339,7 @@ def _run(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         permutations=args.permutations,
         seed=args.seed,
+        splits=args.splits,
         figures=not args.no_figures,
         residual=not args.no_residual,
     )

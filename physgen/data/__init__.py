@@ -10,6 +10,7 @@ from physgen.data.fields import (
     COORD_DTYPE,
     FIELD_DTYPE,
     FIELDS_ATTR,
+    MEMBER_DIM,
     SAMPLE_DIM,
     SCHEMA,
     SCHEMA_ATTR,

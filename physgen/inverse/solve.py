@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,7 +69,8 @@ def solve(
     sample_options: Mapping[str, Any] | None = None,
     sampler: str = "euler-maruyama",
     steps: int = 500,
-    eps: float = 1e-3,
+    eps: float | None = None,
+    prior_fields: Sequence[str] | None = None,
     covariance: Covariance = "pgdm",
     scale: float = 1.0,
     residual: Callable[[Tensor], Tensor] | None = None,
@@ -87,13 +88,18 @@ def solve(
         batch_size: members drawn per model call (memory bound).
         sample_options: keyword arguments of a conditional model's ``sample``.
         sampler: guided sampling: a :mod:`physgen.samplers` name.
-        steps, eps: guided sampling: reverse-time grid.
+        steps, eps: guided sampling: reverse-time grid (``eps`` defaults to the model's
+            ``eps`` attribute, else 1e-3).
+        prior_fields: guided sampling: the prior's channel names when it models more fields
+            than the task observes (e.g. a joint (a, u) prior for super-resolution of u); the
+            operator then reads the task's channels, and members carry all prior channels.
         covariance, scale, residual, residual_std, residual_until: guided sampling, see
             :func:`~physgen.inverse.guided.posterior_score`.
         generator: guided sampling: noise generator.
 
     Returns:
-        The ensemble ``(B, M, len(task.fields), *grid)``.
+        The ensemble ``(B, M, len(task.fields), *grid)`` (``len(prior_fields)`` channels when
+        given).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be ≥ 1, got {n_samples}")
@@ -112,7 +118,8 @@ def solve(
         else:
             members = _guided(
                 as_score_prior(model), task, yb, n_samples, sampler=sampler, steps=steps,
-                eps=eps, covariance=covariance, scale=scale, residual=residual,
+                eps=getattr(model, "eps", 1e-3) if eps is None else eps,
+                prior_fields=prior_fields, covariance=covariance, scale=scale, residual=residual,
                 residual_std=residual_std, residual_until=residual_until, generator=generator,
             )  # fmt: skip
         parts.append(members)
@@ -135,14 +142,22 @@ def _conditional(
 
 
 def _guided(prior: ScorePrior, task: Task, y: Tensor, m: int, **kw: Any) -> Tensor:
-    op = task.operator
+    op, channels = task.operator, kw["prior_fields"]
+    observe: Callable[[Tensor], Tensor] = op
+    shape = (y.shape[0] * m, *task.sample_shape)
+    if channels is not None:
+        missing = [f for f in task.fields if f not in channels]
+        if missing:
+            raise ValueError(f"prior_fields {list(channels)} lack the task's fields {missing}")
+        index = [list(channels).index(f) for f in task.fields]
+        observe = lambda x: op(x[:, index])  # noqa: E731
+        shape = (y.shape[0] * m, len(channels), *task.grid_shape)
     score = posterior_score(
-        prior, op, _repeat(y, m), noise_std=op.noise_std, covariance=kw["covariance"],
+        prior, observe, _repeat(y, m), noise_std=op.noise_std, covariance=kw["covariance"],
         gram=op.gram, scale=kw["scale"], residual=kw["residual"],
         residual_std=kw["residual_std"], residual_until=kw["residual_until"],
     )  # fmt: skip
-    shape = (y.shape[0] * m, *task.sample_shape)
     x = prior.sde.prior_sample(shape, generator=kw["generator"], device=y.device, dtype=y.dtype)
     run = get_sampler(kw["sampler"])
     out = run(prior.sde, score, x, steps=kw["steps"], eps=kw["eps"], generator=kw["generator"])
-    return out.x.reshape(y.shape[0], m, *task.sample_shape)  # (B, M, C, *grid)
+    return out.x.reshape(y.shape[0], m, *shape[1:])  # (B, M, C, *grid)

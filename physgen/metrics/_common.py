@@ -85,6 +85,7 @@ def with_floor(
     ref: ArrayLike,
     *,
     split_seed: int = 0,
+    num_splits: int = 1,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Evaluate a two-set metric for the model and for the reference-vs-reference floor.
@@ -94,22 +95,45 @@ def with_floor(
     distribution reach at this sample size; ``value = metric(samples[:m], B, **kwargs)`` uses the
     same sizes, so estimators with a finite-sample bias (Fréchet distance, W1, total-std error)
     are compared on equal terms. A model value within the floor is indistinguishable from the
-    data at this N. ``split_seed`` fixes the split; extra keyword arguments go to ``metric``.
+    data at this N.
+
+    One split gives a noisy floor. With ``num_splits`` > 1 the split is redrawn (seeds
+    ``split_seed``, ``split_seed + 1``, ...), ``value`` and ``floor`` are the means over splits
+    and ``floor_std`` is the floor's standard deviation across splits. Splits of one reference
+    set share their samples, so ``floor_std`` is a lower bound on the spread of a fresh
+    reference set (heavily so for statistics dominated by a few large-scale modes, such as
+    correlations of long-correlated fields); for a significance test use
+    :func:`physgen.metrics.mmd_permutation_test`. Extra keyword arguments go to ``metric``.
 
     Returns:
-        ``{"value": ..., "floor": ..., "n": m}``.
+        ``{"value", "floor", "n": m}``, plus ``"floor_std"`` when ``num_splits`` > 1.
     """
+    if num_splits < 1:
+        raise ValueError(f"num_splits must be ≥ 1, got {num_splits}")
     s = as_float64(samples, name="samples")
     r = as_float64(ref, name="ref")
-    a, b = split_halves(r, seed=split_seed)
-    m = a.shape[0]
-    if s.shape[0] < m:
-        raise ValueError(
-            f"samples: {s.shape[0]} samples are fewer than half the reference set ({m}); "
-            "a fair comparison with the floor needs at least as many"
-        )
     if s.shape[1:] != r.shape[1:]:
         raise ValueError(
             f"samples have shape {tuple(s.shape[1:])} per sample, reference {tuple(r.shape[1:])}"
         )
-    return {"value": metric(s[:m], b, **kwargs), "floor": metric(a, b, **kwargs), "n": m}
+    values, floors = [], []
+    for k in range(num_splits):
+        a, b = split_halves(r, seed=split_seed + k)
+        m = a.shape[0]
+        if s.shape[0] < m:
+            raise ValueError(
+                f"samples: {s.shape[0]} samples are fewer than half the reference set ({m}); "
+                "a fair comparison with the floor needs at least as many"
+            )
+        values.append(metric(s[:m], b, **kwargs))
+        floors.append(metric(a, b, **kwargs))
+    if num_splits == 1:
+        return {"value": values[0], "floor": floors[0], "n": m}
+    floor_t = torch.stack([torch.as_tensor(f, dtype=torch.float64) for f in floors])
+    value_t = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in values])
+    return {
+        "value": value_t.mean(0),
+        "floor": floor_t.mean(0),
+        "floor_std": floor_t.std(0),
+        "n": m,
+    }

@@ -51,6 +51,7 @@ def distribution_report(
     periodic: bool,
     seed: int = 0,
     num_permutations: int = 200,
+    num_splits: int = 5,
 ) -> dict[str, dict[str, Any]]:
     """All set-to-set metrics of one field, each with its reference-vs-reference floor.
 
@@ -66,9 +67,10 @@ def distribution_report(
         periodic: whether every grid axis is periodic.
         seed: fixes the reference split, the slicing directions and the permutations.
         num_permutations: permutations of the MMD test (0 skips it).
+        num_splits: reference splits averaged for value and floor (``floor_std`` when > 1).
 
     Returns:
-        ``{metric: {"value", "floor", "n"}}`` (plus ``"p_value"`` for MMD²).
+        ``{metric: {"value", "floor", "floor_std", "n"}}`` (plus ``"p_value"`` for MMD²).
     """
     x = as_float64(samples, name="samples")
     r = as_float64(ref, name="ref")
@@ -98,11 +100,11 @@ def distribution_report(
         ),
     }
     out = {
-        name: _scalar(with_floor(fn, x, r, split_seed=seed, **kwargs))
+        name: _scalar(with_floor(fn, x, r, split_seed=seed, num_splits=num_splits, **kwargs))
         for name, (fn, kwargs) in metrics.items()
     }
     if num_permutations > 0:
-        _, half = split_halves(r, seed=seed)  # the half with_floor compared the samples with
+        _, half = split_halves(r, seed=seed)  # the first half with_floor compared the samples with
         _, p = mmd_permutation_test(x, half, num_permutations=num_permutations, seed=seed)
         out["mmd2"]["p_value"] = p
     return out

@@ -100,16 +100,19 @@ def gradient_penalty(
     """
     if real.shape != fake.shape:
         raise ValueError(f"gradient_penalty: real {tuple(real.shape)} != fake {tuple(fake.shape)}")
-    with torch.autocast(device_type=real.device.type, enabled=False):
+    # Under no_grad (validation) the input gradient is still taken, and the result detached.
+    keep_graph = torch.is_grad_enabled()
+    with torch.enable_grad(), torch.autocast(device_type=real.device.type, enabled=False):
         real32, fake32 = real.float(), fake.float()
         alpha_device = generator.device if generator is not None else real.device
         alpha = torch.rand(real.shape[0], generator=generator, device=alpha_device)
         alpha = append_dims(alpha.to(real.device), real.ndim)  # (B, 1, ..., 1)
         mixed = (alpha * real32 + (1 - alpha) * fake32).detach().requires_grad_(True)
         scores = critic(mixed, None if cond is None else cond.float())
-        (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=True)
+        (grad,) = torch.autograd.grad(scores.float().sum(), mixed, create_graph=keep_graph)
         norm = torch.linalg.vector_norm(grad.flatten(1), dim=1)  # (B,)
-        return (norm - center) ** 2
+        penalty = (norm - center) ** 2
+    return penalty if keep_graph else penalty.detach()
 
 
 @torch.no_grad()

@@ -199,13 +199,13 @@ class PIGAN(AdversarialModel):
 
     def _k(self, x: Tensor, z: Tensor) -> Tensor:
         k = self.generator_net["k"](x, z)
-        return k.exp() if self.config["k_transform"] == "exp" else k
+        return k.exp() if self._config["k_transform"] == "exp" else k
 
     def fields(self, z: Tensor, coords: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Generated u, k and f at ``coords`` ``(P,)`` for latents ``(B, L)``; each ``(B, P)``."""
         x = coords.to(z.dtype).expand(z.shape[0], -1)  # (B, P)
         return elliptic_source(
-            lambda c: self._u(c, z), lambda c: self._k(c, z), x, self.config["diffusion_scale"]
+            lambda c: self._u(c, z), lambda c: self._k(c, z), x, self._config["diffusion_scale"]
         )
 
     def generate(self, z: Tensor, cond: Tensor | None = None) -> Tensor:

@@ -154,12 +154,13 @@ class LatentGaussianModel(GenerativeModel):
     # -- bounds and protocol -----------------------------------------------------------------
 
     def _terms(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        """(E log p(x|z) with one reparameterized draw, analytic KL, the draw z)."""
+        """(log p(x|z) at one reparameterized draw z ~ q(z|x), analytic KL, decoder output)."""
         mu, logvar = self.encode(x, cond)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         mu_p, logvar_p = self.prior(cond, x.shape[0])
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
-        return self.log_likelihood(x, self.decoder_output(z, cond)), kl, z
+        out = self.decoder_output(z, cond)
+        return self.log_likelihood(x, out), kl, out
 
     def elbo(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Evidence lower bound per sample (β = 1, one reparameterized draw), shape ``(B,)``."""

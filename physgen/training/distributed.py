@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["Objective", "Process", "all_sum", "gather", "setup", "teardown", "wrap"]
+__all__ = ["Objective", "Process", "all_sum", "gather", "setup", "wrap"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,6 @@ class Process:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    owns_group: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -36,6 +36,10 @@ def setup(device: torch.device) -> tuple[Process, torch.device]:
     backend is NCCL for CUDA and gloo for CPU. Without ``WORLD_SIZE > 1`` this is a no-op, so
     the same script runs single-process. On CUDA each process takes GPU ``LOCAL_RANK``.
 
+    A group created here lives until the process exits (then it is destroyed), so several
+    ``fit`` calls in one script share it: re-creating a group on the same rendezvous store
+    can pick up the previous group's stale addresses and hang.
+
     Returns:
         The process description and the device this process trains on.
     """
@@ -46,15 +50,14 @@ def setup(device: torch.device) -> tuple[Process, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
+    if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Process(dist.get_rank(), dist.get_world_size(), local_rank, owns), device
+        atexit.register(_leave)
+    return Process(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
-def teardown(process: Process) -> None:
-    """Leave the process group if :func:`setup` created it."""
-    if process.owns_group and dist.is_initialized():
+def _leave() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -239,10 +239,7 @@ def fit(
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
     process, device = distributed.setup(_resolve_device(device))
-    try:
-        return _fit(**{k: v for k, v in locals().items() if k != "process"}, process=process)
-    finally:
-        distributed.teardown(process)
+    return _fit(**{k: v for k, v in locals().items() if k != "process"}, process=process)
 
 
 def _fit(
@@ -497,10 +494,11 @@ def _update(
             f"{player.method} must return one loss per sample, shape ({x.shape[0]},); "
             f"got {tuple(per_sample.shape)}"
         )
-    loss = per_sample.float().mean()  # reduced in fp32 even under autocast
+    # Reduced in at least fp32, even when autocast produced bf16 losses.
+    loss = per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
     loss.backward()
     norm = _grad_norm(player.params, grad_clip)
-    stats = torch.stack([loss.detach(), norm.to(loss.device, torch.float32)])
+    stats = torch.stack([loss.detach(), norm.to(loss.device, loss.dtype)])
     value, grad = (distributed.all_sum(stats, process) / process.world_size).tolist()
     if math.isfinite(value) and math.isfinite(grad):
         player.optimizer.step()

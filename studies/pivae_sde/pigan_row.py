@@ -10,6 +10,7 @@ import torch
 from physgen.metrics.distribution import mean_field_error, total_std_error
 from physgen.models.pigan import PIGAN
 from physgen.problem import Problem, load
+from physgen.training import fit
 from physgen.utils import seed_everything
 
 __all__ = ["pigan_row"]
@@ -33,6 +34,7 @@ def pigan_row(
     batch_size: int = 256,
     lr: float = 1e-4,
     betas: tuple[float, float] = (0.5, 0.9),
+    schedule: str = "constant",
     n_eval: int = 5000,
     eval_points: int = 201,
     seed: int = 0,
@@ -43,8 +45,9 @@ def pigan_row(
     """Train the PI-WGAN baseline (Yang, Zhang & Karniadakis 2020) and return its metrics row.
 
     The data are ``n_data`` samples of the ``sde1d`` problem read at the sensors of ``task``
-    (``forward``: u at the two boundaries, 17 k-, 21 f-sensors). PI-GAN is trained with Adam
-    (``lr``, ``betas``), ``n_critic`` critic steps per generator step. The errors are those of
+    (``forward``: u at the two boundaries, 17 k-, 21 f-sensors). PI-GAN is trained by
+    ``physgen.training.fit`` with Adam (``lr``, ``betas``, ``schedule``), ``n_critic`` critic
+    steps per generator step (``steps`` counts generator steps). The errors are those of
     the PI-VAE study: relative L2 error of the mean curve (``mean_field_error``) and relative
     error of the total standard deviation (``total_std_error``) of u and k, from ``n_eval``
     generated fields against the ``n_data`` reference fields on ``eval_points`` equispaced
@@ -64,25 +67,24 @@ def pigan_row(
     device = torch.device(device)
     fields = problem.to_tensor(problem.generate(n_data, seed=data_seed), dtype=torch.float32)
     data, coords = _sensor_data(problem, fields, task)
-    data = data.to(device)
 
     seed_everything(seed)
     model = PIGAN(
         u_sensors=coords["u"], k_sensors=coords["k"], f_sensors=coords["f"], **model_options
-    ).to(device)
-    opt_g = torch.optim.Adam(model.generator_parameters(), lr=lr, betas=betas)
-    opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=lr, betas=betas)
-    batches = torch.Generator(device="cpu").manual_seed(seed)
+    )
     start = time.perf_counter()
-    for _ in range(steps):
-        for _ in range(model.n_critic):
-            x = data[torch.randint(n_data, (batch_size,), generator=batches).to(device)]
-            opt_d.zero_grad(set_to_none=True)
-            model.discriminator_loss(x).mean().backward()
-            opt_d.step()
-        opt_g.zero_grad(set_to_none=True)
-        model.generator_loss(x).mean().backward()
-        opt_g.step()
+    fit(
+        model,
+        data,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        betas=betas,
+        schedule=schedule,
+        seed=seed,
+        device=device,
+        progress=False,
+    )
     train_s = time.perf_counter() - start
 
     stride = (n_grid - 1) // (eval_points - 1)

@@ -1,0 +1,187 @@
+"""CNF maximum-likelihood training on two moons: physgen vs zuko and a plain torchdiffeq FFJORD.
+
+Workload (same in every implementation): 10,000 standardised two-moons points; velocity MLP on
+``[cos πkt, sin πkt]_{k=1..3}`` then x, hidden [64, 64, 64] Tanh, output 2 (9,026 parameters),
+one set of seed-0 weights loaded into all; data at t=0, N(0, I) at t=1; dopri5 with
+rtol = atol = 1e-5; exact trace or one Hutchinson probe per solve; Adam 1e-3, batch 512.
+3 warm-up steps, then 20 interleaved rounds (one step of every contender per round).
+Reported: seconds per step (log_prob + backward + Adam), NFE (velocity-MLP calls) per step
+forward and backward, and the loss after the last step.
+
+Run: ``python studies/benchmarks/cnf_bench.py [--threads 1] [--steps 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchdiffeq import odeint_adjoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from core_bench import (
+    NFECounter,
+    interleaved,
+    machine_load,
+    median_range,
+    print_table,
+    two_moons,
+    versions,
+)
+
+from physgen.models.cnf import CNF
+
+BATCH, TOL = 512, 1e-5
+
+
+class _Stepper:
+    """One training step of a contender, with its own optimizer, batches and NFE counter."""
+
+    def __init__(self, name: str, module: nn.Module, mlp: nn.Module,
+                 nll: Callable[[Tensor], Tensor], data: Tensor) -> None:  # fmt: skip
+        self.name, self.module, self.nll, self.data = name, module, nll, data
+        self.counter = NFECounter(mlp)
+        self.opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+        self.batches = torch.Generator().manual_seed(1)
+        self.nfe_fwd: list[int] = []
+        self.nfe_bwd: list[int] = []
+        self.loss = math.nan
+
+    def __call__(self) -> None:
+        batch = self.data[torch.randint(0, self.data.shape[0], (BATCH,), generator=self.batches)]
+        self.opt.zero_grad()
+        start = self.counter.count
+        loss = self.nll(batch)
+        mid = self.counter.count
+        loss.backward()
+        self.opt.step()
+        self.nfe_fwd.append(mid - start)
+        self.nfe_bwd.append(self.counter.count - mid)
+        self.loss = float(loss.detach())
+
+
+class _FFJORD(nn.Module):
+    """A plain torchdiffeq FFJORD (Grathwohl et al. 2019), as in its examples: state (x, Δlogp),
+    trace by autograd, one probe per solve, adjoint gradients."""
+
+    def __init__(self, mlp: nn.Module, exact: bool) -> None:
+        super().__init__()
+        self.mlp, self.exact = mlp, exact
+        self.register_buffer("freqs", math.pi * torch.arange(1, 4, dtype=torch.float32))
+        self.noise: Tensor | None = None
+
+    def velocity(self, t: Tensor, x: Tensor) -> Tensor:
+        feats = (self.freqs * t).expand(x.shape[0], 3)
+        return self.mlp(torch.cat([feats.cos(), feats.sin(), x], dim=1))
+
+    def forward(self, t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x = state[0]
+        with torch.enable_grad():
+            x = x.requires_grad_(True)
+            v = self.velocity(t, x)
+            if self.exact:
+                div = sum(
+                    torch.autograd.grad(v[:, i].sum(), x, create_graph=True)[0][:, i]
+                    for i in range(x.shape[1])
+                )
+            else:
+                e = self.noise
+                div = (torch.autograd.grad(v, x, e, create_graph=True)[0] * e).sum(1)
+        return v, div
+
+    def nll(self, x: Tensor, adjoint: bool = True) -> Tensor:
+        self.noise = None if self.exact else torch.randn_like(x)
+        state = (x, torch.zeros(x.shape[0], device=x.device))
+        times = torch.tensor([0.0, 1.0])
+        if adjoint:
+            z, div = odeint_adjoint(self, state, times, rtol=TOL, atol=TOL, method="dopri5",
+                                    adjoint_params=tuple(self.mlp.parameters()))  # fmt: skip
+        else:
+            from torchdiffeq import odeint
+
+            z, div = odeint(self, state, times, rtol=TOL, atol=TOL, method="dopri5")
+        logp = -0.5 * z[-1].pow(2).sum(1) - math.log(2 * math.pi) + div[-1]
+        return -logp.mean()
+
+
+def _zuko(exact: bool) -> nn.Module:
+    import zuko
+
+    torch.manual_seed(0)
+    return zuko.flows.CNF(2, freqs=3, atol=TOL, rtol=TOL, exact=exact,
+                          hidden_features=[64, 64, 64], activation=nn.Tanh)  # fmt: skip
+
+
+def _mlp_of_zuko(flow: nn.Module) -> nn.Module:
+    return flow.transform.ode
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    data = two_moons()
+    reference = _mlp_of_zuko(_zuko(True)).state_dict()
+
+    def physgen(trace: str, probe: str, adjoint: bool) -> tuple[nn.Module, nn.Module, Callable]:
+        model = CNF((2,), hidden=(64, 64, 64), act="tanh", freqs=3, trace=trace, probe=probe,
+                    rtol=TOL, atol=TOL, adjoint=adjoint)  # fmt: skip
+        model.net.net.load_state_dict(reference)
+        return model, model.net.net, lambda x: model.loss(x).mean()
+
+    def zuko_flow(exact: bool) -> tuple[nn.Module, nn.Module, Callable]:
+        flow = _zuko(exact)
+        _mlp_of_zuko(flow).load_state_dict(reference)
+        return flow, _mlp_of_zuko(flow), lambda x: -flow().log_prob(x).mean()
+
+    def ffjord(exact: bool, adjoint: bool) -> tuple[nn.Module, nn.Module, Callable]:
+        mlp = _mlp_of_zuko(_zuko(True))
+        mlp.load_state_dict(reference)
+        ref = _FFJORD(mlp, exact)
+        return ref, mlp, lambda x: ref.nll(x, adjoint)
+
+    builds = {
+        "physgen CNF, exact, backprop": lambda: physgen("exact", "rademacher", False),
+        "physgen CNF, exact, adjoint": lambda: physgen("exact", "rademacher", True),
+        "physgen CNF, Hutchinson Rademacher, backprop": lambda: physgen(
+            "hutchinson", "rademacher", False
+        ),
+        "physgen CNF, Hutchinson Gaussian, adjoint": lambda: physgen(
+            "hutchinson", "gaussian", True
+        ),
+        "zuko CNF, exact": lambda: zuko_flow(True),
+        "zuko CNF, Hutchinson Gaussian": lambda: zuko_flow(False),
+        "torchdiffeq FFJORD, exact, adjoint": lambda: ffjord(True, True),
+        "torchdiffeq FFJORD, Gaussian, adjoint": lambda: ffjord(False, True),
+        "torchdiffeq, exact, backprop": lambda: ffjord(True, False),
+    }
+    steppers = {name: _Stepper(name, *build(), data) for name, build in builds.items()}
+    print(f"# CNF on two moons, batch {BATCH}, dopri5 {TOL:g}; {versions('zuko', 'torchdiffeq')}")
+    print(f"# threads {args.threads}; before: {machine_load()}")
+    times = interleaved(steppers, repeats=args.steps, warmup=3)
+    print(f"# after: {machine_load()}")
+    best_peer = min(statistics.median(t) for n, t in times.items() if not n.startswith("physgen"))
+    rows = []
+    for name, s in steppers.items():
+        med = statistics.median(times[name])
+        rows.append({
+            "implementation": name,
+            "s/step median [min-max]": median_range(times[name]),
+            "NFE fwd": statistics.mean(s.nfe_fwd[3:]),
+            "NFE bwd": statistics.mean(s.nfe_bwd[3:]),
+            "loss after": round(s.loss, 4),
+            "time / fastest peer": round(med / best_peer, 3),
+        })  # fmt: skip
+    print_table(rows, list(rows[0]))
+
+
+if __name__ == "__main__":
+    main()

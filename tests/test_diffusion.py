@@ -1,0 +1,238 @@
+"""Diffusion model: parameterizations, exact-denoiser likelihood, guidance, physics term, U-Net."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from gaussian_closed_form import GaussianData
+from torch import Tensor, nn
+
+from physgen.models.diffusion import Diffusion, dps_guidance
+from physgen.nn import UNet
+from physgen.utils import append_dims
+
+
+class _Oracle(nn.Module):
+    """The exact network output for Gaussian data, in any parameterization."""
+
+    def __init__(self, data: GaussianData, prediction: str) -> None:
+        super().__init__()
+        self.data, self.prediction = data, prediction
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x_in: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        alpha, sigma = (append_dims(c, x_in.ndim) for c in self.data.sde.coefficients(t))
+        r = (alpha**2 + sigma**2).sqrt()
+        x = x_in * r
+        eps = -sigma * self.data.score(x, t)
+        x0 = (x - sigma * eps) / alpha
+        return {"eps": eps, "x0": x0, "v": (alpha * eps - sigma * x0) / r}[self.prediction]
+
+
+def _model_with_oracle(sde: str, prediction: str) -> tuple[Diffusion, GaussianData]:
+    model = Diffusion((1, 2), sde=sde, prediction=prediction).double()
+    data = GaussianData(
+        torch.tensor([0.8, -1.2], dtype=torch.float64),
+        torch.tensor([[0.5, 0.35], [0.35, 1.5]], dtype=torch.float64),
+        model.sde,
+        (1, 2),
+    )
+    model.net = _Oracle(data, prediction)
+    return model, data
+
+
+@pytest.mark.parametrize(("sde", "prediction"), [("vp", "eps"), ("ve", "x0"), ("subvp", "v")])
+def test_every_parameterization_gives_the_exact_score_and_likelihood(
+    sde: str, prediction: str, generator: torch.Generator
+) -> None:
+    model, data = _model_with_oracle(sde, prediction)
+    x = data.sample(16, 0.3, generator)
+    t = torch.full((16,), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(model.score(x, t), data.score(x, t))
+    x_eps = data.sample(16, model.eps, generator)
+    with torch.no_grad():
+        lp = model.log_prob(x_eps, rtol=1e-8, atol=1e-8)
+    # The prior replaces the exact terminal marginal: same ODE, compare with that mismatch.
+    exact = data.log_prob(x_eps, model.eps)
+    assert (lp - exact).abs().max() < (0.08 if sde == "ve" else 0.03)
+
+
+def test_denoising_loss_is_minimal_at_the_exact_denoiser(generator: torch.Generator) -> None:
+    """E‖ε̂ - ε‖² at the exact (posterior-mean) denoiser is below any perturbation of it."""
+    model, data = _model_with_oracle("vp", "eps")
+    x = data.sample(20000, 0.0, generator)
+    torch.manual_seed(0)
+    best = model.loss(x).mean()
+
+    class Scaled(nn.Module):
+        def __init__(self, inner: nn.Module, scale: float) -> None:
+            super().__init__()
+            self.inner, self.scale = inner, scale
+
+        def forward(self, *args: Tensor) -> Tensor:
+            return self.scale * self.inner(*args)
+
+    oracle = model.net
+    for scale in (0.9, 1.1):
+        model.net = Scaled(oracle, scale)
+        torch.manual_seed(0)
+        assert model.loss(x).mean() > best
+
+
+def test_physics_term_sees_the_denoised_estimate(generator: torch.Generator) -> None:
+    seen: list[Tensor] = []
+
+    def penalty(x0: Tensor) -> Tensor:
+        seen.append(x0.detach().clone())
+        return x0.pow(2).flatten(1).sum(1)
+
+    model = Diffusion((1, 8), physics_weight=0.5, physics_penalty=penalty, channels=(8, 16))
+    captured: list[tuple[Tensor, Tensor]] = []
+    denoise = model.denoise
+
+    def spy(x: Tensor, t: Tensor, cond: Tensor | None = None, keep: Tensor | None = None):
+        out = denoise(x, t, cond, keep)
+        captured.append((x.detach().clone(), out[1].detach().clone()))
+        return out
+
+    model.denoise = spy
+    x = torch.randn(4, 1, 8, generator=generator)
+    loss = model.loss(x)
+    xt, x0_hat = captured[0]
+    torch.testing.assert_close(seen[0], x0_hat)
+    assert not torch.allclose(seen[0], xt)
+    model.physics_weight = 0.0
+    torch.manual_seed(0)
+    plain = model.loss(x)
+    torch.manual_seed(0)
+    model.physics_weight = 0.5
+    torch.testing.assert_close(model.loss(x) - plain, 0.5 * seen[-1].pow(2).flatten(1).sum(1))
+    assert loss.shape == (4,)
+
+
+def test_classifier_free_guidance_combines_the_two_predictions(generator: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model = Diffusion((3,), cond_shape=(2,), hidden=(16, 16))
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.randn(5, 3, generator=generator)
+    c = torch.randn(5, 2, generator=generator)
+    t = torch.rand(5, generator=generator)
+    eps_c, _ = model.denoise(x, t, c)
+    eps_u, _ = model.denoise(x, t, c, keep=torch.zeros(5))
+    eps_u2, _ = model.denoise(x, t, torch.zeros_like(c) + 7.0, keep=torch.zeros(5))
+    torch.testing.assert_close(eps_u, eps_u2)  # the null condition ignores cond
+    sigma = model.sde.coefficients(t)[1][:, None]
+    torch.testing.assert_close(model.score(x, t, c, guidance_scale=0.0), -eps_c / sigma)
+    w = 2.0
+    torch.testing.assert_close(
+        model.score(x, t, c, guidance_scale=w), -((1 + w) * eps_c - w * eps_u) / sigma
+    )
+
+
+def test_posterior_sampling_pulls_samples_to_the_observation(generator: torch.Generator) -> None:
+    """Prior N(0, I) in 2-D, observation y = x_1 + noise(0.1): x_1 ≈ y, x_2 stays N(0, 1)."""
+    model, _ = _model_with_oracle("vp", "eps")
+    data = GaussianData(
+        torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64), model.sde, (1, 2)
+    )
+    model.net = _Oracle(data, "eps")
+    y = torch.tensor([[1.5]], dtype=torch.float64)
+    guide = dps_guidance(lambda x0: x0[:, 0, :1], y, noise_std=0.1)
+    x = model.sample(2000, sampler="ddpm", steps=200, generator=generator, guidance=guide,
+                     guidance_strength=0.1)  # fmt: skip
+    post_mean = 1.5 / (1 + 0.01)
+    assert abs(float(x[:, 0, 0].mean()) - post_mean) < 0.1
+    assert float(x[:, 0, 0].std()) < 0.3
+    assert abs(float(x[:, 0, 1].mean())) < 0.1 and abs(float(x[:, 0, 1].std()) - 1) < 0.1
+    unguided = model.sample(2000, sampler="ddpm", steps=200, generator=generator)
+    assert abs(float(unguided[:, 0, 0].mean())) < 0.1
+
+
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+def test_unet_is_dimension_generic_and_periodic_equivariant(ndim: int) -> None:
+    torch.manual_seed(0)
+    net = UNet(ndim, 2, channels=(8, 16), attention=(False, True), periodic=True).double()
+    nn.init.normal_(net.conv_out.weight, std=0.1)
+    grid = {1: (16,), 2: (8, 12), 3: (4, 4, 6)}[ndim]
+    x = torch.randn(2, 2, *grid, dtype=torch.float64)
+    t = torch.rand(2, dtype=torch.float64)
+    y = net(x, t)
+    assert y.shape == x.shape
+    dims = tuple(range(2, 2 + ndim))
+    shifts = (2,) * ndim  # a multiple of 2**(levels - 1)
+    torch.testing.assert_close(net(torch.roll(x, shifts, dims), t), torch.roll(y, shifts, dims))
+
+
+def test_unet_handles_odd_grids_and_starts_at_zero() -> None:
+    net = UNet(2, 1, channels=(8, 16, 16), attention=(False, False, True))
+    x = torch.randn(2, 1, 17, 11)
+    assert torch.equal(net(x, torch.rand(2)), torch.zeros_like(x))
+
+
+def test_diffusion_trains_on_fields_with_any_sampler() -> None:
+    torch.manual_seed(0)
+    model = Diffusion((1, 12), cond_shape=(1, 12), channels=(8, 16), periodic=True)
+    x, c = torch.randn(4, 1, 12), torch.randn(4, 1, 12)
+    loss = model.loss(x, c)
+    loss.mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    for sampler in ("ddim", "ddpm", "pc", "euler-maruyama"):
+        s = model.sample(2, c[:2], sampler=sampler, steps=3, guidance_scale=1.0)
+        assert s.shape == (2, 1, 12) and torch.isfinite(s).all()
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ValueError, match="prediction"):
+        Diffusion((2,), prediction="score")
+    with pytest.raises(ValueError, match="unknown sde"):
+        Diffusion((2,), sde="vq")
+    model = Diffusion((2,), hidden=(8,))
+    with pytest.raises(ValueError, match="sample shape"):
+        model.loss(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="unconditional"):
+        model.loss(torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(ValueError, match="noise_std"):
+        dps_guidance(lambda x: x, torch.zeros(1), 0.0)
+    assert math.isfinite(float(model.loss(torch.zeros(3, 2)).sum()))
+
+
+@pytest.mark.slow
+def test_probability_flow_likelihood_lands_near_the_cnf_on_a_toy_density() -> None:
+    """A 2-D two-component mixture: the diffusion model's PF-ODE NLL and a flow-matching CNF's
+    NLL on held-out points agree, and both approach the true NLL."""
+    torch.manual_seed(0)
+    mix = torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(torch.tensor([0.4, 0.6])),
+        torch.distributions.Independent(
+            torch.distributions.Normal(
+                torch.tensor([[-1.0, 0.5], [1.0, -0.5]]), torch.tensor([[0.35, 0.5], [0.5, 0.3]])
+            ),
+            1,
+        ),
+    )
+    data, test = mix.sample((20000,)), mix.sample((1000,))
+    truth = float(-mix.log_prob(test).mean())
+    from physgen.models.cnf import FlowMatching
+
+    nll = {}
+    for name, model in (
+        ("diffusion", Diffusion((2,), hidden=(128, 128, 128), eps=1e-4)),
+        ("cnf", FlowMatching((2,), hidden=(128, 128, 128), act="silu")),
+    ):
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 3000)
+        g = torch.Generator().manual_seed(1)
+        for _ in range(3000):
+            batch = data[torch.randint(0, data.shape[0], (512,), generator=g)]
+            opt.zero_grad()
+            model.loss(batch).mean().backward()
+            opt.step()
+            sched.step()
+        model.eval()
+        with torch.no_grad():
+            nll[name] = float(-model.log_prob(test).mean())
+    assert abs(nll["diffusion"] - nll["cnf"]) < 0.1, f"{nll}, truth {truth:.3f}"
+    assert nll["cnf"] - truth < 0.1 and nll["diffusion"] - truth < 0.15, f"{nll}, {truth:.3f}"
