@@ -45,7 +45,8 @@ class SDE1D(Problem):
 
         r_i = −[k_{i+½}(u_{i+1} − u_i) − k_{i−½}(u_i − u_{i−1})] / (10 h²) − f_i,  0 < i < n−1
 
-    solved as a tridiagonal system; ``residual`` applies the same stencil
+    solved as a tridiagonal system (the PI-VAE code expands (k u')' = k u'' + k' u' with
+    central differences instead; the two agree to O(h²)); ``residual`` applies the same stencil
     (``flux_divergence(..., mean="arithmetic")``) and returns r at the 399 interior nodes,
     shape ``(B, 399)``. Boundary values are a constraint (``constraints()["boundary"]``).
 
