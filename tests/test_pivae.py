@@ -60,16 +60,24 @@ def test_mmd_polynomial_kernel_matches_means_and_second_moments() -> None:
     assert mmd_rows(y, y.clone(), poly_weight=3.0).abs().max() < 1e-9
 
 
+@pytest.mark.parametrize("form", ["u", "flux"])
 @pytest.mark.parametrize("decoder", ["mlp", "chebyshev"])
 @pytest.mark.parametrize("k_transform", ["identity", "exp"])
 def test_f_by_autograd_is_the_operator_applied_to_decoded_u_and_k(
-    decoder: str, k_transform: str
+    decoder: str, k_transform: str, form: str
 ) -> None:
-    """f̂ = −c(k u')' from autograd matches the conservative finite difference, O(h²)."""
-    model = _sde_model(decoder, k_transform=k_transform)
+    """f̂ = −c(k u')' from autograd matches the conservative finite difference, O(h²).
+
+    In flux form u is the quadrature of q/k and f̂ = −c q', so this checks both halves.
+    """
+    if form == "flux" and k_transform == "identity":
+        with pytest.raises(ValueError, match="needs k > 0"):
+            _sde_model(decoder, k_transform=k_transform, form=form)
+        return
+    model = _sde_model(decoder, k_transform=k_transform, form=form)
     z = torch.randn(3, 4, dtype=torch.float64)
     errors = []
-    for n in (101, 201):
+    for n in (201, 401):
         x = torch.linspace(-1, 1, n, dtype=torch.float64)
         h = 2.0 / (n - 1)
         u, _, f = model.decode_fields(z, x)
@@ -82,8 +90,9 @@ def test_f_by_autograd_is_the_operator_applied_to_decoded_u_and_k(
     assert math.log2(errors[0] / errors[1]) > 1.8  # second order: the same operator
 
 
-def test_sample_is_a_sensor_vector_and_fields_come_anywhere() -> None:
-    model = _sde_model("chebyshev")
+@pytest.mark.parametrize("form", ["u", "flux"])
+def test_sample_is_a_sensor_vector_and_fields_come_anywhere(form: str) -> None:
+    model = _sde_model("chebyshev", form=form, k_transform="exp")
     assert model.sample(5).shape == (5, 2 + 9 + 11)
     fields = model.sample_fields(4, torch.linspace(-1, 1, 33, dtype=torch.float64))
     assert fields.shape == (4, 3, 33) and not fields.requires_grad
@@ -91,13 +100,42 @@ def test_sample_is_a_sensor_vector_and_fields_come_anywhere() -> None:
     assert model.float().loss(x).shape == (6,)
 
 
-def test_boundary_penalty_measures_the_dirichlet_violation() -> None:
-    model = _sde_model("mlp", boundary_values=(0.5, -1.0))
+@pytest.mark.parametrize("form", ["u", "flux"])
+def test_boundary_penalty_measures_the_dirichlet_violation(form: str) -> None:
+    model = _sde_model("mlp", boundary_values=(0.5, -1.0), form=form, k_transform="exp")
     z = torch.randn(4, 4, dtype=torch.float64)
     ends = torch.tensor([-1.0, 1.0], dtype=torch.float64)
     u, _, _ = model.decode_fields(z, ends, with_f=False)
     expected = 0.5 * ((u[:, 0] - 0.5) ** 2 + (u[:, 1] + 1.0) ** 2)
     torch.testing.assert_close(model.boundary_penalty(z), expected)
+
+
+def test_flux_form_integrates_q_over_k_from_the_left_boundary_value() -> None:
+    """u(a) = g_a exactly, u' = q/k, and u(b) − g_a = ∫ q/k (closed form for constant k)."""
+    model = _sde_model("chebyshev", form="flux", k_transform="exp", boundary_values=(0.5, 0.0))
+    z = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.linspace(-1, 1, 2001, dtype=torch.float64)
+    u, k, _ = model.decode_fields(z, x)
+    assert torch.equal(u[:, 0], torch.full_like(u[:, 0], 0.5))
+    q = model.flux_decoder(x.expand(3, -1), z)
+    h = float(x[1] - x[0])
+    # Fourth-order central difference: truncation h⁴·|u⁽⁵⁾|/30 ≲ 1e-8 for these fields.
+    slope = (u[:, :-4] - 8 * u[:, 1:-3] + 8 * u[:, 3:-1] - u[:, 4:]) / (12 * h)
+    torch.testing.assert_close(slope, (q / k)[:, 2:-2], rtol=0, atol=1e-7)
+    # With k ≡ 1 and q linear in x the integral is a closed-form quadratic.
+    for param in model.k_decoder.parameters():
+        torch.nn.init.zeros_(param)
+    with torch.no_grad():
+        for param in model.flux_decoder.parameters():
+            param.zero_()
+        model.flux_decoder.coef[-1].bias[1] = 2.0  # q = 2·damping[1]·x
+    q1 = 2.0 * float(model.flux_decoder.damping[1])
+    u, k, f = model.decode_fields(z, x)
+    torch.testing.assert_close(k, torch.ones_like(k))
+    torch.testing.assert_close(u, (0.5 + 0.5 * q1 * (x**2 - 1)).expand(3, -1))
+    torch.testing.assert_close(f, torch.full_like(f, -model.c * q1))
+    with pytest.raises(ValueError, match="form must be"):
+        _sde_model("mlp", form="potential")
 
 
 def test_two_stage_schedule_switches_physics_on_after_pretraining() -> None:
@@ -224,3 +262,38 @@ def test_per_field_mmd_terms_add_each_varying_field() -> None:
     expected = mmd_rows(recon, x) + mmd_rows(z, torch.randn_like(z))
     expected = expected + mmd_rows(recon[:, 2:11], x[:, 2:11]) + mmd_rows(recon[:, 11:], x[:, 11:])
     torch.testing.assert_close(loss, expected)
+
+
+def test_forcing_integrals_compare_log_k_and_the_running_integral_of_f() -> None:
+    """Trapezoid integral of a linear f is exact; blocks are scaled by the data's spread."""
+    model = _sde_model("chebyshev", form="flux", k_transform="exp", forcing_integrals=1)
+    g = torch.Generator().manual_seed(2)
+    xf = model.f_coords
+    slope, offset = torch.randn(6, 1, generator=g, dtype=torch.float64), 0.5
+    k = torch.rand(6, model.n_k, generator=g, dtype=torch.float64) + 0.5
+    data = torch.cat([torch.zeros(6, 2, dtype=torch.float64), k, offset + slope * xf], dim=1)
+    source, target = model._integrated_readings(data.flip(0), data)
+    integral = offset * (xf - xf[0]) + 0.5 * slope * (xf**2 - xf[0] ** 2)  # ∫_{x0}^x f
+    rms = lambda b: torch.cdist(b, b).pow(2).mean().sqrt()  # noqa: E731
+    torch.testing.assert_close(target[:, : model.n_k], k.log() / rms(k.log()))
+    torch.testing.assert_close(target[:, model.n_k :], integral / rms(integral))
+    torch.testing.assert_close(source, target.flip(0))
+    # The loss adds exactly that MMD (same random draws with and without the term).
+    plain = _sde_model("chebyshev", form="flux", k_transform="exp")
+    plain.load_state_dict(model.state_dict())
+    torch.manual_seed(3)
+    with_term = model.loss(data)
+    torch.manual_seed(3)
+    without = plain.loss(data)
+    torch.manual_seed(3)
+    mu, logvar = model.encode(data)
+    recon = model.sensors(mu + (0.5 * logvar).exp() * torch.randn_like(mu))
+    expected = mmd_rows(*model._integrated_readings(recon, data), kernel_num=model.kernel_num)
+    torch.testing.assert_close(with_term - without, expected)
+    assert expected.mean() > 0
+    bad = data.clone()
+    bad[0, 2] = -1.0
+    with pytest.raises(ValueError, match="positive k"):
+        model.loss(bad)
+    with pytest.raises(ValueError, match="forcing_integrals"):
+        _sde_model("mlp", forcing_integrals=-1)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..nn.mlp import MLP, CoordinateNet
 from ..physics import PhysicsLoss, latin_hypercube_normal
+from ..quadrature import indefinite_integral_matrix
 from .base import GenerativeModel, register_model
 from .vae import LatentGaussianModel
 
@@ -286,6 +287,18 @@ class SDEPIVAE(GenerativeModel):
 
     Options beyond the paper, each off at the paper's defaults:
 
+    * ``form="flux"``: decode the flux :math:`q = k\,u'` instead of u, and obtain
+
+      .. math:: u(x) = g_a + \int_a^x \frac{q(s)}{k(s)}\,ds, \qquad
+                \hat f = -c\,q'(x),
+
+      the integral by Clenshaw–Curtis quadrature on ``integration_nodes`` Chebyshev–Lobatto
+      points (`physgen.quadrature`), the derivative by autograd. The decoded triple obeys the
+      equation exactly, u(a) = g_a holds by construction and u(b) = g_b is left to the data
+      and the physics terms. With u and k decoded (the paper's form) f̂ is independent of k
+      only if the u decoder learns u's exact response to k; any shortfall makes f̂ and k
+      dependent and, when u is observed only at the walls, shrinks u's spread. In flux form
+      f̂ and k come from separate decoders, and u's response to k is built in;
     * ``decoder="chebyshev"``: u and k as Chebyshev series of degree ``degree`` with
       coefficients from an MLP of z (smooth by construction, far cheaper derivatives);
     * ``k_transform="exp"``: decode log k, so k > 0 (the operator stays elliptic);
@@ -300,6 +313,13 @@ class SDEPIVAE(GenerativeModel):
       readings to the sensor MMD (see `mmd_rows`), so the MMD also matches the covariance of
       the readings — in particular that k and f are uncorrelated, which decides the spread of
       u when u is seen only at the walls;
+    * ``forcing_integrals = m`` > 0: add the MMD between decodings and data of
+      :math:`[\log k,\ I^m f]`, with :math:`I` the running trapezoid integral over the
+      f sensors and each block divided by its spread in the data batch. The solution of
+      −c(k u′)′ = f sees f through two integrations (mode ω damped by ~1/(cω²)), but in the
+      raw readings f's low modes hold a small share of f's variance, so a Gaussian kernel
+      on raw readings barely notices a wrong spread in them, and u's spread follows it.
+      With ``m = 2`` the f block weighs modes as u does;
     * ``encoder_logvar="linear"``: an unconstrained log-variance. The paper's sigmoid keeps
       log σ² in (0, 1), so training latents are wider than the N(0, I) draws used to sample,
       which shrinks the spread of generated fields;
@@ -319,6 +339,8 @@ class SDEPIVAE(GenerativeModel):
         u_sensors: Sequence[float],
         k_sensors: Sequence[float],
         f_sensors: Sequence[float],
+        form: str = "u",
+        integration_nodes: int = 48,
         latent_dim: int = 4,
         width: int = 128,
         depth: int = 3,
@@ -336,6 +358,7 @@ class SDEPIVAE(GenerativeModel):
         kernel_mul: float = 2.0,
         kernel_num: int = 5,
         moment_weight: float = 0.0,
+        forcing_integrals: int = 0,
         alpha1: float = 0.0,
         alpha2: float = 0.0,
         n_syn: int = 1000,
@@ -347,6 +370,8 @@ class SDEPIVAE(GenerativeModel):
             u_sensors=[float(v) for v in u_sensors],
             k_sensors=[float(v) for v in k_sensors],
             f_sensors=[float(v) for v in f_sensors],
+            form=form,
+            integration_nodes=integration_nodes,
             latent_dim=latent_dim,
             width=width,
             depth=depth,
@@ -364,6 +389,7 @@ class SDEPIVAE(GenerativeModel):
             kernel_mul=kernel_mul,
             kernel_num=kernel_num,
             moment_weight=moment_weight,
+            forcing_integrals=forcing_integrals,
             alpha1=alpha1,
             alpha2=alpha2,
             n_syn=n_syn,
@@ -371,6 +397,13 @@ class SDEPIVAE(GenerativeModel):
             syn_seed=syn_seed,
             pretrain_steps=pretrain_steps,
         )
+        if form not in ("u", "flux"):
+            raise ValueError(f"form must be 'u' or 'flux' (decode q = k u' and k), got {form!r}")
+        if integration_nodes < 2:
+            raise ValueError(f"integration_nodes must be >= 2, got {integration_nodes}")
+        if form == "flux" and k_transform != "exp":
+            raise ValueError("form='flux' integrates q/k and needs k > 0: use k_transform='exp'")
+        self.form, self.integration_nodes = form, integration_nodes
         if mmd_terms not in ("joint", "joint+fields"):
             raise ValueError(f"mmd_terms must be 'joint' or 'joint+fields', got {mmd_terms!r}")
         self.mmd_terms = mmd_terms
@@ -386,6 +419,12 @@ class SDEPIVAE(GenerativeModel):
         self.c = diffusion_scale
         self.kernel_mul, self.kernel_num = kernel_mul, kernel_num
         self.moment_weight = moment_weight
+        if forcing_integrals < 0 or (forcing_integrals and len(f_sensors) < 2):
+            raise ValueError(
+                f"forcing_integrals must be >= 0 and needs >= 2 f sensors, got "
+                f"{forcing_integrals} with {len(f_sensors)} f sensors"
+            )
+        self.forcing_integrals = forcing_integrals
         self.alpha1, self.alpha2, self.pretrain_steps = alpha1, alpha2, pretrain_steps
         self.domain = (float(domain[0]), float(domain[1]))
         self.boundary_values = (float(boundary_values[0]), float(boundary_values[1]))
@@ -404,14 +443,19 @@ class SDEPIVAE(GenerativeModel):
         )
         if decoder == "mlp":
             # Zhong's decoder: Linear, tanh, ``depth`` × (Linear, tanh), Linear.
-            self.u_decoder: nn.Module = CoordinateNet(latent_dim, width, depth + 1, "tanh")
-            self.k_decoder: nn.Module = CoordinateNet(latent_dim, width, depth + 1, "tanh")
+            make = lambda decay: CoordinateNet(latent_dim, width, depth + 1, "tanh")  # noqa: E731
         elif decoder == "chebyshev":
-            cheb = (latent_dim, width, depth, degree, domain, spectral_decay)
-            self.u_decoder = _ChebyshevDecoder(*cheb)
-            self.k_decoder = _ChebyshevDecoder(*cheb)
+            make = lambda decay: _ChebyshevDecoder(  # noqa: E731
+                latent_dim, width, depth, degree, domain, decay
+            )
         else:
             raise ValueError(f"decoder must be 'mlp' or 'chebyshev', got {decoder!r}")
+        if form == "u":
+            self.u_decoder: nn.Module = make(spectral_decay)
+        else:
+            # f̂ takes one derivative of q where it took two of u: damp one power less.
+            self.flux_decoder: nn.Module = make(max(spectral_decay - 1.0, 0.0))
+        self.k_decoder: nn.Module = make(spectral_decay)
         for name, coords in (("u", u_sensors), ("k", k_sensors), ("f", f_sensors)):
             self.register_buffer(f"{name}_coords", torch.tensor([float(v) for v in coords]))
         self.register_buffer("z_syn", synthetic_latents(n_syn, latent_dim, syn_sampling, syn_seed))
@@ -451,6 +495,20 @@ class SDEPIVAE(GenerativeModel):
         k = self.k_decoder(x, z)
         return k.exp() if self.k_transform == "exp" else k
 
+    def _u(self, coords: Tensor, z: Tensor) -> Tensor:
+        """u at ``coords`` ``(P,)`` for latents ``z`` ``(B, L)``: ``(B, P)``, either form."""
+        if self.form == "u":
+            return self.u_decoder(coords.to(z.dtype).expand(z.shape[0], -1), z)
+        # Flux form: u(x) = g_a + ∫_a^x q/k ds, q/k sampled at the quadrature nodes.
+        nodes, matrix = indefinite_integral_matrix(
+            coords, self.integration_nodes, self.domain, dtype=torch.float64, device=z.device
+        )
+        t = nodes.to(z.dtype).expand(z.shape[0], -1)
+        slope = self.flux_decoder(t, z) / self._k(t, z)  # u' = q / k at the nodes, (B, N)
+        # The sum cancels terms much larger than u; in float64 u keeps the accuracy of its
+        # own dtype, so second differences of u see rounding, not cancellation error.
+        return (self.boundary_values[0] + slope.double() @ matrix.T).to(z.dtype)
+
     def decode_fields(
         self, z: Tensor, coords: Tensor, with_f: bool = True
     ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -462,19 +520,24 @@ class SDEPIVAE(GenerativeModel):
         b = z.shape[0]
         x = coords.to(z.dtype).expand(b, -1)
         if not with_f:
-            return self.u_decoder(x, z), self._k(x, z), None
+            return self._u(coords, z), self._k(x, z), None
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            u, k = self.u_decoder(x, z), self._k(x, z)
-            u_x = _grad(u, x)
-            f = -self.c * (_grad(k, x) * u_x + k * _grad(u_x, x))
+            if self.form == "u":
+                u, k = self.u_decoder(x, z), self._k(x, z)
+                u_x = _grad(u, x)
+                f = -self.c * (_grad(k, x) * u_x + k * _grad(u_x, x))
+            else:
+                f = -self.c * _grad(self.flux_decoder(x, z), x)
+        if self.form == "flux":
+            u, k = self._u(coords, z), self._k(x.detach(), z)
         if not torch.is_grad_enabled():
             u, k, f = u.detach(), k.detach(), f.detach()
         return u, k, f
 
     def sensors(self, z: Tensor) -> Tensor:
         """Decoded sensor vector ``[u(x_u), k(x_k), f̂(x_f)]``, ``(B, D)``."""
-        u = self.u_decoder(self.u_coords.expand(z.shape[0], -1), z)
+        u = self._u(self.u_coords, z)
         k = self._k(self.k_coords.expand(z.shape[0], -1), z)
         _, _, f = self.decode_fields(z, self.f_coords)
         return torch.cat([u, k, f], dim=1)
@@ -482,7 +545,7 @@ class SDEPIVAE(GenerativeModel):
     def boundary_penalty(self, z: Tensor) -> Tensor:
         """Per-sample Dirichlet violation ½Σ(u(end) − g)² at both ends of the domain."""
         ends = torch.tensor(self.domain, device=z.device, dtype=z.dtype)
-        u = self.u_decoder(ends.expand(z.shape[0], -1), z)
+        u = self._u(ends, z)
         g = torch.tensor(self.boundary_values, device=z.device, dtype=z.dtype)
         return 0.5 * (u - g).pow(2).sum(1)
 
@@ -494,6 +557,8 @@ class SDEPIVAE(GenerativeModel):
         mu, logvar = self.encode(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         recon = self.sensors(z)
+        if self.forcing_integrals:
+            extra = mmd_rows(*self._integrated_readings(recon, x), self.kernel_mul, self.kernel_num)
         scale = self.sensor_scale
         if self.mmd_k == "log":
             # Compare k readings as log k, where the data are Gaussian and the lower tail of
@@ -510,6 +575,8 @@ class SDEPIVAE(GenerativeModel):
             ):
                 if ref.var(0).sum() > 1e-12:  # readings pinned by the data (u at the walls) skip
                     total = total + mmd_rows(part, ref, self.kernel_mul, self.kernel_num)
+        if self.forcing_integrals:
+            total = total + extra
         total = total + mmd_rows(z, torch.randn_like(z), self.kernel_mul, self.kernel_num)
         active = int(self.steps) >= self.pretrain_steps
         if self.training:
@@ -521,6 +588,35 @@ class SDEPIVAE(GenerativeModel):
                 idx = torch.randint(len(self.z_syn), (x.shape[0],), device=self.z_syn.device)
                 total = total + self.alpha2 * self.boundary_penalty(self.z_syn[idx])
         return total
+
+    def _integrated_readings(self, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[log k, ∫…∫ f]`` of decodings and data, each block scaled by the data's spread.
+
+        f is integrated ``forcing_integrals`` times by the trapezoid rule over the f-sensor
+        positions (from the first one); the two blocks are divided by the root-mean-square
+        pairwise distance of the data batch's block, so both weigh alike in the kernel.
+        """
+        if not (
+            torch.all(x[:, self.n_u : self.n_u + self.n_k] > 0)
+            and torch.all(recon[:, self.n_u : self.n_u + self.n_k] > 0)
+        ):
+            raise ValueError("forcing_integrals needs positive k readings (log k is compared)")
+        gaps = self.f_coords.diff().to(x.dtype)  # (n_f − 1,)
+        blocks = []
+        for v in (recon, x):
+            _, k, f = v.split([self.n_u, self.n_k, self.n_f], dim=1)
+            for _ in range(self.forcing_integrals):
+                steps = 0.5 * (f[:, 1:] + f[:, :-1]) * gaps  # (B, n_f − 1)
+                f = torch.cat([torch.zeros_like(f[:, :1]), steps.cumsum(1)], dim=1)
+            blocks.append((k.log(), f))
+        scales = [
+            torch.cdist(b, b).pow(2).mean().sqrt().detach().clamp_min(1e-12) for b in blocks[1]
+        ]
+        recon_k, recon_f = blocks[0]
+        data_k, data_f = blocks[1]
+        source = torch.cat([recon_k / scales[0], recon_f / scales[1]], dim=1)
+        target = torch.cat([data_k / scales[0], data_f / scales[1]], dim=1)
+        return source, target
 
     def _log_k(self, v: Tensor) -> Tensor:
         u, k, f = v.split([self.n_u, self.n_k, self.n_f], dim=1)
