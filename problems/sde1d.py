@@ -87,24 +87,37 @@ class SDE1D(Problem):
     def _generate(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
         p = self.params
         x = self.grid.coords(0)
-        h = self.grid.spacing[0]
         k_kl, f_kl = self._samplers
         out = {"k": [], "u": [], "f": []}
         for rng in rngs:
             k = np.exp(p.mean_amplitude * np.sin(1.5 * np.pi * (x + 1)) + k_kl.sample(rng))
             f = p.mean_f + f_kl.sample(rng)
-            face = 0.5 * (k[1:] + k[:-1])  # k_{i+½}, i = 0..n-2
-            # Interior unknowns u_1..u_{n-2}: (face_{i-½} + face_{i+½}) u_i − ... = 10 h² f_i.
-            bands = np.zeros((3, p.n - 2))
-            bands[0, 1:] = -face[1:-1]
-            bands[1] = face[:-1] + face[1:]
-            bands[2, :-1] = -face[1:-1]
-            u = np.zeros(p.n)
-            u[1:-1] = solve_banded((1, 1), bands, p.inverse_diffusivity * h**2 * f[1:-1])
             out["k"].append(k)
-            out["u"].append(u)
+            out["u"].append(self.solve(k, f))
             out["f"].append(f)
         return {name: np.stack(v) for name, v in out.items()}
+
+    def solve(self, k: np.ndarray, f: np.ndarray) -> np.ndarray:
+        """u with u(±1) = 0 for one coefficient ``k`` and forcing ``f``, each ``(n,)`` nodal.
+
+        The generator's tridiagonal solve of the stencil in the class docstring (float64).
+        """
+        n = self.params.n
+        k, f = np.asarray(k, dtype=np.float64), np.asarray(f, dtype=np.float64)
+        if k.shape != (n,) or f.shape != (n,):
+            raise ValueError(
+                f"sde1d.solve: k and f must have shape ({n},), got {k.shape}, {f.shape}"
+            )
+        h = self.grid.spacing[0]
+        face = 0.5 * (k[1:] + k[:-1])  # k_{i+½}, i = 0..n-2
+        # Interior unknowns u_1..u_{n-2}: (face_{i-½} + face_{i+½}) u_i − ... = 10 h² f_i.
+        bands = np.zeros((3, n - 2))
+        bands[0, 1:] = -face[1:-1]
+        bands[1] = face[:-1] + face[1:]
+        bands[2, :-1] = -face[1:-1]
+        u = np.zeros(n)
+        u[1:-1] = solve_banded((1, 1), bands, self.params.inverse_diffusivity * h**2 * f[1:-1])
+        return u
 
     def residual(self, fields: Tensor) -> Tensor:
         """r_i at interior nodes, ``(B, n − 2)``, in units of f."""
