@@ -45,3 +45,24 @@ def test_study_writes_both_forms_and_resumes_finished_rows(
     assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
     assert study.main([*argv[:1], "3", *argv[2:]]) == 0
     assert len(calls) == 8
+
+
+def test_coupling_solves_reproduce_the_data_and_the_table_is_complete() -> None:
+    """solve(k, f) of data pairs returns the data's u; the table carries every quantity."""
+    import torch
+
+    from physgen.metrics.distribution import total_std
+    from physgen.problem import load
+
+    coupling = load_module_from_path(STUDY.with_name("coupling.py"), "pivae_sde_coupling")
+    study = load_module_from_path(STUDY, "pivae_sde_study_run_coupling")
+    problem = load("sde1d")
+    fields = problem.to_tensor(problem.generate(40, seed=1))  # (40, 3, 401) float64: k, u, f
+    solved = coupling.solve_pairs(problem, fields[:, 0], fields[:, 2])
+    torch.testing.assert_close(solved, fields[:, 1], rtol=0, atol=1e-12)
+    model, _ = study.train_model(
+        problem, fields.float(), "forward", epochs=1, seed=0, train={"batch_size": 20}
+    )
+    table = coupling.coupling_table(model, problem, fields.float(), n=40)
+    assert len(table) == 13 and all(torch.isfinite(torch.tensor(v)) for v in table.values())
+    assert table["data u"] == pytest.approx(float(total_std(fields[:, 1, ::2].float())))
