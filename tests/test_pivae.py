@@ -297,3 +297,16 @@ def test_forcing_integrals_compare_log_k_and_the_running_integral_of_f() -> None
         model.loss(bad)
     with pytest.raises(ValueError, match="forcing_integrals"):
         _sde_model("mlp", forcing_integrals=-1)
+
+
+def test_flux_form_caches_the_training_integrals_without_changing_them() -> None:
+    """Sensor and wall integrals come from a per-device cache and equal the uncached ones."""
+    model = _sde_model("chebyshev", form="flux", k_transform="exp")
+    z = torch.randn(5, 4, dtype=torch.float64)
+    sensors = model.sensors(z)
+    ends = torch.tensor(model.domain, dtype=torch.float64)
+    assert set(model._integrals) == {(model.u_points, "cpu")}  # the u sensors, this device
+    model.boundary_penalty(z)
+    assert (model.domain, "cpu") in model._integrals  # the walls (here also the u sensors)
+    assert torch.equal(sensors[:, : model.n_u], model._u(model.u_coords, z))
+    assert torch.equal(model._u(ends, z, model.domain), model._u(ends, z))

@@ -458,6 +458,10 @@ class SDEPIVAE(GenerativeModel):
         self.k_decoder: nn.Module = make(spectral_decay)
         for name, coords in (("u", u_sensors), ("k", k_sensors), ("f", f_sensors)):
             self.register_buffer(f"{name}_coords", torch.tensor([float(v) for v in coords]))
+        # The u-sensor coordinates as the buffer holds them, for the flux form's cached
+        # integration matrix (`_integral`); the cache lives per device, outside the state.
+        self.u_points = tuple(self.u_coords.double().tolist())
+        self._integrals: dict[tuple[tuple[float, ...], str], tuple[Tensor, Tensor]] = {}
         self.register_buffer("z_syn", synthetic_latents(n_syn, latent_dim, syn_sampling, syn_seed))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
         scale = torch.ones(d) if sensor_scale is None else torch.tensor(sensor_scale)
@@ -495,14 +499,35 @@ class SDEPIVAE(GenerativeModel):
         k = self.k_decoder(x, z)
         return k.exp() if self.k_transform == "exp" else k
 
-    def _u(self, coords: Tensor, z: Tensor) -> Tensor:
-        """u at ``coords`` ``(P,)`` for latents ``z`` ``(B, L)``: ``(B, P)``, either form."""
+    def _integral(
+        self, coords: Tensor, device: torch.device, points: Sequence[float] | None
+    ) -> tuple[Tensor, Tensor]:
+        """Quadrature nodes and integration matrix (float64) for ``coords`` on ``device``.
+
+        For the fixed coordinate sets of training (``points`` given as Python floats) both are
+        kept per device, so a training step neither reads coordinates back from the device nor
+        copies the matrix to it.
+        """
+        if points is None:
+            return indefinite_integral_matrix(
+                coords, self.integration_nodes, self.domain, dtype=torch.float64, device=device
+            )
+        key = (tuple(points), str(device))
+        if key not in self._integrals:
+            self._integrals[key] = indefinite_integral_matrix(
+                points, self.integration_nodes, self.domain, dtype=torch.float64, device=device
+            )
+        return self._integrals[key]
+
+    def _u(self, coords: Tensor, z: Tensor, points: Sequence[float] | None = None) -> Tensor:
+        """u at ``coords`` ``(P,)`` for latents ``z`` ``(B, L)``: ``(B, P)``, either form.
+
+        ``points``: the same coordinates as Python floats, when known (see `_integral`).
+        """
         if self.form == "u":
             return self.u_decoder(coords.to(z.dtype).expand(z.shape[0], -1), z)
         # Flux form: u(x) = g_a + ∫_a^x q/k ds, q/k sampled at the quadrature nodes.
-        nodes, matrix = indefinite_integral_matrix(
-            coords, self.integration_nodes, self.domain, dtype=torch.float64, device=z.device
-        )
+        nodes, matrix = self._integral(coords, z.device, points)
         t = nodes.to(z.dtype).expand(z.shape[0], -1)
         slope = self.flux_decoder(t, z) / self._k(t, z)  # u' = q / k at the nodes, (B, N)
         # The sum cancels terms much larger than u; in float64 u keeps the accuracy of its
@@ -537,7 +562,7 @@ class SDEPIVAE(GenerativeModel):
 
     def sensors(self, z: Tensor) -> Tensor:
         """Decoded sensor vector ``[u(x_u), k(x_k), f̂(x_f)]``, ``(B, D)``."""
-        u = self._u(self.u_coords, z)
+        u = self._u(self.u_coords, z, self.u_points)
         k = self._k(self.k_coords.expand(z.shape[0], -1), z)
         _, _, f = self.decode_fields(z, self.f_coords)
         return torch.cat([u, k, f], dim=1)
@@ -545,7 +570,7 @@ class SDEPIVAE(GenerativeModel):
     def boundary_penalty(self, z: Tensor) -> Tensor:
         """Per-sample Dirichlet violation ½Σ(u(end) − g)² at both ends of the domain."""
         ends = torch.tensor(self.domain, device=z.device, dtype=z.dtype)
-        u = self._u(ends, z)
+        u = self._u(ends, z, self.domain)
         g = torch.tensor(self.boundary_values, device=z.device, dtype=z.dtype)
         return 0.5 * (u - g).pow(2).sum(1)
 
