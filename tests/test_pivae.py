@@ -310,3 +310,30 @@ def test_flux_form_caches_the_training_integrals_without_changing_them() -> None
     assert (model.domain, "cpu") in model._integrals  # the walls (here also the u sensors)
     assert torch.equal(sensors[:, : model.n_u], model._u(model.u_coords, z))
     assert torch.equal(model._u(ends, z, model.domain), model._u(ends, z))
+
+
+def test_exact_boundary_shifts_the_flux_so_both_walls_hold_and_f_is_unchanged() -> None:
+    """u(a) = g_a and u(b) = g_b to rounding; u' = (q − C)/k; f̂ equals the soft form's."""
+    options = {"form": "flux", "k_transform": "exp", "boundary_values": (0.5, -0.25)}
+    exact = _sde_model("chebyshev", exact_boundary=True, **options)
+    soft = _sde_model("chebyshev", **options)
+    soft.load_state_dict(exact.state_dict())
+    z = torch.randn(4, 4, dtype=torch.float64)
+    x = torch.linspace(-1, 1, 2001, dtype=torch.float64)
+    with torch.no_grad():
+        u, k, f = exact.decode_fields(z, x)
+        u_soft, k_soft, f_soft = soft.decode_fields(z, x)
+        q = exact.flux_decoder(x.expand(4, -1), z)
+    torch.testing.assert_close(u[:, 0], torch.full_like(u[:, 0], 0.5), rtol=0, atol=1e-13)
+    torch.testing.assert_close(u[:, -1], torch.full_like(u[:, -1], -0.25), rtol=0, atol=1e-13)
+    assert float(exact.boundary_penalty(z).detach().max()) < 1e-25
+    assert float((u_soft[:, -1] + 0.25).abs().min()) > 1e-3  # the soft form misses u(b)
+    torch.testing.assert_close(f, f_soft, rtol=0, atol=0)
+    torch.testing.assert_close(k, k_soft, rtol=0, atol=0)
+    # u' = (q − C)/k with one constant C per sample: (q − k u') is constant in x.
+    h = float(x[1] - x[0])
+    slope = (u[:, :-4] - 8 * u[:, 1:-3] + 8 * u[:, 3:-1] - u[:, 4:]) / (12 * h)
+    shift = q[:, 2:-2] - k[:, 2:-2] * slope
+    torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="exact_boundary"):
+        _sde_model("chebyshev", exact_boundary=True)

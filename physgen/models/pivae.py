@@ -298,7 +298,10 @@ class SDEPIVAE(GenerativeModel):
       and the physics terms. With u and k decoded (the paper's form) f̂ is independent of k
       only if the u decoder learns u's exact response to k; any shortfall makes f̂ and k
       dependent and, when u is observed only at the walls, shrinks u's spread. In flux form
-      f̂ and k come from separate decoders, and u's response to k is built in;
+      f̂ and k come from separate decoders, and u's response to k is built in.
+      ``exact_boundary=True`` also makes u(b) = g_b exact, by shifting q by the constant
+      :math:`C = \bigl(\int_a^b q/k - (g_b - g_a)\bigr) / \int_a^b 1/k` (f̂ is unchanged);
+      the physics terms then have nothing left to do;
     * ``decoder="chebyshev"``: u and k as Chebyshev series of degree ``degree`` with
       coefficients from an MLP of z (smooth by construction, far cheaper derivatives);
     * ``k_transform="exp"``: decode log k, so k > 0 (the operator stays elliptic);
@@ -341,6 +344,7 @@ class SDEPIVAE(GenerativeModel):
         f_sensors: Sequence[float],
         form: str = "u",
         integration_nodes: int = 48,
+        exact_boundary: bool = False,
         latent_dim: int = 4,
         width: int = 128,
         depth: int = 3,
@@ -372,6 +376,7 @@ class SDEPIVAE(GenerativeModel):
             f_sensors=[float(v) for v in f_sensors],
             form=form,
             integration_nodes=integration_nodes,
+            exact_boundary=exact_boundary,
             latent_dim=latent_dim,
             width=width,
             depth=depth,
@@ -403,7 +408,10 @@ class SDEPIVAE(GenerativeModel):
             raise ValueError(f"integration_nodes must be >= 2, got {integration_nodes}")
         if form == "flux" and k_transform != "exp":
             raise ValueError("form='flux' integrates q/k and needs k > 0: use k_transform='exp'")
+        if exact_boundary and form != "flux":
+            raise ValueError("exact_boundary=True needs form='flux' (it shifts the decoded flux)")
         self.form, self.integration_nodes = form, integration_nodes
+        self.exact_boundary = exact_boundary
         if mmd_terms not in ("joint", "joint+fields"):
             raise ValueError(f"mmd_terms must be 'joint' or 'joint+fields', got {mmd_terms!r}")
         self.mmd_terms = mmd_terms
@@ -500,7 +508,7 @@ class SDEPIVAE(GenerativeModel):
         return k.exp() if self.k_transform == "exp" else k
 
     def _integral(
-        self, coords: Tensor, device: torch.device, points: Sequence[float] | None
+        self, coords: Tensor | None, device: torch.device, points: Sequence[float] | None
     ) -> tuple[Tensor, Tensor]:
         """Quadrature nodes and integration matrix (float64) for ``coords`` on ``device``.
 
@@ -529,10 +537,19 @@ class SDEPIVAE(GenerativeModel):
         # Flux form: u(x) = g_a + ∫_a^x q/k ds, q/k sampled at the quadrature nodes.
         nodes, matrix = self._integral(coords, z.device, points)
         t = nodes.to(z.dtype).expand(z.shape[0], -1)
-        slope = self.flux_decoder(t, z) / self._k(t, z)  # u' = q / k at the nodes, (B, N)
+        k = self._k(t, z)
+        slope = (self.flux_decoder(t, z) / k).double()  # u' = q / k at the nodes, (B, N)
+        g_a, g_b = self.boundary_values
+        if self.exact_boundary:
+            # Flux q − C with the constant C that gives ∫_a^b (q − C)/k = g_b − g_a, so
+            # u(b) = g_b exactly; f̂ = −c (q − C)' = −c q' is unchanged.
+            whole = self._integral(None, z.device, self.domain)[1][1]  # ∫_a^b weights, (N,)
+            inverse_k = 1.0 / k.double()
+            shift = (slope @ whole - (g_b - g_a)) / (inverse_k @ whole)  # (B,)
+            slope = slope - shift[:, None] * inverse_k
         # The sum cancels terms much larger than u; in float64 u keeps the accuracy of its
         # own dtype, so second differences of u see rounding, not cancellation error.
-        return (self.boundary_values[0] + slope.double() @ matrix.T).to(z.dtype)
+        return (g_a + slope @ matrix.T).to(z.dtype)
 
     def decode_fields(
         self, z: Tensor, coords: Tensor, with_f: bool = True
