@@ -64,9 +64,11 @@ MODEL: dict[str, Any] = {
     "syn_sampling": "lhs",
 }
 TRAIN: dict[str, Any] = {"batch_size": 200, "lr": 3e-3, "betas": (0.9, 0.999)}
-# The rows run per task and seed: physgen's configuration, and the same model with the
-# paper's u and k decoders (f̂ = −c(k u')'), raw k in the MMD and Adam 2e-3.
+# The rows run per task and seed: physgen's configuration with u(1) = 0 exact, the same with
+# u(1) = 0 left to the data and Zhu et al.'s terms (the ablation's base), and the model with
+# the paper's u and k decoders (f̂ = −c(k u')'), raw k in the MMD and Adam 2e-3.
 VARIANTS: dict[str, dict[str, Any]] = {
+    "physgen PI-VAE (flux form, exact walls)": {"exact_boundary": True},
     "physgen PI-VAE (flux form)": {},
     "physgen PI-VAE, paper's u and k decoders": {
         "form": "u",
