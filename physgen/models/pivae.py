@@ -563,25 +563,37 @@ class SDEPIVAE(GenerativeModel):
         x = coords.to(z.dtype).expand(b, -1)
         if not with_f:
             return self._u(coords, z), self._k(x, z), None
+        if self.form == "flux":
+            return self._u(coords, z), self._k(x, z), self._flux_f(x, z)
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            if self.form == "u":
-                u, k = self.u_decoder(x, z), self._k(x, z)
-                u_x = _grad(u, x)
-                f = -self.c * (_grad(k, x) * u_x + k * _grad(u_x, x))
-            else:
-                f = -self.c * _grad(self.flux_decoder(x, z), x)
-        if self.form == "flux":
-            u, k = self._u(coords, z), self._k(x.detach(), z)
+            u, k = self.u_decoder(x, z), self._k(x, z)
+            u_x = _grad(u, x)
+            f = -self.c * (_grad(k, x) * u_x + k * _grad(u_x, x))
         if not torch.is_grad_enabled():
             u, k, f = u.detach(), k.detach(), f.detach()
         return u, k, f
+
+    def _flux_f(self, x: Tensor, z: Tensor) -> Tensor:
+        """Flux form: f̂ = −c q′ at coordinates ``x`` ``(B, P)`` by autograd, ``(B, P)``.
+
+        u and k are not needed for f̂ here, so `sensors` takes only this. Under
+        ``torch.no_grad`` the derivative is still taken, then detached.
+        """
+        keep_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            f = -self.c * _grad(self.flux_decoder(x, z), x)
+        return f if keep_graph else f.detach()
 
     def sensors(self, z: Tensor) -> Tensor:
         """Decoded sensor vector ``[u(x_u), k(x_k), f̂(x_f)]``, ``(B, D)``."""
         u = self._u(self.u_coords, z, self.u_points)
         k = self._k(self.k_coords.expand(z.shape[0], -1), z)
-        _, _, f = self.decode_fields(z, self.f_coords)
+        if self.form == "flux":
+            f = self._flux_f(self.f_coords.to(z.dtype).expand(z.shape[0], -1), z)
+        else:
+            _, _, f = self.decode_fields(z, self.f_coords)
         return torch.cat([u, k, f], dim=1)
 
     def boundary_penalty(self, z: Tensor) -> Tensor:
