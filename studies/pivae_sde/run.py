@@ -254,18 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     # Rows of an interrupted run with the same settings are kept, not recomputed.
     done = {r["key"]: r for r in _previous_rows(out / "results.json")}
 
-    def run_row(method: str, task: str, seed: int, overrides: dict[str, Any]) -> None:
-        key = _row_key(method, task, epochs, seed, args.samples, overrides)
-        row = done.get(key) or {
-            "method": method,
-            **train_row(problem, fields, task, epochs, seed, **overrides),
-            "key": key,
-        }
+    def record(row: dict[str, Any]) -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
         write_json_atomic({"floor": floor, "rows": rows}, out / "results.json")
         with atomic_output(out / "results.md") as tmp:
             tmp.write_text(_table(rows, floor))
+
+    def run_row(method: str, task: str, seed: int, overrides: dict[str, Any]) -> None:
+        key = _row_key(method, task, epochs, seed, args.samples, overrides)
+        row = done.get(key)
+        if row is None:  # not finished by an earlier run with the same settings
+            row = {"method": method, **train_row(problem, fields, task, epochs, seed, **overrides)}
+            row["key"] = key
+        record(row)
 
     for task in tasks if "main" in args.rows else ():
         for method, overrides in VARIANTS.items():
@@ -285,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=TRAIN["batch_size"],
                 problem=problem,
             )
-            rows.append({**row, "epochs": epochs, "method": "PI-WGAN (physgen)"})
-            write_json_atomic({"floor": floor, "rows": rows}, out / "results.json")
-            with atomic_output(out / "results.md") as tmp:
-                tmp.write_text(_table(rows, floor))
+            record({**row, "epochs": epochs, "method": "PI-WGAN (physgen)"})
     if "coupling" in args.rows:
         print(coupling_report(problem, fields, epochs, args.seeds[0], out))
     print(_table(rows, floor))
