@@ -2,6 +2,7 @@
 
 from .amp import autocast, fp32
 from .checkpoint import build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from .conflict_free import conflict_free_direction
 from .ema import EMA
 from .fit import CHECKPOINT_NAME, FitResult, NonFiniteLossError, fit, lr_factor
 
@@ -12,6 +13,7 @@ __all__ = [
     "NonFiniteLossError",
     "autocast",
     "build_model",
+    "conflict_free_direction",
     "fit",
     "fp32",
     "load_checkpoint",

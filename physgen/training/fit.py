@@ -27,6 +27,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .conflict_free import conflict_free_direction
 from .data import BatchOrder, DataLike, batches, num_samples, sequential_batches
 from .ema import EMA
 from .log import MetricsLog
@@ -350,6 +351,7 @@ def _fit(
         _initialize(model, data, order, device, amp, seed)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     objective = distributed.wrap(model, process, device, two_player)
+    terms = _loss_terms_of(model, two_player)
 
     start, skipped = 0, 0
     if source is not None:
@@ -399,7 +401,7 @@ def _fit(
                     if player.method != "generator_loss":
                         x, cond = next(stream)  # the generator reuses the last critic batch
                     value, norm = losses[player.method] = _update(
-                        objective,
+                        objective if terms is None else terms,
                         player,
                         players,
                         x,
@@ -545,14 +547,11 @@ def _update(
         other.optimizer.zero_grad(set_to_none=True)
     with autocast(device, amp):
         per_sample = objective(player.method, x, cond)
-    if per_sample.shape != (x.shape[0],):
-        raise ValueError(
-            f"{player.method} must return one loss per sample, shape ({x.shape[0]},); "
-            f"got {tuple(per_sample.shape)}"
-        )
-    # Reduced in at least fp32, even when autocast produced bf16 losses.
-    loss = per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
-    loss.backward()
+    if isinstance(per_sample, dict):
+        loss = _conflict_free_backward(per_sample, player.params, x.shape[0], process)
+    else:
+        loss = _batch_mean(per_sample, player.method, x.shape[0])
+        loss.backward()
     norm = grad_clip is not None or want_norm
     # The gradient norm, or on other steps the plain sum of every gradient entry: a sum is
     # non-finite exactly when some entry is (NaN and ±inf propagate), costs less than a norm,
@@ -576,6 +575,71 @@ def _update(
             "or pass nonfinite='skip' to skip such batches"
         )
     return value, grad
+
+
+def _batch_mean(per_sample: Tensor, method: str, batch: int) -> Tensor:
+    """The batch mean of a per-sample loss, in at least fp32 (also under bf16 autocast)."""
+    if per_sample.shape != (batch,):
+        raise ValueError(
+            f"{method} must return one loss per sample, shape ({batch},); "
+            f"got {tuple(per_sample.shape)}"
+        )
+    return per_sample.to(torch.promote_types(per_sample.dtype, torch.float32)).mean()
+
+
+def _loss_terms_of(
+    model: GenerativeModel, two_player: bool
+) -> Callable[[str, Tensor, Tensor | None], dict[str, Tensor]] | None:
+    """``objective`` returning the model's named loss terms, for a model that asks for their
+    gradients to be combined conflict-free (``gradient_combination = "config"``), else None.
+
+    The terms are evaluated on the plain module (not through DDP): their gradients are
+    reduced over processes one by one in :func:`_conflict_free_backward`.
+    """
+    combine = getattr(model, "gradient_combination", "sum")
+    if combine == "sum":
+        return None
+    if combine != "config":
+        raise ValueError(
+            f"{type(model).__name__}.gradient_combination must be 'sum' or 'config', "
+            f"got {combine!r}"
+        )
+    if two_player or not callable(getattr(model, "loss_terms", None)):
+        raise ValueError(
+            f"{type(model).__name__}: gradient_combination='config' needs a one-player model "
+            "with a loss_terms(x, cond) method"
+        )
+    return lambda method, x, cond: model.loss_terms(x, cond)
+
+
+def _conflict_free_backward(
+    terms: dict[str, Tensor], params: list[nn.Parameter], batch: int, process: distributed.Process
+) -> Tensor:
+    """Set ``p.grad`` to the ConFIG combination of the batch-mean gradient of every term.
+
+    Each term's gradient is averaged over processes before the combination, so a DDP run
+    combines the same global gradients as a single process would. Returns the summed loss.
+    """
+    means = [_batch_mean(value, f"loss term {name!r}", batch) for name, value in terms.items()]
+    flats = []
+    for i, mean in enumerate(means):
+        grads = torch.autograd.grad(
+            mean, params, retain_graph=i < len(means) - 1, allow_unused=True
+        )
+        # A parameter that a term does not reach has a zero gradient for that term.
+        parts = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+        ]
+        flat = torch.cat([part.reshape(-1) for part in parts])
+        if process.world_size > 1:
+            flat = distributed.all_sum(flat, process) / process.world_size
+        flats.append(flat)
+    combined = conflict_free_direction(flats)
+    offset = 0
+    for p in params:
+        p.grad = combined[offset : offset + p.numel()].view_as(p).to(p.dtype)
+        offset += p.numel()
+    return torch.stack([m.detach() for m in means]).sum()
 
 
 def _validate(
