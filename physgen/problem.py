@@ -329,6 +329,13 @@ class Problem(ABC):
         """Per-sample ``RMS(residual) / residual_scale``, shape ``(B,)``."""
         return rms(self.residual(fields)) / self.residual_scale(fields)
 
+    def solve_state(self, fields: Tensor) -> Tensor:
+        """``fields`` with the state channels replaced by the generator's discrete solution for
+        their coefficient channels: the hard physics projection of a generated sample (its
+        residual then sits at the solver's floor). Implemented by steady problems whose state
+        is determined by their coefficients, e.g. Darcy's pressure by its permeability."""
+        raise NotImplementedError(f"problem {self.name!r} has no solve_state")
+
     def constraints(self, fields: Tensor) -> dict[str, Tensor]:
         """Per-sample violations ``(B,)`` (zero when satisfied) of inequalities/conservation."""
         return {}

@@ -24,7 +24,25 @@ import scipy.sparse as sp
 from physgen.grids import Grid
 from physgen.random_fields import spectral_field
 
-__all__ = ["SpectralGrid", "diffusion_matrix", "etdrk4", "integrate_vorticity", "vorticity_step"]
+__all__ = [
+    "SpectralGrid",
+    "check_positive",
+    "diffusion_matrix",
+    "etdrk4",
+    "integrate_vorticity",
+    "vorticity_step",
+]
+
+
+def check_positive(values: np.ndarray, name: str, owner: str) -> None:
+    """Raise a clear ``ValueError`` unless every entry of ``values`` is finite and positive."""
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        raise ValueError(
+            f"{owner}: {name} must be finite and positive; {int(bad.sum())} of {values.size} "
+            f"values are not (min {np.nanmin(values):.4g}). Clamp generated coefficients to "
+            "their physical range first"
+        )
 
 
 def diffusion_matrix(a: np.ndarray, grid: Grid, *, mean: str = "harmonic") -> sp.csr_matrix:

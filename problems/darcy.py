@@ -7,13 +7,14 @@ from functools import cached_property
 
 import numpy as np
 import scipy.fft
+import torch
 from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
 from physgen.grids import Grid
 from physgen.operators import flux_divergence
 from physgen.problem import Downsample, Field, Observation, Problem, SensorSet
-from physgen.solvers import diffusion_matrix
+from physgen.solvers import check_positive, diffusion_matrix
 
 __all__ = ["Darcy"]
 
@@ -74,15 +75,22 @@ class Darcy(Problem):
         psi = scipy.fft.idctn(self._spectrum * rng.standard_normal((p.n, p.n)), type=2)
         return np.where(psi >= 0, p.a_plus, p.a_minus)
 
+    def pressure(self, a: np.ndarray) -> np.ndarray:
+        """The discrete solution u ``(n, n)`` for a positive permeability ``a`` ``(n, n)``."""
+        f = np.full(self.grid.shape[0] * self.grid.shape[1], self.params.forcing)
+        return spsolve(diffusion_matrix(a, self.grid).tocsc(), f).reshape(self.grid.shape)
+
     def _generate(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
-        f = np.full(self.grid.shape, self.params.forcing)
-        a_all, u_all = [], []
-        for rng in rngs:
-            a = self.permeability(rng)
-            u = spsolve(diffusion_matrix(a, self.grid).tocsc(), f.ravel())
-            a_all.append(a)
-            u_all.append(u.reshape(self.grid.shape))
-        return {"a": np.stack(a_all), "u": np.stack(u_all)}
+        a_all = [self.permeability(rng) for rng in rngs]
+        return {"a": np.stack(a_all), "u": np.stack([self.pressure(a) for a in a_all])}
+
+    def solve_state(self, fields: Tensor) -> Tensor:
+        """(a, u) with u replaced by the discrete solution for a (which must be positive)."""
+        self._check_fields(fields)
+        a = fields[:, 0].detach().cpu().double().numpy()
+        check_positive(a, "permeability a", self.name)
+        u = np.stack([self.pressure(sample) for sample in a])
+        return torch.stack([fields[:, 0], torch.as_tensor(u).to(fields)], dim=1)
 
     def residual(self, fields: Tensor) -> Tensor:
         """−∇·(a∇u) − f per cell, ``(B, n, n)``."""

@@ -15,7 +15,7 @@ from physgen.grids import Grid
 from physgen.operators import flux_divergence
 from physgen.problem import Field, Observation, Problem, SensorSet, rms
 from physgen.random_fields import KarhunenLoeve
-from physgen.solvers import diffusion_matrix
+from physgen.solvers import check_positive, diffusion_matrix
 
 __all__ = ["DarcyPIDM"]
 
@@ -73,20 +73,26 @@ class DarcyPIDM(Problem):
         r = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
         return KarhunenLoeve(np.exp(-r / self.params.length), modes=self.params.modes)
 
-    def _generate(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+    def pressure(self, K: np.ndarray) -> np.ndarray:
+        """The zero-mean discrete solution p ``(n, n)`` for a positive permeability K."""
         m = self.grid.shape[0] * self.grid.shape[1]
         ones = sp.csr_matrix(np.ones((1, m)))
         rhs = np.concatenate([self.source.ravel(), [0.0]])
-        k_all, p_all = [], []
-        for rng in rngs:
-            K = np.exp(self._kl.sample(rng)).reshape(self.grid.shape)
-            A = diffusion_matrix(K, self.grid)
-            # [A 1; 1ᵀ 0] [p; λ] = [f; 0]: λ = 0 exactly when Σf = 0, and mean(p) = 0.
-            system = sp.bmat([[A, ones.T], [ones, None]], format="csc")
-            solution = spsolve(system, rhs)
-            k_all.append(K)
-            p_all.append(solution[:m].reshape(self.grid.shape))
-        return {"K": np.stack(k_all), "p": np.stack(p_all)}
+        # [A 1; 1ᵀ 0] [p; λ] = [f; 0]: λ = 0 exactly when Σf = 0, and mean(p) = 0.
+        system = sp.bmat([[diffusion_matrix(K, self.grid), ones.T], [ones, None]], format="csc")
+        return spsolve(system, rhs)[:m].reshape(self.grid.shape)
+
+    def _generate(self, rngs: list[np.random.Generator]) -> dict[str, np.ndarray]:
+        k_all = [np.exp(self._kl.sample(rng)).reshape(self.grid.shape) for rng in rngs]
+        return {"K": np.stack(k_all), "p": np.stack([self.pressure(K) for K in k_all])}
+
+    def solve_state(self, fields: Tensor) -> Tensor:
+        """(K, p) with p replaced by the discrete solution for K (which must be positive)."""
+        self._check_fields(fields)
+        K = fields[:, 0].detach().cpu().double().numpy()
+        check_positive(K, "permeability K", self.name)
+        p = np.stack([self.pressure(sample) for sample in K])
+        return torch.stack([fields[:, 0], torch.as_tensor(p).to(fields)], dim=1)
 
     def _source_tensor(self, like: Tensor) -> Tensor:
         return torch.as_tensor(self.source, dtype=like.dtype, device=like.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ from ..nn.embeddings import TimeMLP
 from ..nn.unet import UNet
 from ..sde import build_interpolant
 from ..transforms.base import Transform
+from ..utils import append_dims
 from .base import DensityModel, register_model
 
 __all__ = ["CNF", "FlowMatching", "ot_pairing", "time_network"]
@@ -275,6 +277,23 @@ class FlowMatching(_ContinuousFlow):
     optimal assignment under squared Euclidean cost (minibatch OT-CFM, Tong et al., TMLR 2024;
     Pooladian et al., ICML 2023), which straightens the learned paths; ``"independent"``
     (default) is I-CFM. Likelihoods and samples use the same ODE code as ``CNF``.
+
+    **Physics-based flow matching** (Baldan, Liu, Guardone & Thuerey, "Flow matching meets
+    PDEs", arXiv:2506.08604): with ``physics_weight`` λ > 0 and a per-sample
+    ``physics_penalty`` P (e.g. :class:`physgen.physics.ResidualPenalty`), the loss gains
+
+    .. math:: \lambda\,(1 - t)\,P(\hat x_0), \qquad
+              \hat x_0 = \frac{\sigma_t v_\theta - \dot\sigma_t x_t}
+                              {\dot\alpha_t\sigma_t - \dot\sigma_t\alpha_t}
+
+    (for the linear path :math:`\hat x_0 = x_t - t\,v_\theta`), the data estimate implied by
+    the predicted velocity; the weight 1 − t silences the term where :math:`\hat x_0` is
+    only the data mean. ``physics_unroll`` = n > 1 first takes n − 1 Euler steps of the
+    learned ODE from t towards 0 (PBFM's unrolling: a sharper :math:`\hat x_0` at high
+    noise, at n network calls per sample). ``gradient_combination="config"`` makes
+    :func:`physgen.training.fit` combine the two terms' gradients conflict-free (ConFIG, see
+    :func:`physgen.training.conflict_free_direction`) instead of summing them. The penalty
+    is a callable and is not part of the saved config: pass it again after loading.
     """
 
     def __init__(
@@ -285,20 +304,55 @@ class FlowMatching(_ContinuousFlow):
         path: str = "linear",
         sigma_min: float = 0.0,
         coupling: str = "independent",
+        physics_weight: float = 0.0,
+        physics_unroll: int = 1,
+        gradient_combination: str = "sum",
+        physics_penalty: Callable[[Tensor], Tensor] | None = None,
         **config: Any,
     ) -> None:
         if coupling not in ("independent", "ot"):
             raise ValueError(f"coupling must be 'independent' or 'ot', got {coupling!r}")
         if sigma_min and path != "linear":
             raise ValueError(f"sigma_min applies to the 'linear' path only, got path={path!r}")
+        if physics_weight < 0:
+            raise ValueError(f"physics_weight must be >= 0, got {physics_weight}")
+        if physics_unroll < 1:
+            raise ValueError(f"physics_unroll must be >= 1, got {physics_unroll}")
+        if gradient_combination not in ("sum", "config"):
+            raise ValueError(
+                f"gradient_combination must be 'sum' or 'config', got {gradient_combination!r}"
+            )
         super().__init__(
-            sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling, **config
-        )
+            sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling,
+            physics_weight=physics_weight, physics_unroll=physics_unroll,
+            gradient_combination=gradient_combination, **config,
+        )  # fmt: skip
         self.coupling = coupling
         kwargs = {"sigma_min": sigma_min} if path == "linear" else {}
         self.path = build_interpolant(path, **kwargs)
+        self.physics_weight, self.physics_unroll = physics_weight, physics_unroll
+        self.gradient_combination = gradient_combination
+        self.physics_penalty = physics_penalty
 
-    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+    def denoised(self, xt: Tensor, t: Tensor, velocity: Tensor) -> Tensor:
+        r"""The data estimate :math:`\hat x_0` implied by ``velocity`` at ``(xt, t)``."""
+        alpha, sigma = (append_dims(c, xt.ndim) for c in self.path.coefficients(t))
+        d_alpha, d_sigma = (append_dims(c, xt.ndim) for c in self.path.derivatives(t))
+        return (sigma * velocity - d_sigma * xt) / (d_alpha * sigma - d_sigma * alpha)
+
+    def _unrolled_x0(self, xt: Tensor, t: Tensor, v: Tensor, cond: Tensor | None) -> Tensor:
+        """``physics_unroll − 1`` Euler steps from t towards 0, then the data estimate."""
+        n = self.physics_unroll
+        x, s, dt = xt, t, t / n  # n equal steps of the learned ODE from t to 0
+        for _ in range(n - 1):
+            x = x - append_dims(dt, x.ndim) * v
+            s = s - dt
+            v = self.net(x, s, cond)
+        return self.denoised(x, s, v)
+
+    def loss_terms(self, x: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
+        """``{"flow": ..., "physics": ...}`` per sample, each ``(B,)``; the physics term
+        (already weighted by λ(1 − t)) only when ``physics_weight`` and a penalty are set."""
         self._check(x, cond)
         t = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
         noise = torch.randn_like(x)
@@ -306,4 +360,12 @@ class FlowMatching(_ContinuousFlow):
             noise = noise[ot_pairing(x, noise)]
         xt = self.path.sample(x, noise, t)
         target = self.path.target_velocity(x, noise, t)
-        return (self.net(xt, t, cond) - target).pow(2).flatten(1).mean(1)
+        v = self.net(xt, t, cond)
+        terms = {"flow": (v - target).pow(2).flatten(1).mean(1)}
+        if self.physics_weight and self.physics_penalty is not None:
+            x0_hat = self._unrolled_x0(xt, t, v, cond)
+            terms["physics"] = self.physics_weight * (1 - t) * self.physics_penalty(x0_hat)
+        return terms
+
+    def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        return sum(self.loss_terms(x, cond).values())  # type: ignore[return-value]
