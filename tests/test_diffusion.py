@@ -117,6 +117,32 @@ def test_physics_term_sees_the_denoised_estimate(generator: torch.Generator) -> 
     assert loss.shape == (4,)
 
 
+def test_signal_time_weight_scales_the_physics_term(generator: torch.Generator) -> None:
+    """``physics_time_weight="signal"`` multiplies the term by α²/(α² + σ²) at the drawn t."""
+    times: list[Tensor] = []
+    model = Diffusion((1, 8), physics_weight=0.5, channels=(8, 16), physics_time_weight="signal")
+    model.physics_penalty = lambda x0: torch.ones(x0.shape[0])
+    coefficients = model.sde.coefficients
+
+    def spy(t: Tensor) -> tuple[Tensor, Tensor]:
+        times.append(t.detach().clone())
+        return coefficients(t)
+
+    model.sde.coefficients = spy
+    x = torch.randn(4, 1, 8, generator=generator)
+    torch.manual_seed(0)
+    weighted = model.loss(x)
+    t = times[0]
+    model.physics_time_weight = "none"
+    torch.manual_seed(0)
+    unweighted = model.loss(x)
+    alpha, sigma = coefficients(t)
+    signal = alpha**2 / (alpha**2 + sigma**2)
+    torch.testing.assert_close(unweighted - weighted, 0.5 * (1 - signal))
+    with pytest.raises(ValueError, match="physics_time_weight"):
+        Diffusion((1, 8), physics_time_weight="snr")
+
+
 def test_classifier_free_guidance_combines_the_two_predictions(generator: torch.Generator) -> None:
     torch.manual_seed(0)
     model = Diffusion((3,), cond_shape=(2,), hidden=(16, 16))

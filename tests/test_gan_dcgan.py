@@ -50,3 +50,24 @@ def test_dcgan_refuses_vectors_and_conditioning() -> None:
         DCGAN(sample_shape=[5])
     with pytest.raises(ValueError, match="unconditional"):
         DCGAN.for_shape((1, 8), cond_shape=(2,))
+
+
+def test_physics_term_is_added_to_the_generator_loss_on_generated_fields() -> None:
+    """PI-GAN on fields: generator loss + λ·P(G(z)), evaluated on the same fake batch."""
+    model = DCGAN((2, 8, 8), latent_dim=4, channels=(4, 8), physics_weight=0.7)
+    seen: list[torch.Tensor] = []
+
+    def penalty(fake: torch.Tensor) -> torch.Tensor:
+        seen.append(fake.detach().clone())
+        return fake.pow(2).flatten(1).mean(1)
+
+    x = torch.randn(5, 2, 8, 8)
+    torch.manual_seed(0)
+    plain = model.generator_loss(x)
+    model.physics_penalty = penalty
+    torch.manual_seed(0)
+    informed = model.generator_loss(x)
+    torch.testing.assert_close(informed - plain, 0.7 * seen[0].pow(2).flatten(1).mean(1))
+    assert DCGAN.from_config(model.config).physics_weight == 0.7
+    with pytest.raises(ValueError, match="physics_weight"):
+        DCGAN((2, 8, 8), physics_weight=-1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -51,6 +51,10 @@ class AdversarialModel(TwoPlayerModel):
       generated samples, plus ``gp_weight`` times the per-sample gradient penalty when
       ``lipschitz="gp"``;
     * ``generator_loss`` — per-sample generator loss on fresh samples;
+    * ``physics_weight`` λ > 0 with a per-sample ``physics_penalty`` P (an attribute, e.g. a
+      :class:`physgen.physics.ResidualPenalty`; not part of the saved config) adds
+      :math:`\lambda P(G(z, c))` to the generator loss: PI-GAN's physics term on generated
+      fields (Yang, Zhang & Karniadakis 2020), for any problem;
     * ``lipschitz="clip"`` clamps the critic's weights to ``±clip_value`` before every use,
       which is the same as clipping after each critic update (Arjovsky et al. 2017, Alg. 1)
       without asking the training loop for a hook.
@@ -59,8 +63,8 @@ class AdversarialModel(TwoPlayerModel):
         objective: one of ``OBJECTIVES`` (``minimax``, ``non_saturating``, ``wasserstein``).
         lipschitz: one of ``LIPSCHITZ`` (``none``, ``clip``, ``gp``).
         config: the concrete class's constructor arguments, stored as ``.config``; the keys
-            read here, where present, are ``n_critic``, ``gp_weight``, ``clip_value`` and
-            ``spectral_norm``.
+            read here, where present, are ``n_critic``, ``gp_weight``, ``clip_value``,
+            ``spectral_norm`` and ``physics_weight``.
         sample_shape: shape of one sample (no batch dimension).
         cond_shape: shape of one conditioning tensor, ``None`` for unconditional models.
         latent_dim: dimension of the standard-normal latent.
@@ -88,12 +92,16 @@ class AdversarialModel(TwoPlayerModel):
         self.n_critic = int(config.get("n_critic", 1))
         self.gp_weight = float(config.get("gp_weight", 10.0))
         self.clip_value = float(config.get("clip_value", 0.01))
+        self.physics_weight = float(config.get("physics_weight", 0.0))
+        self.physics_penalty: Callable[[Tensor], Tensor] | None = None
         for name, value, low in [
             ("latent_dim", self.latent_dim, 1),
             ("n_critic", self.n_critic, 1),
         ]:
             if value < low:
                 raise ValueError(f"{type(self).__name__}: {name}={value}; expected >= {low}")
+        if self.physics_weight < 0:
+            raise ValueError(f"{type(self).__name__}: physics_weight must be >= 0")
         if self.gp_weight < 0 or self.clip_value <= 0:
             raise ValueError(
                 f"{type(self).__name__}: gp_weight must be >= 0 and clip_value > 0; "
@@ -189,7 +197,10 @@ class AdversarialModel(TwoPlayerModel):
         if self.lipschitz == "clip":
             clip_weights(self.critic_net, self.clip_value)
         fake = self.generate(self.latent(x.shape[0], x.device), cond)
-        return generator_objective(self.score(fake, cond), self.objective)
+        loss = generator_objective(self.score(fake, cond), self.objective)
+        if self.physics_weight and self.physics_penalty is not None:
+            loss = loss + self.physics_weight * self.physics_penalty(fake)
+        return loss
 
     @torch.no_grad()
     def sample(

@@ -49,6 +49,7 @@ class DCGAN(AdversarialModel):
         clip_value: float = 0.01,
         n_critic: int = 1,
         spectral_norm: bool = False,
+        physics_weight: float = 0.0,
     ) -> None:
         if len(sample_shape) not in (2, 3, 4):
             raise ValueError(
@@ -68,6 +69,7 @@ class DCGAN(AdversarialModel):
             "clip_value": clip_value,
             "n_critic": n_critic,
             "spectral_norm": spectral_norm,
+            "physics_weight": physics_weight,
         }
         super().__init__(objective, lipschitz, config, sample_shape, None, latent_dim)
 

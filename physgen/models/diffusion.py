@@ -68,7 +68,11 @@ class Diffusion(DensityModel):
     :math:`\lambda = g(t)^2` (``"likelihood"``: a bound on the NLL, Song et al. 2021b).
     ``physics_weight * physics_penalty(x̂0)`` adds a physics-informed term evaluated on the
     denoised estimate, never on the noisy :math:`x_t` (Bastek, Sun & Kochmann 2024); the
-    penalty is a callable and is not part of the saved config.
+    penalty is a callable and is not part of the saved config. ``physics_time_weight="signal"``
+    multiplies it by the signal fraction :math:`\alpha_t^2/(\alpha_t^2+\sigma_t^2)`, which
+    silences the term where :math:`\hat x_0` is dominated by the noise (near ``T`` a VP
+    model's :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t` divides by
+    :math:`\alpha_t \to 0`); ``"none"`` weighs every noise level alike.
 
     Conditional models drop ``cond`` with probability ``p_uncond`` during training, so
     ``sample(..., guidance_scale=w)`` can use classifier-free guidance,
@@ -92,6 +96,7 @@ class Diffusion(DensityModel):
         eps: float = 1e-3,
         p_uncond: float = 0.1,
         physics_weight: float = 0.0,
+        physics_time_weight: str = "none",
         hidden: list[int] | tuple[int, ...] = (128, 128, 128),
         act: str = "silu",
         freqs: int = 8,
@@ -107,10 +112,15 @@ class Diffusion(DensityModel):
             raise ValueError(f"weighting must be 'sigma2' or 'likelihood', got {weighting!r}")
         if not 0 <= p_uncond < 1:
             raise ValueError(f"p_uncond must lie in [0, 1), got {p_uncond}")
+        if physics_time_weight not in ("none", "signal"):
+            raise ValueError(
+                f"physics_time_weight must be 'none' or 'signal', got {physics_time_weight!r}"
+            )
         super().__init__(
             sample_shape=list(sample_shape), cond_shape=list(cond_shape) if cond_shape else None,
             sde=sde, sde_kwargs=sde_kwargs, prediction=prediction, weighting=weighting, eps=eps,
-            p_uncond=p_uncond, physics_weight=physics_weight, hidden=list(hidden), act=act,
+            p_uncond=p_uncond, physics_weight=physics_weight,
+            physics_time_weight=physics_time_weight, hidden=list(hidden), act=act,
             freqs=freqs, channels=list(channels), blocks=blocks, attention=attention,
             periodic=periodic,
         )  # fmt: skip
@@ -122,6 +132,7 @@ class Diffusion(DensityModel):
         self.prediction, self.weighting, self.eps = prediction, weighting, eps
         self.p_uncond, self.physics_weight = p_uncond, physics_weight
         self.physics_penalty = physics_penalty
+        self.physics_time_weight = physics_time_weight
         # A conditional network sees [cond * keep, keep]: keep = 0 is the null condition.
         net_cond = None
         if self.cond_shape is not None:
@@ -223,7 +234,11 @@ class Diffusion(DensityModel):
         if self.weighting == "likelihood":
             loss = loss * self.sde.diffusion(t) ** 2 / sigma**2
         if self.physics_weight and self.physics_penalty is not None:
-            loss = loss + self.physics_weight * self.physics_penalty(x0_hat)
+            physics = self.physics_penalty(x0_hat)
+            if self.physics_time_weight == "signal":
+                alpha, sigma = self.sde.coefficients(t)
+                physics = physics * alpha**2 / (alpha**2 + sigma**2)
+            loss = loss + self.physics_weight * physics
         return loss
 
     # -- sampling and likelihood --------------------------------------------------------
