@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from physgen.metrics import residual_error, residual_rms, std_ratio
 from physgen.models.cnf import FlowMatching
 from physgen.physics import ResidualPenalty
 from physgen.problem import load
@@ -160,3 +161,33 @@ def test_solve_state_is_refused_where_the_state_is_not_determined() -> None:
     grf = load("grf")
     with pytest.raises(NotImplementedError, match="no solve_state"):
         grf.solve_state(torch.zeros(1, *grf.sample_shape()))
+
+
+def test_residual_error_is_pbfm_mean_absolute_residual() -> None:
+    """RE of an exact solution plus ε at one interior cell (a ≡ c): the per-sample mean |r| is
+    (4 + 4)·εc/h² / n², and RE averages it over samples (one exact sample adds 0)."""
+    n, c, eps = 8, 5.0, 1e-4
+    darcy, exact = _constant_permeability_solution(n, c)
+    bumped = exact.clone()
+    bumped[0, 1, 3, 4] += eps
+    per_sample = 8 * eps * c * n**2 / n**2
+    both = torch.cat([bumped, exact])
+    assert float(residual_error(darcy, both)) == pytest.approx(per_sample / 2, rel=1e-8)
+    assert float(residual_error(darcy, both, batch_size=1)) == pytest.approx(per_sample / 2)
+    # Negative control: the RMS (residual_rms) of the same field is another number.
+    assert float(residual_rms(darcy, bumped)[0]) != pytest.approx(per_sample, rel=1e-2)
+
+
+def test_std_ratio_detects_collapse_and_over_dispersion() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.randn(400, 2, 4, 4, generator=gen, dtype=F64) * torch.linspace(1, 3, 16).reshape(
+        1, 1, 4, 4
+    ).to(F64)
+    centred = ref - ref.mean(0)
+    assert float(std_ratio(0.5 * centred + 7.0, ref)) == pytest.approx(0.5, rel=1e-12)
+    assert float(std_ratio(2 * ref, ref)) == pytest.approx(2.0, rel=1e-12)
+    wall = ref.clone()
+    wall[:, :, 0, 0] = 0.0  # a point that never varies is left out, not divided by zero
+    assert float(std_ratio(wall, wall)) == pytest.approx(1.0, rel=1e-12)
+    with pytest.raises(ValueError, match="does not vary"):
+        std_ratio(torch.zeros(3, 2), torch.zeros(3, 2))

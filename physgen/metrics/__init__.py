@@ -10,6 +10,7 @@ from physgen.metrics.distribution import (
     mmd_permutation_test,
     sliced_wasserstein,
     std_field_error,
+    std_ratio,
     total_std,
     total_std_error,
 )
@@ -25,7 +26,7 @@ from physgen.metrics.ensemble import (
 )
 from physgen.metrics.fields import binned_spectral_error, relative_l2, rmse, vrmse
 from physgen.metrics.likelihood import bits_per_dim, bits_to_nats, nats_per_dim, nats_to_bits
-from physgen.metrics.physics import residual_metric, residual_rms
+from physgen.metrics.physics import residual_error, residual_metric, residual_rms
 from physgen.metrics.spectra import (
     correlation_distance,
     energy_spectrum,
@@ -58,6 +59,7 @@ __all__ = [
     "observation_consistency",
     "rank_histogram",
     "relative_l2",
+    "residual_error",
     "residual_metric",
     "residual_rms",
     "rmse",
@@ -67,6 +69,7 @@ __all__ = [
     "split_halves",
     "spread_skill_ratio",
     "std_field_error",
+    "std_ratio",
     "total_std",
     "total_std_error",
     "two_point_correlation",

@@ -16,6 +16,7 @@ __all__ = [
     "mmd_permutation_test",
     "sliced_wasserstein",
     "std_field_error",
+    "std_ratio",
     "total_std",
     "total_std_error",
 ]
@@ -66,6 +67,22 @@ def std_field_error(samples: ArrayLike, ref: ArrayLike, *, ddof: int = 1) -> Ten
     x, y = _two_sets(samples, ref)
     s_hat, s = x.std(0, correction=ddof), y.std(0, correction=ddof)
     return torch.linalg.vector_norm(s_hat - s) / torch.linalg.vector_norm(s)
+
+
+def std_ratio(samples: ArrayLike, ref: ArrayLike, *, ddof: int = 1) -> Tensor:
+    r"""Collapse check: the mean over points of the pointwise std ratio,
+    :math:`\frac1D\sum_x \hat\sigma(x)/\sigma(x)`.
+
+    1 for a model with the data's spread, below 1 for a collapsed (too narrow) one and above
+    1 for an over-dispersed one. Points where the reference does not vary (σ = 0, e.g. a
+    Dirichlet wall) are left out.
+    """
+    x, y = _two_sets(samples, ref)
+    s_hat, s = x.std(0, correction=ddof), y.std(0, correction=ddof)
+    varies = s > 0
+    if not bool(varies.any()):
+        raise ValueError("std_ratio: the reference does not vary at any point")
+    return (s_hat[varies] / s[varies]).mean()
 
 
 def total_std(samples: ArrayLike) -> Tensor:

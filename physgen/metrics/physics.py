@@ -10,7 +10,7 @@ from torch import Tensor
 
 from physgen.metrics._common import ArrayLike, as_float64
 
-__all__ = ["HasResidual", "residual_metric", "residual_rms"]
+__all__ = ["HasResidual", "residual_error", "residual_metric", "residual_rms"]
 
 
 class HasResidual(Protocol):
@@ -77,6 +77,33 @@ def residual_rms(
                 value = value / as_float64(scale_of(batch), name="residual_scale").reshape(-1)
             parts.append(value)
     return torch.cat(parts)
+
+
+def residual_error(problem: HasResidual, fields: ArrayLike, *, batch_size: int = 256) -> Tensor:
+    r"""PBFM's residual error RE: the mean over samples of the grid-mean absolute residual,
+
+    .. math:: \mathrm{RE} = \frac1N\sum_{n=1}^N \frac1M\sum_{i=1}^M |r_i(x_n)|,
+
+    in the physical units of ``problem.residual`` (Baldan et al., arXiv:2506.08604, Darcy
+    table; there with the operator of Bastek et al.'s code, here with the problem's own
+    discrete operator). ``fields`` are de-normalised ``(N, C, *grid)``; returns a float64
+    scalar. A set of several equations averages over all of their points together.
+    """
+    x = as_float64(fields, name="fields")
+    total, count = torch.zeros((), dtype=torch.float64), 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            r = problem.residual(x[i : i + batch_size])
+            parts = (
+                [r] if isinstance(r, Tensor) else list(r.values() if isinstance(r, Mapping) else r)
+            )
+            n = sum(p[0].numel() for p in parts)
+            per_sample = sum(p.to(torch.float64).abs().flatten(1).sum(1) for p in parts) / n
+            total = total + per_sample.sum()
+            count += per_sample.numel()
+    if count == 0:
+        raise ValueError("residual_error: no samples")
+    return total / count
 
 
 def residual_metric(
