@@ -6,6 +6,7 @@ import json
 import math
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ from .log import MetricsLog
 __all__ = ["CHECKPOINT_NAME", "FitResult", "NonFiniteLossError", "fit", "lr_factor"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SKIP_WINDOW = 100  # steps over which max_skip_fraction is measured
+SKIP_ALLOWANCE = 10  # skips always tolerated inside a window, however short the run so far
 
 OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -174,6 +177,7 @@ def fit(
     log_file: str | Path | None = None,
     log_every: int = 10,
     nonfinite: Literal["raise", "skip"] = "raise",
+    max_skip_fraction: float = 0.1,
     seed: int = 0,
     n_critic: int | None = None,
     critic_lr: float | None = None,
@@ -225,6 +229,10 @@ def fit(
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
             A checkpoint of non-finite weights is always refused.
+        max_skip_fraction: with ``nonfinite="skip"``, stop with :class:`NonFiniteLossError`
+            when more than this fraction of the last ``SKIP_WINDOW`` (100) steps — of the
+            steps so far in a shorter run — was skipped, and more than ``SKIP_ALLOWANCE``
+            (10) of them; ``1.0`` never stops.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
@@ -244,6 +252,8 @@ def fit(
         raise ValueError("give exactly one of steps= and epochs=")
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    if not 0.0 <= max_skip_fraction <= 1.0:
+        raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
     if grad_clip is not None and not grad_clip > 0:
@@ -284,6 +294,7 @@ def _fit(
     log_file: str | Path | None,
     log_every: int,
     nonfinite: str,
+    max_skip_fraction: float,
     seed: int,
     n_critic: int | None,
     critic_lr: float | None,
@@ -381,6 +392,7 @@ def _fit(
     )
     last_checkpoint, last_rate = None, None
     window = _Window()
+    budget = _SkipBudget(max_skip_fraction)
     try:
         for step in range(start, total):
             rate = (
@@ -415,6 +427,7 @@ def _fit(
                     # Every critic update counts, not only the last one of the step.
                     ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
             skipped += not ok
+            budget.add(ok, step)
             if ema is not None and ok:
                 ema.update(model)
             done = step + 1
@@ -517,6 +530,26 @@ class _Window:
         }
         self.__init__()
         return out
+
+
+class _SkipBudget:
+    """The skipped steps among the last ``SKIP_WINDOW``: too many stop the run."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        self.recent: deque[bool] = deque(maxlen=SKIP_WINDOW)
+
+    def add(self, ok: bool, step: int) -> None:
+        """Record step ``step``; raise when the skips exceed the fraction and the allowance."""
+        self.recent.append(not ok)
+        count, window = sum(self.recent), len(self.recent)
+        if count > self.fraction * window and count > SKIP_ALLOWANCE:
+            raise NonFiniteLossError(
+                f"{count} of the last {window} steps (up to step {step}) had a non-finite loss "
+                f"or gradient and were skipped, more than max_skip_fraction="
+                f"{self.fraction:g} allows: the model is not training. Lower the learning "
+                "rate or clip gradients (grad_clip=)"
+            )
 
 
 def _update(
