@@ -31,6 +31,11 @@ FORMAT = "physgen-checkpoint/1"
 
 _PLAIN = (str, int, float, bool, type(None), Tensor)
 
+# How torch's weights-only unpickler names a refused global: "Unsupported global: GLOBAL x.y"
+# (torch < 2.6 and non-blocked modules) or "Trying to load unsupported GLOBAL x.y whose
+# module x is blocked" (blocked modules such as os, posix, subprocess).
+_BLOCKED_GLOBAL = re.compile(r"(?:Unsupported global:|unsupported) GLOBAL ([\w.]*\w)")
+
 
 def _check_plain(value: Any, where: str) -> None:
     """Refuse anything ``torch.load(weights_only=True)`` could not read back."""
@@ -79,13 +84,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         contents = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        found = _BLOCKED_GLOBAL.search(str(err))
         if found is None:
             raise ValueError(f"{path}: not a readable checkpoint (corrupt or truncated)") from None
         raise ValueError(
-            f"{path}: refusing to load: the checkpoint carries a pickled Python object "
-            f"({found.group(1)}), not only tensors and plain data, and unpickling it could run "
-            "arbitrary code"
+            f"{path}: refusing to load: the checkpoint contains code (GLOBAL {found.group(1)}) "
+            "and was not loaded; a physgen checkpoint holds only tensors and plain data, and "
+            "unpickling anything else could run arbitrary code"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
