@@ -22,9 +22,11 @@ from physgen.utils import seed_everything
 from . import distributed
 from .amp import autocast
 from .checkpoint import (
+    checkpoint_paths,
     get_rng_state,
     model_entries,
     read_checkpoint,
+    read_newest_valid,
     save_checkpoint,
     set_rng_state,
 )
@@ -137,19 +139,21 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _resume_path(resume: bool | str | Path, checkpoint_dir: Path | None) -> Path | None:
-    """The checkpoint to resume from: an explicit path, or the latest one in ``checkpoint_dir``."""
+def _resume_source(
+    resume: bool | str | Path, checkpoint_dir: Path | None, keep: int
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its contents: an explicit path, or the newest one in
+    ``checkpoint_dir`` that verifies (a damaged newest one is skipped with a warning)."""
     if resume is False:
         return None
     if resume is True:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint path)")
-        latest = checkpoint_dir / CHECKPOINT_NAME
-        return latest if latest.is_file() else None
+        return read_newest_valid(checkpoint_paths(checkpoint_dir / CHECKPOINT_NAME, keep))
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume: no checkpoint file at {path}")
-    return path
+    return path, read_checkpoint(path)
 
 
 def fit(
@@ -173,6 +177,7 @@ def fit(
     valid_every: int | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
+    keep_checkpoints: int = 2,
     resume: bool | str | Path = False,
     log_file: str | Path | None = None,
     log_every: int = 10,
@@ -222,8 +227,12 @@ def fit(
         valid_every: validate every this many steps (and at the end).
         checkpoint_dir: where ``checkpoint.pt`` and, by default, ``log.jsonl`` go.
         checkpoint_every: write a checkpoint every this many steps (and always at the end).
-        resume: ``True`` continues from ``checkpoint_dir``'s checkpoint when there is one; a
-            path continues from that file.
+        keep_checkpoints: checkpoints kept: ``checkpoint.pt`` and, by default, the one before
+            it as ``checkpoint.prev.pt`` (then ``checkpoint.prev2.pt``, ...). Each carries a
+            SHA-256 digest of its contents.
+        resume: ``True`` continues from ``checkpoint_dir``'s newest checkpoint that verifies
+            (a damaged newest one is skipped with a warning) when there is one; a path
+            continues from that file.
         log_file: JSON-lines metrics file (default ``checkpoint_dir/log.jsonl``).
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
@@ -262,6 +271,8 @@ def fit(
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if n_critic is not None and n_critic < 1:
         raise ValueError(f"n_critic must be >= 1 (or None for the model's), got {n_critic}")
+    if keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
@@ -290,6 +301,7 @@ def _fit(
     valid_every: int | None,
     checkpoint_dir: Path | None,
     checkpoint_every: int | None,
+    keep_checkpoints: int,
     resume: bool | str | Path,
     log_file: str | Path | None,
     log_every: int,
@@ -356,7 +368,8 @@ def _fit(
             raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
-    source = _resume_path(resume, checkpoint_dir)
+    resumed = _resume_source(resume, checkpoint_dir, keep_checkpoints)
+    source = resumed[0] if resumed is not None else None
     if source is None:
         _initialize(model, data, order, device, amp, seed)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
@@ -364,7 +377,7 @@ def _fit(
 
     start, skipped = 0, 0
     if source is not None:
-        start, skipped = _restore(source, model, ema, players, process, seed)
+        start, skipped = _restore(source, resumed[1], model, ema, players, process, seed)
     else:
         seed_everything(seed + process.rank)
     if start >= total:
@@ -469,6 +482,7 @@ def _fit(
                     record,
                     metadata,
                     process,
+                    keep_checkpoints,
                 )
             window.exclude(time.perf_counter() - paused)
     finally:
@@ -660,6 +674,7 @@ def _save(
     record: dict[str, Any],
     metadata: dict[str, Any] | None,
     process: distributed.Process,
+    keep: int,
 ) -> Path | None:
     """Write the full training state (rank 0; every rank contributes its RNG state)."""
     bad = [
@@ -684,19 +699,21 @@ def _save(
             "fit": dict(record),
             "metadata": metadata or {},
         },
+        keep=keep,
     )
 
 
 def _restore(
     path: Path,
+    contents: dict[str, Any],
     model: GenerativeModel,
     ema: EMA | None,
     players: list[_Player],
     process: distributed.Process,
     seed: int,
 ) -> tuple[int, int]:
-    """Load the training state saved by :func:`_save`; returns (step, skipped count)."""
-    contents = read_checkpoint(path)
+    """Load the training state saved by :func:`_save` (read from ``path``); returns (step,
+    skipped count)."""
     name = model_entries(model)["model_name"]
     if contents["model_name"] != name or contents["model_config"] != model.config:
         raise ValueError(
