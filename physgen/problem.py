@@ -4,6 +4,11 @@ A problem is one Python module in the top-level ``problems/`` folder (or any fil
 points at) defining one concrete subclass of :class:`Problem`. ``load("darcy")`` finds
 ``problems/darcy.py``; ``load("path/to/my_problem.py", n=32)`` imports a user's file.
 
+A problem named by data — a field file's ``problem`` attribute, a checkpoint's model config —
+goes through :func:`load_registered` instead, which accepts only the plain name of a module
+inside the problems folder: importing a module runs its code, so text read from a file must
+never choose which file is imported.
+
 Conventions shared by every problem:
 
 * **Fields tensor**: ``(B, C, *grid)`` for steady problems and ``(B, C, T, *grid)`` for
@@ -25,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,10 +53,13 @@ __all__ = [
     "Problem",
     "SensorSet",
     "TimeDependentProblem",
+    "UnregisteredProblemError",
     "available_problems",
     "frame_times",
     "load",
     "load_class",
+    "load_registered",
+    "registered_problem_path",
     "rms",
     "sample_rng",
     "sample_seed",
@@ -417,22 +426,59 @@ def available_problems() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
 
 
-def load_class(name_or_path: str | Path) -> type[Problem]:
-    """The Problem subclass of ``problems/<name>.py`` or of the Python file at a path."""
-    text = str(name_or_path)
-    path = Path(text)
-    if text.endswith(".py") or path.is_file():
-        # A user's file may share a stem with a built-in problem: key the module by its path.
-        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
-        module_name = f"physgen_problem_{path.stem}_{digest}"
-    else:
-        folder = find_project_dir("problems")
-        path = folder / f"{text}.py"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no problem {text!r} in {folder} (known: {', '.join(available_problems())})"
-            )
-        module_name = f"physgen_problem_{text}"
+_PROBLEM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class UnregisteredProblemError(ValueError):
+    """A problem named by data (a file attribute, a checkpoint) is not a registered problem."""
+
+
+def registered_problem_path(name: str) -> Path:
+    """The file of the registered problem ``name``: ``<problems folder>/<name>.py``.
+
+    ``name`` must be a plain module name (``[A-Za-z_][A-Za-z0-9_]*``: no folder, no ``..``,
+    no suffix), and the file, after symlinks are resolved, must lie inside the problems
+    folder. Nothing is imported here.
+
+    Raises:
+        UnregisteredProblemError: ``name`` looks like a path (a separator, a leading ``.`` or
+            ``~``, a ``.py`` suffix), or its file resolves outside the problems folder.
+        FileNotFoundError: the problems folder has no module ``name`` (any other text that is
+            not a plain name, such as a free-text label, ends here too).
+    """
+    text = str(name)
+    if _looks_like_path(text):
+        raise UnregisteredProblemError(
+            f"{text!r} is a path, not the name of a registered problem (letters, digits and "
+            "underscores: a module in the problems folder)"
+        )
+    folder = find_project_dir("problems")
+    path = folder / f"{text}.py"
+    if not _PROBLEM_NAME.fullmatch(text) or not path.is_file():
+        raise FileNotFoundError(
+            f"no problem {text!r} in {folder} (known: {', '.join(available_problems())})"
+        )
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise UnregisteredProblemError(
+            f"problem {text!r}: {path} resolves to {path.resolve()}, outside the problems "
+            f"folder {folder.resolve()}"
+        )
+    return path
+
+
+def _looks_like_path(text: str) -> bool:
+    """Whether ``text`` names a file rather than a problem (separators, ``..``, ``~``, ``.py``)."""
+    return (
+        "/" in text
+        or "\\" in text
+        or text.startswith((".", "~"))
+        or text.endswith(".py")
+        or Path(text).is_absolute()
+    )
+
+
+def _problem_class(path: Path, module_name: str) -> type[Problem]:
+    """Import ``path`` as ``module_name`` and return its one concrete Problem subclass."""
     module = load_module_from_path(path, module_name)
     found = [
         obj
@@ -448,6 +494,32 @@ def load_class(name_or_path: str | Path) -> type[Problem]:
             f"{[c.__name__ for c in found] or 'none'}"
         )
     return found[0]
+
+
+def load_class(name_or_path: str | Path) -> type[Problem]:
+    """The Problem subclass of ``problems/<name>.py`` or of the Python file at a path.
+
+    A path is imported as given, so only a user's own argument may reach this function; a
+    name read from a file goes through :func:`load_registered`.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".py") or path.is_file():
+        # A user's file may share a stem with a built-in problem: key the module by its path.
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+        return _problem_class(path, f"physgen_problem_{path.stem}_{digest}")
+    return _problem_class(registered_problem_path(text), f"physgen_problem_{text}")
+
+
+def load_registered(name: str, **params: Any) -> Problem:
+    """Instantiate the registered problem ``name`` (never a path): for names read from data.
+
+    Raises:
+        UnregisteredProblemError: ``name`` is a path or resolves outside the problems folder.
+        FileNotFoundError: no registered problem has that name.
+    """
+    path = registered_problem_path(name)
+    return _problem_class(path, f"physgen_problem_{name}")(**params)
 
 
 def load(name_or_path: str | Path, **params: Any) -> Problem:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 from pathlib import Path
 
@@ -38,11 +39,36 @@ def test_checkpoint_with_a_pickled_object_is_refused(
 ) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt.FORMAT, "step": 1, "hook": Payload()}, path)
-    with pytest.raises(ValueError, match=r"refusing to load.*pickled Python object \(print\)"):
+    with pytest.raises(ValueError, match=r"contains code \(GLOBAL (builtins\.)?print\)"):
         read_checkpoint(path)
     with pytest.raises(ValueError, match="refusing"):
         load_checkpoint(path)
     assert "this ran" not in capsys.readouterr().out
+
+
+class SystemCall:
+    """A pickle payload that runs a shell command when unpickled."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (self.command,))
+
+
+def test_checkpoint_that_would_run_a_command_is_refused_and_names_the_global(
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt.FORMAT, "step": 1, "hook": SystemCall(f"touch {marker}")}, path)
+    name = f"{os.system.__module__}.system"  # posix.system on POSIX
+    with pytest.raises(ValueError, match=rf"contains code \(GLOBAL {name}\) and was not loaded"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    # Control: the same payload does run when unpickled without weights_only.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
 
 
 def test_saving_a_non_plain_object_is_refused_before_writing(tmp_path: Path) -> None:

@@ -35,8 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ref", type=Path, required=True, help="reference fields (same layout)")
     parser.add_argument(
         "--problem",
-        help="problem name or file for PDE-residual statistics against the reference floor "
-        "(default: the problem named in the reference file)",
+        metavar="NAME|PATH",
+        help="problem name or Python file for PDE-residual statistics against the reference "
+        "floor (default: the registered problem named in the reference file; a file's "
+        "attribute may only name a registered problem, never a path)",
     )
     parser.add_argument("--no-residual", action="store_true", help="skip the PDE residual")
     parser.add_argument("--fields", nargs="+", help="fields to evaluate (default: all shared)")
@@ -105,8 +107,9 @@ def evaluate_files(
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
     The PDE residual is evaluated with ``problem`` (a name or file) or, when that is None,
-    with the problem named in the reference file's ``problem`` attribute, using the
-    parameters of its ``params_json``; ``residual=False`` skips it.
+    with the registered problem named in the reference file's ``problem`` attribute (a path
+    there is refused with ``UnregisteredProblemError``), using the parameters of its
+    ``params_json``; ``residual=False`` skips it.
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
@@ -123,6 +126,8 @@ def evaluate_files(
     # An explicit problem is resolved and checked before any metric runs, so a typo or a
     # problem whose fields the files lack fails at once rather than after the whole suite.
     explicit = _load_problem(problem, ref_ds, ref_path) if residual and problem else None
+    if residual and not problem and ref_ds.attrs.get("problem"):
+        _check_hint(str(ref_ds.attrs["problem"]), ref_path)  # a path there fails at once
     if explicit is not None:
         for ds, path in ((gen_ds, samples_path), (ref_ds, ref_path)):
             missing = [c for c in explicit.field_names if c not in ds.data_vars]
@@ -199,17 +204,51 @@ def evaluate_files(
     return result
 
 
+def _reference_params(name: str, ref_ds: xr.Dataset, ref_path: Path) -> dict[str, Any]:
+    """The reference file's ``params_json`` when it names the problem ``name``, else ``{}``."""
+    if str(ref_ds.attrs.get("problem", "")) != Path(name).stem:
+        return {}
+    try:
+        return json.loads(str(ref_ds.attrs.get("params_json", "{}")))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{ref_path}: attribute params_json is not valid JSON") from err
+
+
 def _load_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
-    """The problem ``name`` with the parameters the reference file was generated with."""
+    """The user's ``--problem`` (a name or a Python file) with the reference's parameters."""
     from physgen.problem import load
 
-    params: dict[str, Any] = {}
-    if str(ref_ds.attrs.get("problem", "")) == Path(name).stem:
-        try:
-            params = json.loads(str(ref_ds.attrs.get("params_json", "{}")))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{ref_path}: attribute params_json is not valid JSON") from err
-    return load(name, **params)
+    return load(name, **_reference_params(name, ref_ds, ref_path))
+
+
+def _check_hint(name: str, ref_path: Path) -> None:
+    """Refuse a reference file's ``problem`` attribute that is not a registered problem's name.
+
+    The attribute is data, so it may only name a registered problem: a path, a ``..`` or a
+    name whose module resolves outside the problems folder is refused before anything is
+    imported (importing a module runs its code). A name that matches no problem passes here;
+    the residual is then skipped with a note. A problem file of one's own is passed
+    explicitly with ``--problem PATH``.
+    """
+    from physgen.problem import UnregisteredProblemError, registered_problem_path
+
+    try:
+        registered_problem_path(name)
+    except FileNotFoundError:
+        return
+    except UnregisteredProblemError as err:
+        raise UnregisteredProblemError(
+            f"{ref_path}: refusing the 'problem' attribute: {err}; to evaluate the residual "
+            "with a problem file, pass --problem PATH explicitly (or --no-residual)"
+        ) from None
+
+
+def _load_hinted_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
+    """The registered problem named by a reference file's ``problem`` attribute (checked)."""
+    from physgen.problem import load_registered
+
+    _check_hint(name, ref_path)
+    return load_registered(name, **_reference_params(name, ref_ds, ref_path))
 
 
 def _residual_entry(
@@ -227,7 +266,7 @@ def _residual_entry(
         if not name:
             return None
         try:
-            loaded = _load_problem(str(name), ref_ds, ref_path)
+            loaded = _load_hinted_problem(str(name), ref_ds, ref_path)
         except FileNotFoundError as err:
             return {"problem": str(name), "skipped": str(err)}
         lacking = [c for c in loaded.field_names if c not in gen_ds.data_vars]

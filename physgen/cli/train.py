@@ -169,6 +169,16 @@ def _shapes(data: FieldDataset, flatten: bool) -> tuple[tuple[int, ...], tuple[i
     return (math.prod(data.sample_shape),), cond
 
 
+def _number(values: list[Any]) -> str:
+    """The last logged value for the summary: ``n/a`` when none was logged or it was not finite.
+
+    The log writes a NaN as ``null`` (``None``), e.g. a last window whose steps were all
+    skipped.
+    """
+    value = values[-1] if values else None
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+
+
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     model_class = get_model_class(args.model)
@@ -229,12 +239,13 @@ def _train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as err:
         raise ValueError(str(err)) from None
     if result.checkpoint is not None:  # rank 0
-        last = [r for r in result.history if "loss" in r][-1:]
-        valid_loss = [r["valid_loss"] for r in result.history if "valid_loss" in r][-1:]
+        losses = [r.get("loss") for r in result.history if "loss" in r][-1:]
+        valid_loss = [r.get("valid_loss") for r in result.history if "valid_loss" in r][-1:]
         print(
             f"trained {args.model} ({sum(p.numel() for p in model.parameters())} parameters) "
-            f"for {result.step} steps on {data_name}: loss {last[0]['loss']:.4g}"
-            + (f", valid_loss {valid_loss[0]:.4g}" if valid_loss else "")
+            f"for {result.step} steps on {data_name}: loss {_number(losses)}"
+            + (f", valid_loss {_number(valid_loss)}" if valid_loss else "")
+            + (f"; {result.skipped} steps skipped (non-finite)" if result.skipped else "")
         )
         print(f"checkpoint: {result.checkpoint}")
         print(f"sample:     physgen sample {result.checkpoint} --n 16 --out samples.nc")

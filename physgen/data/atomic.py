@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = ["atomic_output", "write_json_atomic"]
 
@@ -34,7 +34,10 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise NotADirectoryError(
             f"cannot write {target}: {blocker or err.filename} is a file, not a folder"
         ) from err
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        _raise_naming(err, target)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -44,9 +47,28 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, target)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        _raise_naming(err, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _raise_naming(err: OSError, target: Path) -> NoReturn:
+    """Raise ``err`` naming ``target`` where it names no file or only the temporary one.
+
+    A full disk or a read-only folder then reads ``cannot write <target>: <cause>``, not a
+    bare ``[Errno 28]`` or a hidden temporary name. Errors with a message of their own (no
+    errno) or naming another file are raised unchanged.
+    """
+    if err.errno is None or err.strerror is None:
+        raise err
+    if err.filename is not None:
+        named = Path(err.filename)
+        if named.parent != target.parent or not named.name.startswith(f".{target.name}."):
+            raise err
+    raise OSError(err.errno, err.strerror, str(target)) from err  # the errno's own subclass
 
 
 def _umask() -> int:

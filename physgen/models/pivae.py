@@ -110,8 +110,10 @@ class PIVAE(LatentGaussianModel):
 
     Args:
         sample_shape: ``(C, *grid)``, equal to ``problem.sample_shape()``.
-        problem: a problem name (``problems/<name>.py``) or path; ``problem_params`` its
-            parameters.
+        problem: the name of a registered problem (``problems/<name>.py``, or a module in
+            ``$PHYSGEN_PROBLEMS_DIR``); ``problem_params`` its parameters. The name is part
+            of the model config that checkpoints store, so it is never a path: loading a
+            checkpoint must not import a file the checkpoint chooses.
         channel_mean, channel_std: per-channel de-normalisation (physical = x·std + mean).
         alpha1, alpha2: weights of the physics terms on reconstructions and on Z_syn.
     """
@@ -139,7 +141,7 @@ class PIVAE(LatentGaussianModel):
         syn_seed: int = 0,
         pretrain_steps: int = 0,
     ) -> None:
-        from physgen.problem import load  # deferred: problems live outside the package
+        from physgen.problem import load_registered  # deferred: problems live outside
 
         c = sample_shape[0]
         mean = list(channel_mean) if channel_mean is not None else [0.0] * c
@@ -164,7 +166,7 @@ class PIVAE(LatentGaussianModel):
             syn_seed=syn_seed,
             pretrain_steps=pretrain_steps,
         )
-        self.problem = load(problem, **(problem_params or {}))
+        self.problem = load_registered(problem, **(problem_params or {}))
         expected = tuple(self.problem.sample_shape())
         if tuple(sample_shape) != expected:
             raise ValueError(

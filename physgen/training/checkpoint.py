@@ -1,10 +1,20 @@
-"""Checkpoints that hold only tensors and plain data: atomic writes, safe loads, RNG states."""
+"""Checkpoints that hold only tensors and plain data: atomic writes, safe loads, RNG states.
+
+Every checkpoint carries a SHA-256 digest of its contents (entry ``sha256``, over a canonical
+encoding of every other entry: tensors by dtype, shape and bytes, plain data by type and
+value), verified on reading, so a file damaged on disk or in transfer is refused instead of
+loading with wrong weights. Checkpoints written before digests existed load unverified.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 import random
 import re
+import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +26,36 @@ from physgen.data.atomic import atomic_output
 from physgen.models.base import GenerativeModel, available_models, get_model_class
 
 __all__ = [
+    "DIGEST_KEY",
     "FORMAT",
+    "CheckpointIntegrityError",
     "build_model",
+    "checkpoint_paths",
+    "contents_digest",
     "get_rng_state",
     "load_checkpoint",
     "model_entries",
     "read_checkpoint",
+    "read_newest_valid",
     "registry_name",
     "save_checkpoint",
     "set_rng_state",
 ]
 
 FORMAT = "physgen-checkpoint/1"
+DIGEST_KEY = "sha256"
+
+
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint's contents do not match the SHA-256 digest written with them."""
+
 
 _PLAIN = (str, int, float, bool, type(None), Tensor)
+
+# How torch's weights-only unpickler names a refused global: "Unsupported global: GLOBAL x.y"
+# (torch < 2.6 and non-blocked modules) or "Trying to load unsupported GLOBAL x.y whose
+# module x is blocked" (blocked modules such as os, posix, subprocess).
+_BLOCKED_GLOBAL = re.compile(r"(?:Unsupported global:|unsupported) GLOBAL ([\w.]*\w)")
 
 
 def _check_plain(value: Any, where: str) -> None:
@@ -52,24 +78,100 @@ def _check_plain(value: Any, where: str) -> None:
     )
 
 
-def save_checkpoint(path: str | Path, contents: dict[str, Any]) -> Path:
-    """Write ``contents`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` to ``digest`` in a canonical, unambiguous encoding (type, size, content)."""
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}|".encode())
+        for key in sorted(value, key=lambda k: (type(k).__name__, str(k))):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"{'L' if isinstance(value, list) else 'U'}{len(value)}|".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, str):
+        data = value.encode("utf-8", "surrogatepass")
+        digest.update(f"S{len(data)}|".encode() + data)
+    elif isinstance(value, bool) or value is None:
+        digest.update(f"{value}|".encode())
+    elif isinstance(value, int):
+        digest.update(f"I{value}|".encode())
+    elif isinstance(value, float):
+        digest.update(f"F{value.hex()}|".encode())
+    else:  # _check_plain admits nothing else
+        raise TypeError(f"cannot digest a {type(value).__name__}")
 
-    A crash or kill during the write leaves the previous file at ``path`` intact. Everything
+
+def contents_digest(contents: dict[str, Any]) -> str:
+    """The SHA-256 (hex) of every entry of ``contents`` except the digest itself."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in contents.items() if k != DIGEST_KEY})
+    return digest.hexdigest()
+
+
+def checkpoint_paths(path: str | Path, keep: int) -> list[Path]:
+    """``path`` and the names of its ``keep - 1`` predecessors, newest first.
+
+    ``checkpoint.pt``, ``checkpoint.prev.pt``, ``checkpoint.prev2.pt``, ...
+    """
+    path = Path(path)
+    names = [path.name] + [
+        f"{path.stem}.prev{'' if i == 1 else i}{path.suffix}" for i in range(1, keep)
+    ]
+    return [path.with_name(name) for name in names]
+
+
+def _keep_previous(paths: list[Path]) -> None:
+    """Shift the kept checkpoints one place older; the newest stays at ``paths[0]``.
+
+    The newest is linked (or copied) to its backup name, never moved, so ``paths[0]`` exists
+    until the new checkpoint replaces it.
+    """
+    for i in range(len(paths) - 1, 1, -1):
+        if paths[i - 1].exists():
+            os.replace(paths[i - 1], paths[i])
+    if len(paths) < 2 or not paths[0].exists():
+        return
+    with atomic_output(paths[1]) as tmp:
+        tmp.unlink()
+        try:
+            os.link(paths[0], tmp)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(paths[0], tmp)
+
+
+def save_checkpoint(path: str | Path, contents: dict[str, Any], *, keep: int = 1) -> Path:
+    """Write ``contents`` with their SHA-256 digest to ``path`` atomically.
+
+    The file is written to a temporary name, flushed to disk and renamed over ``path``, so a
+    crash or kill during the write leaves the previous file at ``path`` intact. Everything
     in ``contents`` must be a tensor or plain data, so the file loads with
     ``torch.load(weights_only=True)``; anything else raises ``TypeError`` before writing.
+    With ``keep > 1`` the previous checkpoints are kept as ``<stem>.prev<suffix>``,
+    ``<stem>.prev2<suffix>``, ... (see :func:`checkpoint_paths`).
     """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (checkpoints kept), got {keep}")
     _check_plain(contents, "checkpoint")
-    with atomic_output(path) as tmp, open(tmp, "wb") as file:
-        torch.save({"format": FORMAT, **contents}, file)
+    full = {"format": FORMAT, **{k: v for k, v in contents.items() if k != DIGEST_KEY}}
+    full[DIGEST_KEY] = contents_digest(full)
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as file:
+            torch.save(full, file)
+        _keep_previous(checkpoint_paths(path, keep))
     return Path(path)
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a physgen checkpoint with ``torch.load(weights_only=True)``.
+    """Load a physgen checkpoint with ``torch.load(weights_only=True)`` and verify its digest.
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        CheckpointIntegrityError: the contents do not match their SHA-256 digest.
         ValueError: the file is not a physgen checkpoint, is truncated, or carries pickled
             Python objects (which could run arbitrary code when unpickled, so are refused).
     """
@@ -79,20 +181,66 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         contents = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        found = _BLOCKED_GLOBAL.search(str(err))
         if found is None:
             raise ValueError(f"{path}: not a readable checkpoint (corrupt or truncated)") from None
         raise ValueError(
-            f"{path}: refusing to load: the checkpoint carries a pickled Python object "
-            f"({found.group(1)}), not only tensors and plain data, and unpickling it could run "
-            "arbitrary code"
+            f"{path}: refusing to load: the checkpoint contains code (GLOBAL {found.group(1)}) "
+            "and was not loaded; a physgen checkpoint holds only tensors and plain data, and "
+            "unpickling anything else could run arbitrary code"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"{path}: not a readable checkpoint ({err})") from None
     if not isinstance(contents, dict) or contents.get("format") != FORMAT:
         found = contents.get("format") if isinstance(contents, dict) else type(contents).__name__
         raise ValueError(f"{path}: not a {FORMAT} file (format: {found!r})")
+    _verify(path, contents)
     return contents
+
+
+def _verify(path: Path, contents: dict[str, Any]) -> None:
+    """Check (and remove) the digest entry; a checkpoint from before digests passes."""
+    expected = contents.pop(DIGEST_KEY, None)
+    if expected is None:
+        return
+    actual = contents_digest(contents)
+    if actual != expected:
+        previous = checkpoint_paths(path, 2)[1]
+        hint = f"; the previous checkpoint {previous} may be intact" if previous.is_file() else ""
+        raise CheckpointIntegrityError(
+            f"{path}: damaged checkpoint, not loaded: its contents have SHA-256 {actual[:16]}…, "
+            f"not the {str(expected)[:16]}… written with them{hint}"
+        )
+
+
+def read_newest_valid(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
+    """Read the first of ``paths`` (newest first) that exists and verifies.
+
+    Each one skipped for being damaged is named in a warning beside the one used; ``None``
+    when none exists.
+
+    Raises:
+        ValueError: files exist but none of them verifies (each reason named).
+    """
+    failures = []
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            contents = read_checkpoint(path)
+        except ValueError as err:
+            failures.append(str(err))
+            continue
+        if failures:
+            warnings.warn(
+                f"{' '.join(failures)}; resuming from the previous checkpoint {path} "
+                f"(step {contents.get('step')})",
+                stacklevel=2,
+            )
+        return path, contents
+    if failures:
+        raise ValueError(f"no checkpoint verifies: {' '.join(failures)}")
+    return None
 
 
 def registry_name(model: GenerativeModel) -> str | None:

@@ -6,6 +6,7 @@ import json
 import math
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,11 @@ from physgen.utils import seed_everything
 from . import distributed
 from .amp import autocast
 from .checkpoint import (
+    checkpoint_paths,
     get_rng_state,
     model_entries,
     read_checkpoint,
+    read_newest_valid,
     save_checkpoint,
     set_rng_state,
 )
@@ -35,6 +38,8 @@ from .log import MetricsLog
 __all__ = ["CHECKPOINT_NAME", "FitResult", "NonFiniteLossError", "fit", "lr_factor"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+SKIP_WINDOW = 100  # steps over which max_skip_fraction is measured
+SKIP_ALLOWANCE = 10  # skips always tolerated inside a window, however short the run so far
 
 OptimizerFactory = Callable[[list[nn.Parameter], float], torch.optim.Optimizer]
 
@@ -135,19 +140,21 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _resume_path(resume: bool | str | Path, checkpoint_dir: Path | None) -> Path | None:
-    """The checkpoint to resume from: an explicit path, or the latest one in ``checkpoint_dir``."""
+def _resume_source(
+    resume: bool | str | Path, checkpoint_dir: Path | None, keep: int
+) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from and its contents: an explicit path, or the newest one in
+    ``checkpoint_dir`` that verifies (a damaged newest one is skipped with a warning)."""
     if resume is False:
         return None
     if resume is True:
         if checkpoint_dir is None:
             raise ValueError("resume=True needs checkpoint_dir (or pass the checkpoint path)")
-        latest = checkpoint_dir / CHECKPOINT_NAME
-        return latest if latest.is_file() else None
+        return read_newest_valid(checkpoint_paths(checkpoint_dir / CHECKPOINT_NAME, keep))
     path = Path(resume)
     if not path.is_file():
         raise FileNotFoundError(f"resume: no checkpoint file at {path}")
-    return path
+    return path, read_checkpoint(path)
 
 
 def fit(
@@ -171,10 +178,12 @@ def fit(
     valid_every: int | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
+    keep_checkpoints: int = 2,
     resume: bool | str | Path = False,
     log_file: str | Path | None = None,
     log_every: int = 10,
     nonfinite: Literal["raise", "skip"] = "raise",
+    max_skip_fraction: float = 0.1,
     seed: int = 0,
     n_critic: int | None = None,
     critic_lr: float | None = None,
@@ -219,13 +228,21 @@ def fit(
         valid_every: validate every this many steps (and at the end).
         checkpoint_dir: where ``checkpoint.pt`` and, by default, ``log.jsonl`` go.
         checkpoint_every: write a checkpoint every this many steps (and always at the end).
-        resume: ``True`` continues from ``checkpoint_dir``'s checkpoint when there is one; a
-            path continues from that file.
+        keep_checkpoints: checkpoints kept: ``checkpoint.pt`` and, by default, the one before
+            it as ``checkpoint.prev.pt`` (then ``checkpoint.prev2.pt``, ...). Each carries a
+            SHA-256 digest of its contents.
+        resume: ``True`` continues from ``checkpoint_dir``'s newest checkpoint that verifies
+            (a damaged newest one is skipped with a warning) when there is one; a path
+            continues from that file.
         log_file: JSON-lines metrics file (default ``checkpoint_dir/log.jsonl``).
         log_every: steps between logged training records.
         nonfinite: on a NaN/inf loss or gradient, ``"raise"`` :class:`NonFiniteLossError`
             naming the step, or ``"skip"`` the update and count it (``skipped`` in the logs).
             A checkpoint of non-finite weights is always refused.
+        max_skip_fraction: with ``nonfinite="skip"``, stop with :class:`NonFiniteLossError`
+            when more than this fraction of the last ``SKIP_WINDOW`` (100) steps — of the
+            steps so far in a shorter run — was skipped, and more than ``SKIP_ALLOWANCE``
+            (10) of them; ``1.0`` never stops.
         seed: seeds the batch order and (per rank) the random draws inside the losses.
         n_critic: critic steps per generator step (default ``model.n_critic``).
         critic_lr: critic learning rate (default ``lr``).
@@ -245,6 +262,8 @@ def fit(
         raise ValueError("give exactly one of steps= and epochs=")
     if nonfinite not in ("raise", "skip"):
         raise ValueError(f"nonfinite must be 'raise' or 'skip', got {nonfinite!r}")
+    if not 0.0 <= max_skip_fraction <= 1.0:
+        raise ValueError(f"max_skip_fraction must be in [0, 1], got {max_skip_fraction}")
     if log_every < 1:
         raise ValueError(f"log_every must be positive, got {log_every}")
     if grad_clip is not None and not grad_clip > 0:
@@ -253,6 +272,8 @@ def fit(
         raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
     if n_critic is not None and n_critic < 1:
         raise ValueError(f"n_critic must be >= 1 (or None for the model's), got {n_critic}")
+    if keep_checkpoints < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if log_file is None and checkpoint_dir is not None:
         log_file = checkpoint_dir / "log.jsonl"
@@ -281,10 +302,12 @@ def _fit(
     valid_every: int | None,
     checkpoint_dir: Path | None,
     checkpoint_every: int | None,
+    keep_checkpoints: int,
     resume: bool | str | Path,
     log_file: str | Path | None,
     log_every: int,
     nonfinite: str,
+    max_skip_fraction: float,
     seed: int,
     n_critic: int | None,
     critic_lr: float | None,
@@ -346,7 +369,8 @@ def _fit(
             raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
         opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
         players.append(_Player(method, params, opt, rate))
-    source = _resume_path(resume, checkpoint_dir)
+    resumed = _resume_source(resume, checkpoint_dir, keep_checkpoints)
+    source = resumed[0] if resumed is not None else None
     if source is None:
         _initialize(model, data, order, device, amp, seed)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
@@ -355,7 +379,7 @@ def _fit(
 
     start, skipped = 0, 0
     if source is not None:
-        start, skipped = _restore(source, model, ema, players, process, seed)
+        start, skipped = _restore(source, resumed[1], model, ema, players, process, seed)
     else:
         seed_everything(seed + process.rank)
     if start >= total:
@@ -383,6 +407,7 @@ def _fit(
     )
     last_checkpoint, last_rate = None, None
     window = _Window()
+    budget = _SkipBudget(max_skip_fraction)
     try:
         for step in range(start, total):
             rate = (
@@ -417,6 +442,7 @@ def _fit(
                     # Every critic update counts, not only the last one of the step.
                     ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
             skipped += not ok
+            budget.add(ok, step)
             if ema is not None and ok:
                 ema.update(model)
             done = step + 1
@@ -458,6 +484,7 @@ def _fit(
                     record,
                     metadata,
                     process,
+                    keep_checkpoints,
                 )
             window.exclude(time.perf_counter() - paused)
     finally:
@@ -519,6 +546,26 @@ class _Window:
         }
         self.__init__()
         return out
+
+
+class _SkipBudget:
+    """The skipped steps among the last ``SKIP_WINDOW``: too many stop the run."""
+
+    def __init__(self, fraction: float) -> None:
+        self.fraction = fraction
+        self.recent: deque[bool] = deque(maxlen=SKIP_WINDOW)
+
+    def add(self, ok: bool, step: int) -> None:
+        """Record step ``step``; raise when the skips exceed the fraction and the allowance."""
+        self.recent.append(not ok)
+        count, window = sum(self.recent), len(self.recent)
+        if count > self.fraction * window and count > SKIP_ALLOWANCE:
+            raise NonFiniteLossError(
+                f"{count} of the last {window} steps (up to step {step}) had a non-finite loss "
+                f"or gradient and were skipped, more than max_skip_fraction="
+                f"{self.fraction:g} allows: the model is not training. Lower the learning "
+                "rate or clip gradients (grad_clip=)"
+            )
 
 
 def _update(
@@ -691,6 +738,7 @@ def _save(
     record: dict[str, Any],
     metadata: dict[str, Any] | None,
     process: distributed.Process,
+    keep: int,
 ) -> Path | None:
     """Write the full training state (rank 0; every rank contributes its RNG state)."""
     bad = [
@@ -715,19 +763,21 @@ def _save(
             "fit": dict(record),
             "metadata": metadata or {},
         },
+        keep=keep,
     )
 
 
 def _restore(
     path: Path,
+    contents: dict[str, Any],
     model: GenerativeModel,
     ema: EMA | None,
     players: list[_Player],
     process: distributed.Process,
     seed: int,
 ) -> tuple[int, int]:
-    """Load the training state saved by :func:`_save`; returns (step, skipped count)."""
-    contents = read_checkpoint(path)
+    """Load the training state saved by :func:`_save` (read from ``path``); returns (step,
+    skipped count)."""
     name = model_entries(model)["model_name"]
     if contents["model_name"] != name or contents["model_config"] != model.config:
         raise ValueError(
