@@ -191,3 +191,30 @@ def test_std_ratio_detects_collapse_and_over_dispersion() -> None:
     assert float(std_ratio(wall, wall)) == pytest.approx(1.0, rel=1e-12)
     with pytest.raises(ValueError, match="does not vary"):
         std_ratio(torch.zeros(3, 2), torch.zeros(3, 2))
+
+
+@pytest.mark.slow
+def test_physics_based_flow_matching_halves_the_residual_at_equal_steps() -> None:
+    """16×16 Darcy, same seed, data, network and 400 steps: the residual term on x̂0 with
+    ConFIG gradients halves the plain model's RE of 200 samples (20 Euler steps)."""
+    from physgen.training import fit
+
+    darcy = load("darcy", n=16)
+    fields = darcy.to_tensor(darcy.generate(512, seed=0))
+    mean, scale = fields.mean((0, 2, 3)), fields.std((0, 2, 3))
+    x = ((fields - mean[None, :, None, None]) / scale[None, :, None, None]).float()
+    penalty = ResidualPenalty(darcy, mean, scale, bounds={"a": (3.0, None)})
+    scores = {}
+    for informed in (False, True):
+        torch.manual_seed(0)
+        extra = {"physics_weight": 1.0, "gradient_combination": "config"} if informed else {}
+        model = FlowMatching(
+            (2, 16, 16), channels=(16, 32), coupling="ot", method="euler", steps=20, **extra
+        )
+        model.physics_penalty = penalty
+        fit(model, x, steps=400, batch_size=32, lr=2e-3, grad_clip=1.0, progress=False)
+        torch.manual_seed(1)
+        with torch.no_grad():
+            samples = penalty.physical(model.sample(200).double())
+        scores[informed] = float(residual_error(darcy, samples))
+    assert scores[True] < 0.5 * scores[False], scores

@@ -1,0 +1,118 @@
+"""The Darcy benchmark study: its rows, mean rows, resume, retraining on a changed setting,
+and one real end-to-end pass of every family on tiny fields."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from physgen.paths import load_module_from_path
+
+STUDY = Path(__file__).parents[1] / "studies" / "darcy_benchmark" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def study() -> Any:
+    return load_module_from_path(STUDY, "darcy_benchmark_study_run")
+
+
+def _tiny(study: Any) -> dict[str, Any]:
+    cfg = copy.deepcopy(study.CONFIGS["quick"])
+    cfg.update(
+        dataset={"problem": "darcy", "params": {"n": 8}, "n_train": 48, "n_ref": 40},
+        seeds=[1, 2], budget_batches=3, batch_size=8, n_samples=20, fm_steps=2,
+        diffusion_steps=2, threads=None,
+        unet={"channels": [4, 8], "blocks": 1},
+        vae={"latent_dim": 4, "channels": [4, 8], "hidden": [16]},
+        glow={"levels": 2, "steps": 1, "checker_steps": 1, "hidden": 8},
+        gan={"latent_dim": 4, "channels": [4, 8], "n_critic": 2},
+    )  # fmt: skip
+    return cfg
+
+
+def _fake_row(values: dict[tuple[str, int], float], calls: list[tuple[str, int]]) -> Any:
+    """A trainer that returns a known RE and W1 per (family, seed) and counts its calls."""
+
+    def trainer(key: str, seed: int, data: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+        calls.append((key, seed))
+        v = values[(key, seed)]
+        metric = {"value": 2 * v, "floor": 0.1, "p_value": 0.5}
+        row = {"family": key, "seed": seed, "re": v, "marginal_w1": metric, "mmd2": metric}
+        row["projected"] = {"re": v / 100, "marginal_w1": metric, "mmd2": metric}
+        return row
+
+    return trainer
+
+
+def test_rows_mean_rows_resume_and_retrain_on_a_changed_setting(study: Any, tmp_path: Path) -> None:
+    cfg = _tiny(study)
+    values = {("fm", 1): 1.0, ("fm", 2): 3.0, ("vae", 1): 5.0, ("vae", 2): 9.0}
+    calls: list[tuple[str, int]] = []
+    trainer = _fake_row(values, calls)
+    result = study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
+    assert calls == [("fm", 1), ("fm", 2), ("vae", 1), ("vae", 2)]
+    assert [r["key"] for r in result["rows"]] == ["fm/seed1", "fm/seed2", "vae/seed1", "vae/seed2"]
+    fm = result["summary"]["fm"]
+    # mean and sample std of (1, 3) and of (2, 6); the projected RE is a hundredth.
+    assert fm["re"]["mean"] == pytest.approx(2.0) and fm["re"]["std"] == pytest.approx(2**0.5)
+    assert fm["marginal_w1"]["mean"] == pytest.approx(4.0)
+    assert fm["projected_re"]["mean"] == pytest.approx(0.02)
+    assert result["summary"]["vae"]["re"]["mean"] == pytest.approx(7.0)
+    table = (tmp_path / "results.md").read_text()
+    assert "| flow matching (OT) | 2 ± 1.4 |" in table
+    assert "| conv VAE | 7 ± 2.8 |" in table
+    # Resume: nothing is retrained.
+    calls.clear()
+    study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
+    assert calls == []
+    # A changed setting retrains every row it shapes (here all of them).
+    cfg["lr"] = 1e-3
+    study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
+    assert len(calls) == 4
+
+
+def test_a_failing_row_is_recorded_and_the_rest_go_on(study: Any, tmp_path: Path) -> None:
+    cfg = _tiny(study)
+    cfg["seeds"] = [1]
+
+    def trainer(key: str, seed: int, data: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+        if key == "glow":
+            raise FloatingPointError("non-finite loss at step 2")
+        return _fake_row({(key, seed): 1.0}, [])(key, seed, data, cfg)
+
+    result = study.run_study(cfg, tmp_path, ["glow", "fm"], trainer=trainer)
+    assert result["rows"][0]["error"].startswith("FloatingPointError: non-finite")
+    assert set(result["summary"]) == {"fm"}
+    with pytest.raises(ValueError, match="unknown families"):
+        study.run_study(cfg, tmp_path, ["nope"], trainer=trainer)
+
+
+def test_the_floor_row_scores_the_data_at_the_solver_floor(study: Any) -> None:
+    data = study.load_data({"problem": "darcy", "params": {"n": 8}, "n_train": 32, "n_ref": 40})
+    floor = study.floor_scores(data, 20, seed=0)
+    assert floor["re"] < 1e-5  # float32 storage of float64 solutions
+    assert floor["std_ratio"] == pytest.approx([1.0, 1.0], abs=0.5)
+    # The projection of the data onto its own solver changes nothing measurable.
+    projected = study.projected_score(data.ref[:20], data, seed=0)
+    assert projected["re"] < 1e-5
+    noisy = data.ref[:20] + 0.05 * torch.randn(data.ref[:20].shape)
+    assert study.score(noisy, data, seed=0)["re"] > 1e3 * floor["re"]  # negative control
+
+
+def test_every_family_trains_samples_and_scores_end_to_end(study: Any, tmp_path: Path) -> None:
+    cfg = _tiny(study)
+    cfg["seeds"] = [1]
+    result = study.run_study(cfg, tmp_path, None)
+    assert [r.get("error") for r in result["rows"]] == [None] * len(study.FAMILIES)
+    for row in result["rows"]:
+        assert row["steps"] == (1 if row["family"].startswith("wgan") else 3)
+        assert row["re"] > 0 and row["projected"]["re"] < 1e-5
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert set(on_disk["summary"]) == {f[0] for f in study.FAMILIES}
+    assert (tmp_path / "frontier.png").stat().st_size > 0
+    assert (tmp_path / "samples.png").stat().st_size > 0
