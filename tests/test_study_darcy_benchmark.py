@@ -70,10 +70,26 @@ def test_rows_mean_rows_resume_and_retrain_on_a_changed_setting(study: Any, tmp_
     calls.clear()
     study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
     assert calls == []
-    # A changed setting retrains every row it shapes (here all of them).
+    # A changed setting retrains exactly the rows it shapes.
+    cfg["vae"]["latent_dim"] = 8
+    study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
+    assert calls == [("vae", 1), ("vae", 2)]
+    calls.clear()
     cfg["lr"] = 1e-3
     study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
     assert len(calls) == 4
+
+
+def test_every_family_names_the_settings_it_depends_on(study: Any) -> None:
+    cfg = _tiny(study)
+    keys = [f[0] for f in study.FAMILIES]
+    assert set(study._OWN) == set(keys)
+    base = {k: study.fingerprint(k, cfg, "d") for k in keys}
+    changed = copy.deepcopy(cfg)
+    changed["physics"]["fm"] = 2.0
+    moved = {k for k in keys if study.fingerprint(k, changed, "d") != base[k]}
+    assert moved == {"fm-physics"}
+    assert study.fingerprint("fm", cfg, "other-data") != base["fm"]
 
 
 def test_a_failing_row_is_recorded_and_the_rest_go_on(study: Any, tmp_path: Path) -> None:
