@@ -57,10 +57,11 @@ CONDITIONAL = (
 )
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # CPU in minutes: small nets, short training, 8 test cases × 8 members.
+    # CPU in minutes: small nets, 8 test cases × 8 members; every method gets the same
+    # budget (optimizer steps × batch), so the rows rank methods, not training lengths.
     "quick": {
         "n_train": 1000, "n_test": 8, "members": 8, "batch_size": 16, "device": "cpu",
-        "steps": {"cvae": 400, "glow": 120, "diffusion": 200, "prior": 400},
+        "steps": {"cvae": 400, "glow": 400, "diffusion": 400, "prior": 400},
         "lr": {"cvae": 1e-3, "glow": 1e-3, "diffusion": 2e-3, "prior": 2e-3},
         "cvae": {"latent_dim": 16, "channels": [16, 32], "hidden": [128]},
         "glow": {"levels": 3, "steps": 2, "checker_steps": 2, "hidden": 24},
@@ -70,7 +71,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # One GPU: the whole split, 200 test cases × 32 members, models trained to convergence.
     "full": {
         "n_train": 1000, "n_test": 200, "members": 32, "batch_size": 64, "device": "cuda",
-        "steps": {"cvae": 20000, "glow": 20000, "diffusion": 50000, "prior": 50000},
+        "steps": {"cvae": 50000, "glow": 50000, "diffusion": 50000, "prior": 50000},
         "lr": {"cvae": 1e-3, "glow": 5e-4, "diffusion": 2e-4, "prior": 2e-4},
         "cvae": {"latent_dim": 32, "channels": [32, 64, 128], "hidden": [256]},
         "glow": {"levels": 3, "steps": 4, "checker_steps": 4, "hidden": 96},
