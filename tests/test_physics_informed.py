@@ -107,6 +107,9 @@ def test_physics_term_is_weighted_residual_of_the_denoised_estimate() -> None:
     torch.testing.assert_close(terms["physics"], expected)
     torch.manual_seed(3)
     torch.testing.assert_close(model.loss(x), terms["flow"] + terms["physics"], atol=0, rtol=0)
+    model.physics_time_power = 3.0
+    torch.manual_seed(3)
+    torch.testing.assert_close(model.loss_terms(x)["physics"], expected * (1 - t) ** 2)
     assert set(FlowMatching((2, 8, 8), channels=(4, 8)).double().loss_terms(x)) == {"flow"}
 
 
@@ -132,6 +135,7 @@ def test_unrolled_estimate_takes_equal_euler_steps(unroll: int) -> None:
     [
         ({"physics_weight": -1.0}, "physics_weight"),
         ({"physics_unroll": 0}, "physics_unroll"),
+        ({"physics_time_power": -1.0}, "physics_time_power"),
         ({"gradient_combination": "mean"}, "gradient_combination"),
     ],
 )

@@ -282,15 +282,17 @@ class FlowMatching(_ContinuousFlow):
     PDEs", arXiv:2506.08604): with ``physics_weight`` λ > 0 and a per-sample
     ``physics_penalty`` P (e.g. :class:`physgen.physics.ResidualPenalty`), the loss gains
 
-    .. math:: \lambda\,(1 - t)\,P(\hat x_0), \qquad
+    .. math:: \lambda\,(1 - t)^k\,P(\hat x_0), \qquad
               \hat x_0 = \frac{\sigma_t v_\theta - \dot\sigma_t x_t}
                               {\dot\alpha_t\sigma_t - \dot\sigma_t\alpha_t}
 
     (for the linear path :math:`\hat x_0 = x_t - t\,v_\theta`), the data estimate implied by
-    the predicted velocity; the weight 1 − t silences the term where :math:`\hat x_0` is
-    only the data mean. ``physics_unroll`` = n > 1 first takes n − 1 Euler steps of the
-    learned ODE from t towards 0 (PBFM's unrolling: a sharper :math:`\hat x_0` at high
-    noise, at n network calls per sample). ``gradient_combination="config"`` makes
+    the predicted velocity; the weight :math:`(1 - t)^k` (PBFM's k = 1,
+    ``physics_time_power``) silences the term where :math:`\hat x_0` is only the data mean,
+    and a larger k keeps it to the low noise levels where :math:`\hat x_0` is close to a
+    sample. ``physics_unroll`` = n > 1 first takes n − 1 Euler steps of the learned ODE from
+    t towards 0 (PBFM's unrolling: a sharper :math:`\hat x_0` at high noise, at n network
+    calls per sample). ``gradient_combination="config"`` makes
     :func:`physgen.training.fit` combine the two terms' gradients conflict-free (ConFIG, see
     :func:`physgen.training.conflict_free_direction`) instead of summing them. The penalty
     is a callable and is not part of the saved config: pass it again after loading.
@@ -306,6 +308,7 @@ class FlowMatching(_ContinuousFlow):
         coupling: str = "independent",
         physics_weight: float = 0.0,
         physics_unroll: int = 1,
+        physics_time_power: float = 1.0,
         gradient_combination: str = "sum",
         physics_penalty: Callable[[Tensor], Tensor] | None = None,
         **config: Any,
@@ -318,6 +321,8 @@ class FlowMatching(_ContinuousFlow):
             raise ValueError(f"physics_weight must be >= 0, got {physics_weight}")
         if physics_unroll < 1:
             raise ValueError(f"physics_unroll must be >= 1, got {physics_unroll}")
+        if physics_time_power < 0:
+            raise ValueError(f"physics_time_power must be >= 0, got {physics_time_power}")
         if gradient_combination not in ("sum", "config"):
             raise ValueError(
                 f"gradient_combination must be 'sum' or 'config', got {gradient_combination!r}"
@@ -325,12 +330,14 @@ class FlowMatching(_ContinuousFlow):
         super().__init__(
             sample_shape, cond_shape, path=path, sigma_min=sigma_min, coupling=coupling,
             physics_weight=physics_weight, physics_unroll=physics_unroll,
-            gradient_combination=gradient_combination, **config,
+            physics_time_power=physics_time_power, gradient_combination=gradient_combination,
+            **config,
         )  # fmt: skip
         self.coupling = coupling
         kwargs = {"sigma_min": sigma_min} if path == "linear" else {}
         self.path = build_interpolant(path, **kwargs)
         self.physics_weight, self.physics_unroll = physics_weight, physics_unroll
+        self.physics_time_power = physics_time_power
         self.gradient_combination = gradient_combination
         self.physics_penalty = physics_penalty
 
@@ -352,7 +359,7 @@ class FlowMatching(_ContinuousFlow):
 
     def loss_terms(self, x: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
         """``{"flow": ..., "physics": ...}`` per sample, each ``(B,)``; the physics term
-        (already weighted by λ(1 − t)) only when ``physics_weight`` and a penalty are set."""
+        (already weighted by λ(1 − t)^k) only when ``physics_weight`` and a penalty are set."""
         self._check(x, cond)
         t = torch.rand(x.shape[0], device=x.device, dtype=x.dtype)
         noise = torch.randn_like(x)
@@ -364,7 +371,8 @@ class FlowMatching(_ContinuousFlow):
         terms = {"flow": (v - target).pow(2).flatten(1).mean(1)}
         if self.physics_weight and self.physics_penalty is not None:
             x0_hat = self._unrolled_x0(xt, t, v, cond)
-            terms["physics"] = self.physics_weight * (1 - t) * self.physics_penalty(x0_hat)
+            weight = self.physics_weight * (1 - t) ** self.physics_time_power
+            terms["physics"] = weight * self.physics_penalty(x0_hat)
         return terms
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
