@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 Method = Literal["fd", "spectral"]
+VectorBC = Literal["gradient", "scalar"]
 
 
 def _dim(u: Tensor, grid: Grid, axis: int) -> int:
@@ -54,7 +55,15 @@ def _dim(u: Tensor, grid: Grid, axis: int) -> int:
     return u.ndim - grid.ndim + axis
 
 
-def pad(u: Tensor, grid: Grid, axis: int, width: int = 1, *, even: bool = False) -> Tensor:
+def pad(
+    u: Tensor,
+    grid: Grid,
+    axis: int,
+    width: int = 1,
+    *,
+    even: bool = False,
+    normal: bool = False,
+) -> Tensor:
     """Add ``width`` ghost layers on both ends of spatial ``axis`` from its boundary condition.
 
     * periodic: wrap around;
@@ -65,7 +74,18 @@ def pad(u: Tensor, grid: Grid, axis: int, width: int = 1, *, even: bool = False)
 
     ``even=True`` uses the even reflection on Dirichlet axes too; it extends a coefficient
     such as a permeability, which has no boundary condition of its own.
+
+    ``normal=True`` pads the component ``v_axis`` of a vector field normal to this axis's
+    walls, for a vector like the gradient of a field that obeys the boundary condition: if
+    ``u`` extends oddly across the wall, ``∂u/∂x_axis`` extends evenly, and vice versa. The
+    reflection is therefore swapped — even on a Dirichlet axis (``∂_n u`` is free at the
+    wall, its own normal derivative ``∂²_n u = Δu`` vanishes there), odd on a Neumann axis
+    (``∂_n u = 0``). With these ghosts the central difference of the discrete gradient is the
+    gradient of the discretely extended field, so ``divergence(gradient(u))`` is the wide
+    stencil ``(u_{i+2} − 2u_i + u_{i−2}) / 4h²`` of the extended ``u`` at every point.
     """
+    if even and normal:
+        raise ValueError("pad: even and normal are exclusive")
     d = _dim(u, grid, axis)
     n = u.shape[d]
     if width > n - 1:
@@ -73,11 +93,12 @@ def pad(u: Tensor, grid: Grid, axis: int, width: int = 1, *, even: bool = False)
     bc = grid.bc[axis]
     if bc == "periodic":
         return torch.cat([u.narrow(d, n - width, width), u, u.narrow(d, 0, width)], dim=d)
+    odd = (bc == "dirichlet") != normal and not even
     node = grid.centering == "node"
     # Mirror images: cell grids reflect about the face (index -1/2), node grids about index 0.
     lo = u.narrow(d, 1 if node else 0, width).flip(d)
     hi = u.narrow(d, n - width - (1 if node else 0), width).flip(d)
-    if bc == "dirichlet" and not even:
+    if odd:
         if node:
             lo = 2 * u.narrow(d, 0, 1) - lo
             hi = 2 * u.narrow(d, n - 1, 1) - hi
@@ -110,11 +131,21 @@ def _spectral_derivative(u: Tensor, grid: Grid, axis: int, order: int) -> Tensor
     return torch.fft.irfft(u_hat * factor.reshape(shape), n=n, dim=d)
 
 
-def derivative(u: Tensor, grid: Grid, axis: int, order: int = 1, method: Method = "fd") -> Tensor:
+def derivative(
+    u: Tensor,
+    grid: Grid,
+    axis: int,
+    order: int = 1,
+    method: Method = "fd",
+    *,
+    normal: bool = False,
+) -> Tensor:
     """∂^order u / ∂x_axis^order for ``order`` 1 or 2.
 
     ``fd``: ``(u_{i+1} - u_{i-1}) / 2h`` and ``(u_{i+1} - 2u_i + u_{i-1}) / h²`` with ghosts
     from ``pad``; ``spectral``: multiplication by ``(ik)^order`` (periodic axes only).
+    ``normal=True``: ``u`` is the component of a gradient-like vector normal to this axis's
+    walls, padded with the swapped reflection (see ``pad``).
     """
     if order not in (1, 2):
         raise ValueError(f"derivative: order must be 1 or 2, got {order}")
@@ -124,7 +155,7 @@ def derivative(u: Tensor, grid: Grid, axis: int, order: int = 1, method: Method 
         raise ValueError(f"method must be 'fd' or 'spectral', got {method!r}")
     d = _dim(u, grid, axis)
     h = grid.spacing[axis]
-    up = pad(u, grid, axis)
+    up = pad(u, grid, axis, normal=normal)
     n = u.shape[d]
     plus, minus = up.narrow(d, 2, n), up.narrow(d, 0, n)
     if order == 1:
@@ -148,10 +179,29 @@ def _components(v: Tensor, grid: Grid) -> list[Tensor]:
     return list(v.unbind(c))
 
 
-def divergence(v: Tensor, grid: Grid, method: Method = "fd") -> Tensor:
-    """∇·v: ``(..., D, *grid)`` → ``(..., *grid)``."""
+def divergence(
+    v: Tensor, grid: Grid, method: Method = "fd", *, vector_bc: VectorBC = "gradient"
+) -> Tensor:
+    """∇·v = Σ_i ∂v_i/∂x_i: ``(..., D, *grid)`` → ``(..., *grid)``.
+
+    The grid's boundary conditions are those of a scalar ``u``; ``vector_bc`` says how the
+    component ``v_i`` normal to the walls of axis ``i`` extends across them (``fd`` only —
+    periodic axes wrap either way):
+
+    * ``"gradient"`` (default): ``v`` behaves like ``∇u`` — ``v_i`` reflects evenly on a
+      Dirichlet axis and oddly on a Neumann axis (``v·n = 0`` at the wall), see ``pad`` with
+      ``normal=True``. Then ``divergence(gradient(u)) = Δu + O(h²)`` at every point, walls
+      included, for ``u`` whose reflection across the walls is smooth.
+    * ``"scalar"``: every ``v_i`` reflects like ``u`` itself, for a vector whose
+      components each obey the scalar boundary condition (e.g. ``v_i = 0`` on a Dirichlet
+      wall). Applied to a gradient it is inconsistent at the walls: the error there is
+      O(1/h) on Dirichlet cell grids and O(1) on Neumann grids.
+    """
+    if vector_bc not in ("gradient", "scalar"):
+        raise ValueError(f"divergence: vector_bc must be 'gradient' or 'scalar', got {vector_bc!r}")
     parts = _components(v, grid)
-    return sum(derivative(p, grid, i, 1, method) for i, p in enumerate(parts))
+    normal = vector_bc == "gradient"
+    return sum(derivative(p, grid, i, 1, method, normal=normal) for i, p in enumerate(parts))
 
 
 def laplacian(u: Tensor, grid: Grid, method: Method = "fd") -> Tensor:

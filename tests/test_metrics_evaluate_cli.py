@@ -10,6 +10,8 @@ import pytest
 import xarray as xr
 
 from physgen.cli import main
+from physgen.cli.evaluate import format_table
+from physgen.metrics import compare_to_floor
 
 
 def grf_dataset(n: int, seed: int, *, shift: float = 0.0, scale: float = 1.0, size: int = 24):
@@ -155,3 +157,43 @@ def test_member_axis_is_part_of_the_file_layout(tmp_path) -> None:
     )
     with pytest.raises(FieldFileError, match=r"disagree with the layout \(sample, \[member\]"):
         open_fields(write(misplaced, tmp_path / "bad.nc"))
+
+
+def test_floor_comparison_branches() -> None:
+    """Known inputs through every branch of ``compare_to_floor`` (k = 2 floor sds)."""
+    # A floor statistically at zero (an unbiased MMD² estimate): no ratio, ever.
+    zero = compare_to_floor(1.3, 3.9e-5, 0.011)
+    assert zero.within is False and zero.ratio is None
+    assert zero.z == pytest.approx((1.3 - 3.9e-5) / 0.011)
+    assert compare_to_floor(0.02, 3.9e-5, 0.011).within  # 1.8 sd from the floor
+    assert not compare_to_floor(0.023, 3.9e-5, 0.011).within  # 2.1 sd
+    assert compare_to_floor(-0.015, -0.004, 0.011).within  # below 0 is fine for an unbiased one
+    # A floor well above its spread (a biased estimator): the ratio is meaningful.
+    far = compare_to_floor(0.3, 0.1, 0.01)
+    assert far.within is False and far.ratio == pytest.approx(3.0) and far.z == pytest.approx(20)
+    near = compare_to_floor(0.115, 0.1, 0.01)
+    assert near.within and near.ratio == pytest.approx(1.15)
+    # The edge: a floor at exactly 2 sd is distinguishable from 0, just below it is not.
+    assert compare_to_floor(1.0, 0.02, 0.01).ratio == pytest.approx(50.0)
+    assert compare_to_floor(1.0, 0.0199, 0.01).ratio is None
+    # One split: the floor's own noise is unknown, so no verdict and no ratio.
+    assert compare_to_floor(1.0, 0.5, None) == (None, None, None)
+
+
+def test_table_never_divides_by_a_floor_at_zero() -> None:
+    """The table prints "within floor", the ratio, or the distance in sds — not 1.3/3.9e-5."""
+    result = {
+        "fields": {
+            "a": {
+                "mmd2": {"value": 1.3, "floor": 3.9e-5, "floor_std": 0.011, "n": 100},
+                "energy_distance": {"value": 0.004, "floor": -0.001, "floor_std": 0.01, "n": 100},
+                "mean_error": {"value": 0.3, "floor": 0.1, "floor_std": 0.01, "n": 100},
+                "std_error": {"value": 0.11, "floor": 0.1, "floor_std": 0.01, "n": 100},
+            }
+        }
+    }
+    rows = {line.split()[1]: line for line in format_table(result).splitlines()[2:]}
+    assert "33333" not in rows["mmd2"] and rows["mmd2"].endswith("n/a (+118.2 sd)")
+    assert rows["energy_distance"].endswith("within floor")
+    assert rows["mean_error"].endswith(" 3.00")
+    assert rows["std_error"].endswith("within floor")

@@ -108,10 +108,12 @@ def test_2d_gradient_divergence_laplacian_converge_with_mixed_bcs(centering: str
             max(_maxerr(grad[0, 0, 0], _tensor(ux)), _maxerr(grad[0, 0, 1], _tensor(uy)))
         )
         errs["lap"].append(float((ops.laplacian(u, grid)[0, 0] + 2 * PI**2 * u[0, 0]).abs().max()))
-        # A vector field whose components satisfy the grid's BC on their own axes' ghosts.
+        # A vector field whose components each satisfy the grid's (scalar) BC: the "scalar"
+        # ghost rule is the consistent one for it.
         v = torch.stack([u[0, 0], u[0, 0]])[None]  # (1, 2, nx, ny)
         div_exact = ux + uy
-        errs["div"].append(float((ops.divergence(v, grid)[0] - _tensor(div_exact)).abs().max()))
+        div = ops.divergence(v, grid, vector_bc="scalar")[0]
+        errs["div"].append(float((div - _tensor(div_exact)).abs().max()))
         # ∇·(a∇u) with a smooth coefficient even about every wall.
         a = 1.0 + 0.5 * np.cos(PI * x) * np.cos(PI * y)
         ax = -0.5 * PI * np.sin(PI * x) * np.cos(PI * y)
@@ -121,6 +123,87 @@ def test_2d_gradient_divergence_laplacian_converge_with_mixed_bcs(centering: str
         errs["flux"].append(float((got[0, 0] - _tensor(exact)).abs().max()))
     for name, e in errs.items():
         assert _slope(NS[:3], e) == pytest.approx(2.0, abs=0.15), name
+
+
+# Resolutions for the div(grad u) = Δu order test per dimension (3-D starts where the
+# modes of FUNCTIONS_1D are resolved well enough to be in the asymptotic range).
+DIV_NS = {1: (32, 64, 128), 2: (32, 64, 128), 3: (24, 48, 96)}
+
+
+def _div_grad_errors(
+    bcs: tuple[str, ...], centering: str, vector_bc: str
+) -> tuple[tuple[int, ...], list[float], list[float]]:
+    """Max |div(grad u) − Δu| over all points and over the wall layers, per resolution.
+
+    ``u = Π_i f_i(x_i)`` with ``f_i`` from ``FUNCTIONS_1D[bcs[i]]`` (its reflection across the
+    walls is smooth), so ``Δu = Σ_i f_i″ Π_{j≠i} f_j``. The wall layers are the points whose
+    stencil reaches a ghost value: ``div(grad u)`` is the wide stencil
+    ``(u_{i+2} − 2u_i + u_{i−2}) / 4h²``, so the first two and last two indices along every
+    non-periodic axis. The list is empty on a fully periodic grid.
+    """
+    ns = DIV_NS[len(bcs)]
+    errors, walls = [], []
+    for n in ns:
+        # Unequal sizes and lengths per axis, so no axis is the mirror of another.
+        shape = tuple(n + 2 * i for i in range(len(bcs)))
+        domain = tuple((0.0, 1.0 + 0.25 * i) for i in range(len(bcs)))
+        grid = Grid(shape, domain=domain, bc=bcs, centering=centering)
+        mesh = grid.mesh()
+        scaled = [x / length for x, length in zip(mesh, grid.lengths, strict=True)]
+        values = [FUNCTIONS_1D[b][0](x) for b, x in zip(bcs, scaled, strict=True)]
+        u = np.prod(values, axis=0)
+        lap = sum(
+            FUNCTIONS_1D[b][2](x) / length**2 * np.prod(values[:i] + values[i + 1 :], axis=0)
+            for i, (b, x, length) in enumerate(zip(bcs, scaled, grid.lengths, strict=True))
+        )
+        got = ops.divergence(ops.gradient(_tensor(u)[None], grid), grid, vector_bc=vector_bc)[0]
+        err = (got - _tensor(lap)).abs()
+        errors.append(float(err.max()))
+        wall = [
+            float(err.narrow(axis, start, 2).max())
+            for axis, b in enumerate(bcs)
+            if b != "periodic"
+            for start in (0, grid.shape[axis] - 2)
+        ]
+        if wall:
+            walls.append(max(wall))
+    return ns, errors, walls
+
+
+DIV_CASES = [
+    *((b,) * d for d in (1, 2, 3) for b in ("periodic", "dirichlet", "neumann")),
+    ("neumann", "dirichlet"),
+    ("dirichlet", "neumann", "periodic"),
+]
+
+
+@pytest.mark.parametrize("centering", ["node", "cell"])
+@pytest.mark.parametrize("bcs", DIV_CASES, ids="-".join)
+def test_divergence_of_gradient_is_the_laplacian_at_second_order(
+    bcs: tuple[str, ...], centering: str
+) -> None:
+    """div(grad u) = Δu converges at second order everywhere, the wall points included.
+
+    At the walls the order is at least 2: 2 next to a Neumann wall, 3 next to a Dirichlet
+    wall (there Δu itself vanishes like the distance to the wall).
+    """
+    ns, errors, walls = _div_grad_errors(bcs, centering, "gradient")
+    assert _slope(ns, errors) == pytest.approx(2.0, abs=0.15), errors
+    if walls:
+        assert _slope(ns, walls) > 1.85, walls
+
+
+@pytest.mark.parametrize("centering", ["node", "cell"])
+@pytest.mark.parametrize("bcs", [c for c in DIV_CASES if set(c) != {"periodic"}], ids="-".join)
+def test_divergence_with_the_scalar_wall_rule_fails_the_order_test(
+    bcs: tuple[str, ...], centering: str
+) -> None:
+    """Negative control: reflecting a gradient's normal component like the scalar breaks the
+    order at the walls (O(1/h) on Dirichlet cell grids, O(1) on Neumann grids, O(h) on
+    Dirichlet node grids)."""
+    ns, errors, walls = _div_grad_errors(bcs, centering, "scalar")
+    assert _slope(ns, errors) < 1.5, errors
+    assert _slope(ns, walls) < 1.5, walls
 
 
 @pytest.mark.parametrize("method", ["fd", "spectral"])
@@ -216,6 +299,10 @@ def test_bad_input_is_named() -> None:
         ops.derivative(torch.zeros(1, 8, 8), grid, 1, method="spectral")
     with pytest.raises(ValueError, match="components"):
         ops.divergence(torch.zeros(1, 3, 8, 8), grid)
+    with pytest.raises(ValueError, match="vector_bc"):
+        ops.divergence(torch.zeros(1, 2, 8, 8), grid, vector_bc="normal")
+    with pytest.raises(ValueError, match="exclusive"):
+        ops.pad(torch.zeros(1, 8, 8), grid, 1, even=True, normal=True)
 
 
 @pytest.mark.parametrize("order", [2, 4])

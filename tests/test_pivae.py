@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from physgen.models.pivae import SDEPIVAE, mmd_rows, synthetic_latents
+from physgen.problem import Problem
 
 
 def _sde_model(decoder: str, **kw: object) -> SDEPIVAE:
@@ -337,3 +338,98 @@ def test_exact_boundary_shifts_the_flux_so_both_walls_hold_and_f_is_unchanged() 
     torch.testing.assert_close(shift, shift[:, :1].expand_as(shift), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="exact_boundary"):
         _sde_model("chebyshev", exact_boundary=True)
+
+
+class _KnownDecoder:
+    """A stand-in for a trained ``SDEPIVAE`` whose decodings have known statistics.
+
+    With ``ξ = z₀``, ``η = z₁`` (the evaluation's standard-normal latents):
+    ``u = 1.1 φ + β + b_u ξ sin(2π(x+1))``, ``k = μ_k + 0.05 x + b_k η cos(πx/2)``, and
+    ``f̂ = −(k u′)′/10`` by the problem's own stencil, so the decoded triple has zero
+    residual and boundary value ``2|β|``.
+    """
+
+    latent_dim = 2
+    beta, b_u, b_k = 0.01, 0.45, 0.08
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+        self.u_coords = torch.zeros(1, dtype=torch.float64)
+
+    def eval(self) -> _KnownDecoder:
+        return self
+
+    def sample_fields(self, n: int, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        from physgen.operators import flux_divergence
+
+        x = coords[None]
+        xi, eta = z[:, :1], z[:, 1:2]
+        u = 1.1 * (1 - x**2) + self.beta + self.b_u * xi * torch.sin(2 * math.pi * (x + 1))
+        k = (
+            1
+            + 0.2 * torch.cos(math.pi * x)
+            + 0.05 * x
+            + self.b_k * eta * torch.cos(math.pi * x / 2)
+        )
+        f = -flux_divergence(k, u, self.problem.grid, mean="arithmetic") / 10
+        return torch.stack([u, k, f], dim=1)
+
+
+def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
+    """Each number of ``evaluate_sde`` against its closed form, within 4 sampling sds.
+
+    Reference (whitened, so its moments are exact): ``u = φ + 0.3 ξ sin(π(x+1))``,
+    ``k = μ_k + 0.1 η cos(πx/2)`` with ``φ = 1 − x²``, ``μ_k = 1 + 0.2 cos(πx)``. The decoder
+    above shifts both means, and scales the spreads by 1.5 (u, with a different shape of the
+    same norm) and 0.8 (k). Exact values on the evaluation nodes x_j:
+
+    * ``u_mean_err = ‖0.1 φ + β‖ / ‖φ‖``, ``k_mean_err = ‖0.05 x‖ / ‖μ_k‖``;
+    * ``u_std_err = |1.5 − 1| = 0.5``, ``k_std_err = |0.8 − 1| = 0.2`` (the total std
+      ``|b| ‖ψ‖`` of the PI-VAE code; the pointwise std error would differ for u);
+    * ``residual = 0``, ``boundary = 2β``.
+
+    Sampling error of N generated draws: a mean error moves by at most
+    ``|b| ‖ψ‖ |ξ̄| / ‖μ_ref‖`` with sd ``|b| ‖ψ‖ / (√N ‖μ_ref‖)``; a total std by a relative
+    ``1/√(2N)``.
+    """
+    from physgen.models.pivae import evaluate_sde
+    from physgen.problem import load
+
+    problem = load("sde1d", n=65)
+    n_ref, n_eval, stride = 8000, 8000, 2
+    x = torch.as_tensor(problem.grid.coords(0))
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(n_ref, 2, generator=g, dtype=torch.float64)
+    w = (w - w.mean(0)) / w.std(0, correction=0)  # exact mean 0, population variance 1
+    phi, mu_k = 1 - x**2, 1 + 0.2 * torch.cos(math.pi * x)
+    psi_u, psi_ug = torch.sin(math.pi * (x + 1)), torch.sin(2 * math.pi * (x + 1))
+    psi_k = torch.cos(math.pi * x / 2)
+    u_ref = phi + 0.3 * w[:, :1] * psi_u
+    k_ref = mu_k + 0.1 * w[:, 1:] * psi_k
+    fields = torch.stack([k_ref, u_ref, torch.zeros_like(u_ref)], dim=1)  # (N, 3, n): k, u, f
+    model = _KnownDecoder(problem)
+    got = evaluate_sde(model, problem, fields, n_eval=n_eval, eval_points=33, seed=5)
+
+    e = slice(None, None, stride)  # the evaluation nodes
+    norm = torch.linalg.vector_norm
+    b, beta = model, model.beta
+    assert float(norm(psi_ug[e])) == pytest.approx(float(norm(psi_u[e])), rel=1e-12)
+    exact = {
+        "u_mean_err": float(norm(0.1 * phi[e] + beta) / norm(phi[e])),
+        "k_mean_err": float(norm(0.05 * x[e]) / norm(mu_k[e])),
+        "u_std_err": b.b_u / 0.3 - 1,
+        "k_std_err": 1 - b.b_k / 0.1,
+    }
+    sd = {
+        "u_mean_err": float(b.b_u * norm(psi_ug[e]) / norm(phi[e])) / math.sqrt(n_eval),
+        "k_mean_err": float(b.b_k * norm(psi_k[e]) / norm(mu_k[e])) / math.sqrt(n_eval),
+        "u_std_err": b.b_u / 0.3 / math.sqrt(2 * n_eval),
+        "k_std_err": b.b_k / 0.1 / math.sqrt(2 * n_eval),
+    }
+    for name, value in exact.items():
+        assert abs(got[name] - value) < 4 * sd[name], (name, got[name], value, sd[name])
+    assert got["residual"] < 1e-12
+    assert got["boundary"] == pytest.approx(2 * beta, rel=1e-9)
+    # The tolerances separate u from k and the total std from the pointwise-std curve error.
+    assert abs(exact["u_std_err"] - exact["k_std_err"]) > 8 * sd["u_std_err"]
+    assert abs(exact["u_mean_err"] - exact["k_mean_err"]) > 8 * sd["u_mean_err"]

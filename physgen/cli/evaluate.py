@@ -350,7 +350,14 @@ def _fmt(v: Any) -> str:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """A plain-text table: value, floor, the floor's spread across splits, value/floor."""
+    """A plain-text table: value, floor, the floor's spread across splits, value/floor.
+
+    The last column comes from ``compare_to_floor``: "within floor" when
+    ``|value − floor| ≤ 2 floor_sd``, the ratio where the floor is distinguishable from 0,
+    otherwise "n/a" with ``(value − floor)/floor_sd``.
+    """
+    from physgen.metrics import compare_to_floor
+
     rows = [("field", "metric", "value", "floor", "floor sd", "value/floor")]
     for field, entry in result["fields"].items():
         for metric, v in entry.items():
@@ -358,8 +365,8 @@ def format_table(result: dict[str, Any]) -> str:
                 continue
             if isinstance(v, dict) and "value" in v:
                 # Unbiased estimators (MMD², energy distance) have floors near 0 or below it,
-                # where a ratio means nothing: read those against the floor sd and the p-value.
-                ratio = f"{v['value'] / v['floor']:.2f}" if v["floor"] > 0 else "n/a"
+                # where a ratio means nothing: "within floor" or the distance in floor sds.
+                ratio = compare_to_floor(v["value"], v["floor"], v.get("floor_std")).text()
                 sd = _fmt(v["floor_std"]) if "floor_std" in v else ""
                 rows.append((field, metric, _fmt(v["value"]), _fmt(v["floor"]), sd, ratio))
                 if "p_value" in v:

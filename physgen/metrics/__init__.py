@@ -1,6 +1,11 @@
 """Metrics for generated fields: per-sample errors, spectra, distributions, ensembles, physics."""
 
-from physgen.metrics._common import split_halves, with_floor
+from physgen.metrics._common import (
+    FloorComparison,
+    compare_to_floor,
+    split_halves,
+    with_floor,
+)
 from physgen.metrics.distribution import (
     energy_distance,
     frechet_distance,
@@ -37,10 +42,12 @@ from physgen.metrics.spectra import (
 )
 
 __all__ = [
+    "FloorComparison",
     "binned_spectral_error",
     "bits_per_dim",
     "bits_to_nats",
     "calibrated_coverage",
+    "compare_to_floor",
     "correlation_distance",
     "crps_fair",
     "crps_nrg",

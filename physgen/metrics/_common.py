@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -11,7 +12,9 @@ from torch import Tensor
 
 __all__ = [
     "ArrayLike",
+    "FloorComparison",
     "as_float64",
+    "compare_to_floor",
     "flatten_samples",
     "reduce_dims",
     "split_halves",
@@ -137,3 +140,48 @@ def with_floor(
         "floor_std": floor_t.std(0),
         "n": m,
     }
+
+
+class FloorComparison(NamedTuple):
+    """A metric value read against its floor (see ``compare_to_floor``)."""
+
+    within: bool | None  # |value − floor| ≤ k·floor_std; None without a floor spread
+    ratio: float | None  # value / floor, only for a floor distinguishable from 0
+    z: float | None  # (value − floor) / floor_std; None without a (positive) floor spread
+
+    def text(self) -> str:
+        """``"within floor"``, the ratio, or ``"n/a"`` with the distance in floor sds."""
+        if self.within:
+            return "within floor"
+        if self.ratio is not None:
+            return f"{self.ratio:.2f}"
+        return "n/a" if self.z is None else f"n/a ({self.z:+.1f} sd)"
+
+
+def compare_to_floor(
+    value: float, floor: float, floor_std: float | None, *, k: float = 2.0
+) -> FloorComparison:
+    r"""Read ``value`` against the reference-vs-reference ``floor`` ± ``floor_std``.
+
+    * within: :math:`|v - f| \le k\,s_f`. The floor is what a perfect model scores at this
+      sample size, so the distance from the floor — not :math:`|v|` — is the one to test:
+      biased estimators (Fréchet distance, W1, mean error) have floors well above 0, and for
+      unbiased ones (MMD², energy distance) the floor is ≈ 0 and both readings agree.
+    * ratio :math:`v / f` only where the floor is distinguishable from zero,
+      :math:`f \ge k\,s_f` and :math:`f > 0`. An unbiased estimator's floor scatters around 0
+      (e.g. MMD² = 3.9e-5 ± 0.011); dividing by it gives arbitrarily large, meaningless ratios.
+      There ``z = (v − f)/s_f`` says how far out the value is instead.
+    * without ``floor_std`` (one split) the floor's own noise is unknown: no verdict, no ratio.
+
+    ``k = 2`` flags about 5 % of perfect models as outside for a Gaussian spread; ``floor_std``
+    from overlapping splits is a lower bound on the spread (see ``with_floor``), so the test
+    errs towards "outside".
+    """
+    v, f = float(value), float(floor)
+    if floor_std is None or not math.isfinite(float(floor_std)):
+        return FloorComparison(None, None, None)
+    s = float(floor_std)
+    within = abs(v - f) <= k * s
+    ratio = v / f if f > 0 and f >= k * s else None
+    z = (v - f) / s if s > 0 else None
+    return FloorComparison(within, ratio, z)
