@@ -1,0 +1,178 @@
+"""A scientist's own field file to samples and a report: split, train, sample, evaluate, infer.
+
+Everything runs in-process through ``physgen.cli.main`` with tiny files and a few steps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from physgen.cli import main
+from physgen.data import compute_stats, open_fields, split_counts, write_fields
+from physgen.training import read_checkpoint
+
+N_SAMPLES, NX = 40, 8
+
+
+def _fields(n: int, nx: int, seed: int = 0) -> xr.Dataset:
+    """A permeability-like field ``a`` and a response ``u = 2 + a + noise`` on an nx × nx grid."""
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, nx, nx))
+    u = 2.0 + a + 0.1 * rng.standard_normal((n, nx, nx))
+    x = np.linspace(0.0, 1.0, nx)
+    return xr.Dataset(
+        {
+            "a": (("sample", "x", "y"), a, {"units": "1"}),
+            "u": (("sample", "x", "y"), u, {"units": "m"}),
+        },
+        coords={"sample": np.arange(100, 100 + n), "x": ("x", x), "y": ("y", x)},
+    )
+
+
+@pytest.fixture
+def field_file(tmp_path: Path) -> Path:
+    """40 samples of (a, u) on an 8 × 8 grid, in one physgen-field file."""
+    return write_fields(_fields(N_SAMPLES, NX), tmp_path / "mine.nc")
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def _train(data: Path | str, out: Path, *extra: str) -> int:
+    argv = ["train", "--data", str(data), "--model", "vae", "--steps", "3"]
+    return main([*argv, "--batch-size", "8", "--out", str(out), "--no-progress", *extra])
+
+
+# -- data split ----------------------------------------------------------------------------------
+def _sample_ids(path: Path) -> np.ndarray:
+    with open_fields(path) as ds:
+        return ds["sample"].values.copy()
+
+
+def test_data_split_is_disjoint_covers_the_file_and_follows_the_fractions(
+    field_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "split"
+    argv = ["data", "split", str(field_file), "--out", str(out), "--fractions", "0.6", "0.25"]
+    assert main([*argv, "0.15", "--seed", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.count("\n") == 0 and str(out) in line and "train 24, valid 10, test 6" in line
+    ids = {k: _sample_ids(out / f"{k}.nc") for k in ("train", "valid", "test")}
+    assert [len(v) for v in ids.values()] == [24, 10, 6]
+    union = np.concatenate(list(ids.values()))
+    assert len(set(union)) == len(union)  # disjoint
+    np.testing.assert_array_equal(np.sort(union), _sample_ids(field_file))  # the whole file
+    stats = json.loads((out / "stats.json").read_text())["fields"]
+    assert stats == {k: asdict(v) for k, v in compute_stats(out / "train.nc").items()}
+
+
+def test_data_split_is_deterministic_per_seed(field_file: Path, tmp_path: Path) -> None:
+    def split(name: str, seed: int) -> np.ndarray:
+        out = tmp_path / name
+        assert main(["data", "split", str(field_file), "--out", str(out), "--seed", str(seed)]) == 0
+        return _sample_ids(out / "train.nc")
+
+    first, again, other = split("a", 0), split("b", 0), split("c", 1)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("n", [1, 7, 10, 40, 41, 99])
+def test_split_counts_sum_to_the_file(n: int) -> None:
+    counts = split_counts(n, (0.8, 0.1, 0.1))
+    assert sum(counts) == n
+    assert all(abs(c - f * n) < 1 for c, f in zip(counts, (0.8, 0.1, 0.1), strict=True))
+
+
+def test_data_split_refuses_other_data_and_bad_fractions(
+    field_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "split"
+    assert main(["data", "split", str(field_file), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["data", "split", str(field_file), "--out", str(out), "--seed", "5"]) == 1
+    assert "already exists" in _one_error_line(capsys)
+    bad = ["data", "split", str(field_file), "--out", str(tmp_path / "x"), "--fractions"]
+    assert main([*bad, "0.5", "0.5", "0.5"]) == 1
+    assert "summing to 1" in _one_error_line(capsys)
+    assert not (tmp_path / "x").exists()
+
+
+# -- train --data ----------------------------------------------------------------------------
+def test_train_sample_evaluate_from_one_file(
+    field_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _train(field_file, run) == 0
+    err = capsys.readouterr().err
+    note = [line for line in err.splitlines() if "split in" in line]
+    assert len(note) == 1 and str(run / "data") in note[0] and "stats.json" in note[0]
+    assert "train 32, valid 4, test 4" in note[0]
+
+    contents = read_checkpoint(run / "checkpoint.pt")
+    meta = contents["metadata"]
+    expected = compute_stats(run / "data" / "train.nc")
+    assert meta["data"]["stats"] == {k: asdict(v) for k, v in expected.items()}
+    assert meta["data"]["mean"] == [expected["a"].mean, expected["u"].mean]
+    assert meta["data"]["scale"] == [expected["a"].std, expected["u"].std]
+    assert meta["split"]["sizes"] == {"train": 32, "valid": 4, "test": 4}
+
+    samples = tmp_path / "samples.nc"
+    assert main(["sample", str(run / "checkpoint.pt"), "--n", "6", "--out", str(samples)]) == 0
+    report = tmp_path / "report"
+    argv = ["evaluate", str(samples), "--ref", str(run / "data" / "test.nc")]
+    assert main([*argv, "--out", str(report), "--no-figures", "--permutations", "5"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["fields"]) == {"a", "u"}
+
+
+def test_train_reuses_the_split_of_an_earlier_run(field_file: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(field_file, run) == 0
+    before = _sample_ids(run / "data" / "train.nc")
+    assert _train(field_file, run, "--resume", "--steps", "4") == 0
+    np.testing.assert_array_equal(_sample_ids(run / "data" / "train.nc"), before)
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("table.csv", b"a,b\n1,2\n"), ("blob.bin", b"\x89\x00\xff\x10" * 16)],
+)
+def test_train_refuses_a_file_that_is_neither_recipe_nor_field_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert _train(path, tmp_path / "run") == 1
+    line = _one_error_line(capsys)
+    assert str(path) in line
+    assert "recipe name" in line and "folder" in line and "physgen-field .nc file" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_computes_missing_statistics_and_says_so(
+    field_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    with open_fields(field_file) as ds:
+        write_fields(ds.isel(sample=slice(0, 30)), folder / "train.nc")
+    run = tmp_path / "run"
+    assert _train(folder, run) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "stats.json" in line]
+    assert len(notes) == 1 and "computed on" in notes[0] and str(folder) in notes[0]
+    meta = read_checkpoint(run / "checkpoint.pt")["metadata"]
+    assert meta["normalization"]["computed"] is True
+    expected = compute_stats(folder / "train.nc")
+    assert meta["data"]["stats"] == {k: asdict(v) for k, v in expected.items()}
+    assert meta["data"]["mean"] == [expected["a"].mean, expected["u"].mean]
+    assert not (folder / "stats.json").exists()  # the user's folder is left as it was
