@@ -176,3 +176,62 @@ def test_train_computes_missing_statistics_and_says_so(
     assert meta["data"]["stats"] == {k: asdict(v) for k, v in expected.items()}
     assert meta["data"]["mean"] == [expected["a"].mean, expected["u"].mean]
     assert not (folder / "stats.json").exists()  # the user's folder is left as it was
+
+
+# -- refused, not guessed ------------------------------------------------------------------
+@pytest.fixture
+def colorizer(field_file: Path, tmp_path: Path) -> Path:
+    """A conditional model of u given a (task colorize:u), trained for 2 steps on 8 × 8 data."""
+    run = tmp_path / "cvae"
+    argv = ["--data", str(field_file), "--model", "cvae", "--batch-size", "8", "--out", str(run)]
+    assert main(["train", *argv, "--fields", "u", "--cond-fields", "a", "--steps", "2"]) == 0
+    return run / "checkpoint.pt"
+
+
+def _infer(checkpoint: Path, obs: Path, out: Path) -> int:
+    argv = ["infer", str(checkpoint), "--task", "colorize:u", "--obs", str(obs)]
+    return main([*argv, "--n-samples", "2", "--out", str(out)])
+
+
+def test_infer_refuses_observations_on_another_grid(
+    colorizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    wrong = write_fields(_fields(3, 16), tmp_path / "obs16.nc")
+    out = tmp_path / "ens.nc"
+    assert _infer(colorizer, wrong, out) == 1
+    line = _one_error_line(capsys)
+    assert str(wrong) in line and str(colorizer) in line
+    assert "16×16" in line and "8×8" in line
+    assert not out.exists()
+    right = write_fields(_fields(3, 8, seed=1), tmp_path / "obs8.nc")  # the control
+    assert _infer(colorizer, right, out) == 0 and out.is_file()
+
+
+def test_infer_refuses_other_coordinates_and_missing_fields(
+    colorizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    stretched = _fields(3, 8).assign_coords(x=np.linspace(0.0, 2.0, 8))
+    out = tmp_path / "ens.nc"
+    assert _infer(colorizer, write_fields(stretched, tmp_path / "long.nc"), out) == 1
+    line = _one_error_line(capsys)
+    assert "coordinate 'x'" in line and str(colorizer) in line
+    renamed = write_fields(_fields(3, 8).rename(a="b"), tmp_path / "renamed.nc")
+    assert _infer(colorizer, renamed, out) == 1
+    line = _one_error_line(capsys)
+    assert "no field(s) ['a']" in line and str(renamed) in line and str(colorizer) in line
+    assert not out.exists()
+
+
+def test_evaluate_on_mismatched_grids_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    samples = write_fields(_fields(10, 8), tmp_path / "s.nc")
+    ref = write_fields(_fields(10, 16, seed=1), tmp_path / "ref.nc")
+    report = tmp_path / "report"
+    assert main(["evaluate", str(samples), "--ref", str(ref), "--out", str(report)]) == 1
+    line = _one_error_line(capsys)
+    assert str(samples) in line and str(ref) in line
+    assert not report.exists()
+    assert not (tmp_path / "s-evaluation").exists()

@@ -89,6 +89,28 @@ def _check_layout(name: str, gen: xr.DataArray, ref: xr.DataArray, paths: tuple[
             )
 
 
+def _check_inputs(
+    names: list[str],
+    gen_ds: xr.Dataset,
+    ref_ds: xr.Dataset,
+    paths: tuple[Path, Path],
+    ensemble: bool,
+    paired: bool,
+) -> None:
+    """Check every field's layout and the shared samples before anything is written."""
+    for f in names:
+        gen, ref = gen_ds[f], ref_ds[f]
+        _check_layout(f, gen, ref, paths)
+        if ensemble and "member" not in gen.dims:
+            raise ValueError(f"field {f!r} in {paths[0]} has no 'member' dimension")
+    if ensemble or paired:
+        common = np.intersect1d(gen_ds["sample"].values, ref_ds["sample"].values)
+        if common.size == 0 and ensemble:
+            raise ValueError(f"{paths[0]} and {paths[1]} share no 'sample' index")
+        if common.size == 0:
+            raise ValueError(f"--paired: {paths[0]} and {paths[1]} share no sample")
+
+
 def evaluate_files(
     samples_path: Path,
     ref_path: Path,
@@ -145,18 +167,14 @@ def evaluate_files(
         "seed": seed,
         "fields": {},
     }
-    out.mkdir(parents=True, exist_ok=True)
+    _check_inputs(names, gen_ds, ref_ds, (samples_path, ref_path), ensemble, paired)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to fit
     for f in names:
         gen, ref = gen_ds[f], ref_ds[f]
-        _check_layout(f, gen, ref, (samples_path, ref_path))
         spatial = [d for d in ref.dims if d not in _NON_SPATIAL]
         entry: dict[str, Any] = {"units": str(ref.attrs.get("units", ""))}
         if ensemble:
-            if "member" not in gen.dims:
-                raise ValueError(f"field {f!r} in {samples_path} has no 'member' dimension")
             common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
-            if common.size == 0:
-                raise ValueError(f"{samples_path} and {ref_path} share no 'sample' index")
             gen = gen.sel(sample=common).transpose("sample", "member", ...)
             ref = ref.sel(sample=common)
             entry["n"] = int(common.size)
@@ -186,8 +204,6 @@ def evaluate_files(
             )
             if paired:
                 common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
-                if common.size == 0:
-                    raise ValueError(f"--paired: {samples_path} and {ref_path} share no sample")
                 entry["paired"] = paired_report(
                     gen.sel(sample=common).values,
                     ref.sel(sample=common).values,
