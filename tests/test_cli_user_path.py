@@ -184,7 +184,8 @@ def colorizer(field_file: Path, tmp_path: Path) -> Path:
     """A conditional model of u given a (task colorize:u), trained for 2 steps on 8 × 8 data."""
     run = tmp_path / "cvae"
     argv = ["--data", str(field_file), "--model", "cvae", "--batch-size", "8", "--out", str(run)]
-    assert main(["train", *argv, "--fields", "u", "--cond-fields", "a", "--steps", "2"]) == 0
+    options = ["--fields", "u", "--cond-fields", "a", "--steps", "2", "--no-progress"]
+    assert main(["train", *argv, *options]) == 0
     return run / "checkpoint.pt"
 
 
@@ -235,3 +236,42 @@ def test_evaluate_on_mismatched_grids_leaves_no_folder(
     assert str(samples) in line and str(ref) in line
     assert not report.exists()
     assert not (tmp_path / "s-evaluation").exists()
+
+
+# -- progress on stderr, silenced by --quiet ---------------------------------------------------
+def test_sample_and_evaluate_show_progress_on_stderr_unless_quiet(
+    field_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _train(field_file, run) == 0
+    capsys.readouterr()
+    samples = tmp_path / "s.nc"
+    argv = ["sample", str(run / "checkpoint.pt"), "--n", "12", "--batch-size", "4"]
+    assert main([*argv, "--out", str(samples)]) == 0
+    out, err = capsys.readouterr()
+    assert "sample" in err and "3/3" in err and "batch" in err
+    assert "batch" not in out and "%|" not in out
+    assert main([*argv, "--out", str(tmp_path / "q.nc"), "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and "wrote" in out
+
+    ref = run / "data" / "test.nc"
+    argv = ["evaluate", str(samples), "--ref", str(ref), "--no-figures", "--permutations", "5"]
+    assert main([*argv, "--out", str(tmp_path / "e1")]) == 0
+    out, err = capsys.readouterr()
+    assert "evaluate" in err and "group" in err and "%|" not in out
+    assert main([*argv, "--out", str(tmp_path / "e2"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_infer_shows_progress_on_stderr_unless_quiet(
+    colorizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    obs = write_fields(_fields(3, 8, seed=1), tmp_path / "obs.nc")
+    capsys.readouterr()
+    assert _infer(colorizer, obs, tmp_path / "a.nc") == 0
+    out, err = capsys.readouterr()
+    assert "infer" in err and "batch" in err and "%|" not in out
+    argv = ["infer", str(colorizer), "--task", "colorize:u", "--obs", str(obs), "--quiet"]
+    assert main([*argv, "--n-samples", "2", "--out", str(tmp_path / "b.nc")]) == 0
+    assert capsys.readouterr().err == ""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
 from physgen.data import field_names, open_fields
 from physgen.data.atomic import write_json_atomic
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", type=int, default=5, help="reference splits averaged for each floor"
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=_run)
 
 
@@ -125,6 +128,7 @@ def evaluate_files(
     splits: int = 5,
     figures: bool = True,
     residual: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
@@ -132,6 +136,10 @@ def evaluate_files(
     with the registered problem named in the reference file's ``problem`` attribute (a path
     there is refused with ``UnregisteredProblemError``), using the parameters of its
     ``params_json``; ``residual=False`` skips it.
+
+    The inputs are checked before ``out`` is created, so a refused pair leaves no folder;
+    ``progress`` shows a bar on stderr, one step per metric group (a field's metrics, its
+    figures, the residual).
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
@@ -169,7 +177,10 @@ def evaluate_files(
     }
     _check_inputs(names, gen_ds, ref_ds, (samples_path, ref_path), ensemble, paired)
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to fit
+    groups = len(names) * (2 if figures else 1) + int(residual)
+    bar = tqdm(total=groups, desc="evaluate", unit="group", file=sys.stderr, disable=not progress)
     for f in names:
+        bar.set_postfix_str(f"{f}: metrics")
         gen, ref = gen_ds[f], ref_ds[f]
         spatial = [d for d in ref.dims if d not in _NON_SPATIAL]
         entry: dict[str, Any] = {"units": str(ref.attrs.get("units", ""))}
@@ -210,12 +221,18 @@ def evaluate_files(
                     spatial_dims=len(spatial),
                 )
         result["fields"][f] = entry
+        bar.update()
         if figures:
+            bar.set_postfix_str(f"{f}: figures")
             _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
+            bar.update()
     if residual:
+        bar.set_postfix_str("PDE residual")
         entry = _residual_entry(explicit, gen_ds, ref_ds, ref_path, max_samples)
         if entry is not None:
             result["residual"] = entry
+        bar.update()
+    bar.close()
     write_json_atomic(result, out / "metrics.json")
     return result
 
@@ -430,6 +447,7 @@ def _run(args: argparse.Namespace) -> int:
         splits=args.splits,
         figures=not args.no_figures,
         residual=not args.no_residual,
+        progress=not args.quiet,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     print(format_table(result))

@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of noise and sensor positions")
     parser.add_argument("--batch-size", type=int, default=256, help="members per model call")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     guided = parser.add_argument_group("guided diffusion prior")
     guided.add_argument("--sampler", default="euler-maruyama", help="reverse-time sampler")
     guided.add_argument("--steps", type=int, default=500, help="sampler steps")
@@ -228,10 +229,13 @@ def run_inference(
     batch_size: int = 256,
     device: str = "cpu",
     guidance: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> xr.Dataset:
     """Load a checkpoint, observe ``obs_path`` through the task, sample, write ``out``.
 
     Returns the written ensemble dataset (physical units, dims ``(sample, member, *grid)``).
+    The observation file's grid and fields are checked against the checkpoint's training data
+    first; ``progress`` shows a bar on stderr, one step per batch of observations.
     """
     from physgen.training import build_model, read_checkpoint
 
@@ -273,7 +277,7 @@ def run_inference(
     ens = solve(
         model, task, y.to(dev, torch.float32), n_samples, batch_size=batch_size,
         sample_options=meta.get("sample_options"), residual=residual, generator=gen,
-        prior_fields=None if conditional else fields, **options,
+        prior_fields=None if conditional else fields, progress=progress, **options,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     bad = (~torch.isfinite(ens.flatten(2))).any(-1).sum().item()
@@ -381,6 +385,7 @@ def _run(args: argparse.Namespace) -> int:
         args.checkpoint, args.task, args.obs, args.out, n_samples=args.n_samples,
         noise_std=args.noise_std, max_cases=args.max_cases, seed=args.seed,
         batch_size=args.batch_size, device=args.device, guidance=guidance,
+        progress=not args.quiet,
     )  # fmt: skip
     print(
         f"wrote {args.out}: {ds.sizes['sample']} observations × {args.n_samples} members of "

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from physgen.data import FieldDataset, write_fields
 from physgen.training import build_model, read_checkpoint
@@ -37,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per model call")
     parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
         "--option",
         action="append",
@@ -68,18 +71,21 @@ def draw(
     *,
     batch_size: int,
     options: dict[str, Any],
+    progress: bool = False,
 ) -> torch.Tensor:
     """``n`` samples per row of ``cond`` (or ``n`` in all), drawn ``batch_size`` at a time.
 
     With conditions the result is ordered case by case: rows ``i*n ... i*n + n - 1`` are the
-    draws for ``cond[i]``.
+    draws for ``cond[i]``. ``progress`` shows a bar per batch on stderr.
     """
     if cond is not None:
         cond = cond.repeat_interleave(n, dim=0)  # (cases * n, *cond_shape)
     total = n if cond is None else len(cond)
     parts = []
+    starts = range(0, total, batch_size)
+    bar = tqdm(starts, desc="sample", unit="batch", file=sys.stderr, disable=not progress)
     with torch.no_grad():
-        for start in range(0, total, batch_size):
+        for start in bar:
             size = min(batch_size, total - start)
             c = None if cond is None else cond[start : start + size].to(model.device)
             parts.append(model.sample(size, c, **options).cpu())
@@ -131,7 +137,9 @@ def _sample(args: argparse.Namespace) -> int:
     if flat and cond is not None:
         cond = cond.flatten(1)  # (cases, C'*N)
     torch.manual_seed(args.seed)
-    x = draw(model, args.n, cond, batch_size=args.batch_size, options=options)
+    x = draw(
+        model, args.n, cond, batch_size=args.batch_size, options=options, progress=not args.quiet
+    )
     if flat:
         x = x.reshape(len(x), *data["sample_shape"])  # (B, C, *grid)
     ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
