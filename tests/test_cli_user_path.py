@@ -275,3 +275,55 @@ def test_infer_shows_progress_on_stderr_unless_quiet(
     argv = ["infer", str(colorizer), "--task", "colorize:u", "--obs", str(obs), "--quiet"]
     assert main([*argv, "--n-samples", "2", "--out", str(tmp_path / "b.nc")]) == 0
     assert capsys.readouterr().err == ""
+
+
+# -- small defects -----------------------------------------------------------------------------
+def test_import_into_a_folder_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import scipy.io
+
+    scipy.io.savemat(tmp_path / "ns.mat", {"a": np.zeros((2, 4, 4)), "u": np.zeros((2, 4, 4, 2))})
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["data", "import", "fno", str(tmp_path / "ns.mat"), f"{folder}/"]) == 1
+    line = _one_error_line(capsys)
+    assert f"cannot write {folder}: it is a folder" in line
+    assert ".tmp" not in line and "Errno" not in line
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ns.mat",
+        "out",
+    ]
+
+
+def test_sample_with_conditions_counts_conditions_and_members(
+    colorizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cond = write_fields(_fields(3, 8, seed=1), tmp_path / "cond.nc")
+    capsys.readouterr()
+    out = tmp_path / "s.nc"
+    argv = ["sample", str(colorizer), "--cond", str(cond), "--n", "5", "--out", str(out)]
+    assert main([*argv, "--quiet"]) == 0
+    assert (
+        capsys.readouterr().out.strip() == f"wrote {out}: 3 conditions × 5 members of (1, 8, 8) (u)"
+    )
+    sampler = json.loads(open_fields(out).attrs["sampler"])
+    assert sampler["family"] == "cvae" and sampler["sampler"] == "direct"
+    assert sampler["mean"] is True and sampler["nfe"] >= 1
+
+
+def test_sample_records_the_sampler_steps_and_evaluations_used(
+    field_file: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    assert _train(field_file, run, "--model", "diffusion", "--steps", "1") == 0
+    out = tmp_path / "s.nc"
+    argv = ["sample", str(run / "checkpoint.pt"), "--n", "4", "--out", str(out), "--quiet"]
+    assert main([*argv, "--option", "steps=3"]) == 0
+    sampler = json.loads(open_fields(out).attrs["sampler"])
+    assert sampler["family"] == "diffusion"
+    assert (sampler["sampler"], sampler["steps"], sampler["nfe"]) == ("ddim", 3, 3)
+    assert main([*argv[:-2], str(tmp_path / "t.nc"), "--option", "sampler=euler-maruyama",
+                 "--option", "steps=4", "--batch-size", "2", "--quiet"]) == 0  # fmt: skip
+    sampler = json.loads(open_fields(tmp_path / "t.nc").attrs["sampler"])
+    assert (sampler["sampler"], sampler["steps"], sampler["nfe"]) == ("euler-maruyama", 4, 4)
