@@ -73,3 +73,5 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML ({err})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a TOML text file (it holds binary data)") from None

@@ -22,7 +22,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
 
 def _evaluate(pair: tuple[Path, Path], out: Path, *extra: str) -> int:
     argv = ["evaluate", str(pair[0]), "--ref", str(pair[1]), "--out", str(out), "--no-figures"]
-    return main([*argv, "--permutations", "0", "--splits", "1", *extra])
+    return main([*argv, "--permutations", "0", "--splits", "1", "--quiet", *extra])
 
 
 def _one_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import xarray as xr
 
 from physgen.data import (
+    DEFAULT_FRACTIONS,
     FIELDS_ATTR,
     SAMPLE_DIM,
     SCHEMA_ATTR,
@@ -17,9 +18,10 @@ from physgen.data import (
     import_fields,
     iter_sample_blocks,
     open_fields,
+    split_fields,
 )
 
-__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "register"]
+__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "add_split", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -260,8 +262,48 @@ def _make(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- split -----------------------------------------------------------------------------------
+def add_split(commands: argparse._SubParsersAction) -> None:
+    """``physgen data split FILE --out DIR [--fractions F F F] [--seed S]``."""
+    parser = commands.add_parser(
+        "split",
+        help="split one field file into train/valid/test files and stats.json",
+        description=(
+            "Shuffle the samples of a physgen-field/1 file with a seed and cut them into "
+            "DIR/train.nc, valid.nc and test.nc by fractions (a split with no samples is left "
+            "out), with stats.json computed on the training split and split.json recording "
+            "the source, fractions, seed and sizes. Deterministic per seed; the folder appears "
+            "complete or not at all. 'physgen train --data FILE.nc' does the same on its own."
+        ),
+    )
+    parser.add_argument("file", type=Path, help="the physgen-field/1 .nc file")
+    parser.add_argument("--out", type=Path, required=True, help="the data-set folder to create")
+    add_split_options(parser, "--fractions", "--seed")
+    parser.set_defaults(handler=_split)
+
+
+def add_split_options(parser: argparse.ArgumentParser, fractions: str, seed: str) -> None:
+    """The split's fraction and seed options, under the given flag names."""
+    parser.add_argument(
+        fractions,
+        type=float,
+        nargs=3,
+        default=list(DEFAULT_FRACTIONS),
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="fractions of the samples per split, summing to 1 (default 0.8 0.1 0.1)",
+    )
+    parser.add_argument(seed, type=int, default=0, help="seed of the shuffle (default 0)")
+
+
+def _split(args: argparse.Namespace) -> int:
+    result = split_fields(args.file, args.out, fractions=args.fractions, seed=args.seed)
+    print(f"{args.file}: {result.summary()}")
+    return 0
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_inspect,
     add_import,
+    add_split,
     add_make,
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
+from tqdm import tqdm
 
 from physgen.data import field_names, open_fields
 from physgen.data.atomic import write_json_atomic
@@ -60,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", type=int, default=5, help="reference splits averaged for each floor"
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=_run)
 
 
@@ -89,6 +92,28 @@ def _check_layout(name: str, gen: xr.DataArray, ref: xr.DataArray, paths: tuple[
             )
 
 
+def _check_inputs(
+    names: list[str],
+    gen_ds: xr.Dataset,
+    ref_ds: xr.Dataset,
+    paths: tuple[Path, Path],
+    ensemble: bool,
+    paired: bool,
+) -> None:
+    """Check every field's layout and the shared samples before anything is written."""
+    for f in names:
+        gen, ref = gen_ds[f], ref_ds[f]
+        _check_layout(f, gen, ref, paths)
+        if ensemble and "member" not in gen.dims:
+            raise ValueError(f"field {f!r} in {paths[0]} has no 'member' dimension")
+    if ensemble or paired:
+        common = np.intersect1d(gen_ds["sample"].values, ref_ds["sample"].values)
+        if common.size == 0 and ensemble:
+            raise ValueError(f"{paths[0]} and {paths[1]} share no 'sample' index")
+        if common.size == 0:
+            raise ValueError(f"--paired: {paths[0]} and {paths[1]} share no sample")
+
+
 def evaluate_files(
     samples_path: Path,
     ref_path: Path,
@@ -103,6 +128,7 @@ def evaluate_files(
     splits: int = 5,
     figures: bool = True,
     residual: bool = True,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
@@ -110,6 +136,10 @@ def evaluate_files(
     with the registered problem named in the reference file's ``problem`` attribute (a path
     there is refused with ``UnregisteredProblemError``), using the parameters of its
     ``params_json``; ``residual=False`` skips it.
+
+    The inputs are checked before ``out`` is created, so a refused pair leaves no folder;
+    ``progress`` shows a bar on stderr, one step per metric group (a field's metrics, its
+    figures, the residual).
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
@@ -145,18 +175,17 @@ def evaluate_files(
         "seed": seed,
         "fields": {},
     }
-    out.mkdir(parents=True, exist_ok=True)
+    _check_inputs(names, gen_ds, ref_ds, (samples_path, ref_path), ensemble, paired)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to fit
+    groups = len(names) * (2 if figures else 1) + int(residual)
+    bar = tqdm(total=groups, desc="evaluate", unit="group", file=sys.stderr, disable=not progress)
     for f in names:
+        bar.set_postfix_str(f"{f}: metrics")
         gen, ref = gen_ds[f], ref_ds[f]
-        _check_layout(f, gen, ref, (samples_path, ref_path))
         spatial = [d for d in ref.dims if d not in _NON_SPATIAL]
         entry: dict[str, Any] = {"units": str(ref.attrs.get("units", ""))}
         if ensemble:
-            if "member" not in gen.dims:
-                raise ValueError(f"field {f!r} in {samples_path} has no 'member' dimension")
             common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
-            if common.size == 0:
-                raise ValueError(f"{samples_path} and {ref_path} share no 'sample' index")
             gen = gen.sel(sample=common).transpose("sample", "member", ...)
             ref = ref.sel(sample=common)
             entry["n"] = int(common.size)
@@ -186,20 +215,24 @@ def evaluate_files(
             )
             if paired:
                 common = np.intersect1d(gen["sample"].values, ref["sample"].values)[:max_samples]
-                if common.size == 0:
-                    raise ValueError(f"--paired: {samples_path} and {ref_path} share no sample")
                 entry["paired"] = paired_report(
                     gen.sel(sample=common).values,
                     ref.sel(sample=common).values,
                     spatial_dims=len(spatial),
                 )
         result["fields"][f] = entry
+        bar.update()
         if figures:
+            bar.set_postfix_str(f"{f}: figures")
             _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
+            bar.update()
     if residual:
+        bar.set_postfix_str("PDE residual")
         entry = _residual_entry(explicit, gen_ds, ref_ds, ref_path, max_samples)
         if entry is not None:
             result["residual"] = entry
+        bar.update()
+    bar.close()
     write_json_atomic(result, out / "metrics.json")
     return result
 
@@ -414,6 +447,7 @@ def _run(args: argparse.Namespace) -> int:
         splits=args.splits,
         figures=not args.no_figures,
         residual=not args.no_residual,
+        progress=not args.quiet,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     print(format_table(result))

@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of noise and sensor positions")
     parser.add_argument("--batch-size", type=int, default=256, help="members per model call")
     parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     guided = parser.add_argument_group("guided diffusion prior")
     guided.add_argument("--sampler", default="euler-maruyama", help="reverse-time sampler")
     guided.add_argument("--steps", type=int, default=500, help="sampler steps")
@@ -113,6 +114,13 @@ def _describe(meta: Mapping[str, Any]) -> Mapping[str, Any]:
         return meta
     cond = list(data.get("cond_fields") or [])
     out: dict[str, Any] = {"fields": cond + list(data["fields"]), "stats": data.get("stats")}
+    grid_dims = list(data.get("grid_dims") or [])
+    if grid_dims and data.get("sample_shape"):
+        out["training_grid"] = {
+            "dims": grid_dims,
+            "shape": list(data["sample_shape"][-len(grid_dims) :]),
+            "coords": {d: data["coords"][d] for d in grid_dims if d in data.get("coords", {})},
+        }
     if cond:
         out["task"] = "colorize:" + ",".join(data["fields"])
     return out
@@ -130,12 +138,75 @@ def _normalizer(meta: Mapping[str, Any], fields: list[str], ndim: int) -> Normal
 
 
 def _grid(meta: Mapping[str, Any], ds: xr.Dataset, dims: tuple[str, ...]) -> Grid:
+    """The model's grid: from the checkpoint, with boundary conditions from the file if need be.
+
+    Checkpoints of ``physgen train`` know the training grid's shape but not its boundary
+    conditions or centering; those are read from the observation file's attributes.
+    """
     info = meta.get("grid")
     if info is not None:
         return Grid(tuple(info["shape"]), bc=tuple(info["bc"]), centering=info["centering"])
-    bc = tuple(str(ds.attrs.get(f"bc_{d}", "dirichlet")) for d in dims)
+    trained = meta.get("training_grid")
+    shape = tuple(trained["shape"]) if trained else tuple(ds.sizes[d] for d in dims)
+    names = tuple(trained["dims"]) if trained else dims
+    bc = tuple(str(ds.attrs.get(f"bc_{d}", "dirichlet")) for d in names)
     centering = "node" if ds.attrs.get("grid") == "node" else "cell"
-    return Grid(tuple(ds.sizes[d] for d in dims), bc=bc, centering=centering)
+    return Grid(shape, bc=bc, centering=centering)
+
+
+def _describe_grid(dims: tuple[str, ...], shape: tuple[int, ...]) -> str:
+    """``16×16 (x, y)``."""
+    return "×".join(map(str, shape)) + f" ({', '.join(dims)})"
+
+
+def _check_observation_file(
+    task: Task, ds: xr.Dataset, obs_path: Path, checkpoint: Path, meta: Mapping[str, Any]
+) -> None:
+    """Refuse observations whose grid or fields differ from the checkpoint's training data.
+
+    The grid must be the model's (or, for ``srK``/``subK``, its coarse grid) with the same
+    dimension names and, where the checkpoint stored them, the same coordinates; the file
+    must hold the fields the task observes. Each refusal is one line naming both files.
+    """
+    dims = tuple(d for d in ("x", "y", "z") if d in ds.dims)
+    shape = tuple(ds.sizes[d] for d in dims)
+    trained = meta.get("training_grid") or {}
+    model_dims = tuple(trained.get("dims") or ("x", "y", "z")[: len(task.grid_shape)])
+    model = _describe_grid(model_dims, task.grid_shape)
+    allowed = {task.grid_shape: "full"}
+    op = task.operator
+    if isinstance(op, (BlockAverage, Subsample)):
+        coarse = tuple(n // s for n, s in zip(task.grid_shape, op.factor, strict=True))
+        allowed.setdefault(coarse, "coarse")
+        model += f" or its coarse grid {_describe_grid(model_dims, coarse)} for {task.name}"
+    if dims != model_dims or shape not in allowed:
+        raise ValueError(
+            f"{obs_path}: grid {_describe_grid(dims, shape)} does not match the grid {model} "
+            f"of the data {checkpoint} was trained on"
+        )
+    full = allowed[shape] == "full"
+    for d, values in (trained.get("coords") or {}).items():
+        if full and d in ds.coords and not _same_axis(ds[d].values, np.asarray(values)):
+            found, want = ds[d].values, np.asarray(values)
+            raise ValueError(
+                f"{obs_path}: coordinate {d!r} runs {found[0]:.6g}..{found[-1]:.6g}, but "
+                f"{want[0]:.6g}..{want[-1]:.6g} in the data {checkpoint} was trained on"
+            )
+    needed = list(task.observed_fields) if full else list(task.fields)
+    missing = [f for f in needed if f not in ds.data_vars]
+    if missing:
+        raise KeyError(
+            f"{obs_path}: no field(s) {missing}, which task {task.name!r} observes with "
+            f"{checkpoint} (the file has {field_names(ds)}; the model knows {list(task.fields)})"
+        )
+
+
+def _same_axis(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal coordinate axes up to rounding (relative to the axis' extent)."""
+    if a.shape != b.shape:
+        return False
+    extent = max(float(np.ptp(b)) if b.size else 0.0, 1e-300)
+    return bool(np.allclose(a, b, rtol=0.0, atol=1e-6 * extent))
 
 
 def _stack(ds: xr.Dataset, names: list[str], source: Path) -> np.ndarray:
@@ -158,10 +229,13 @@ def run_inference(
     batch_size: int = 256,
     device: str = "cpu",
     guidance: Mapping[str, Any] | None = None,
+    progress: bool = False,
 ) -> xr.Dataset:
     """Load a checkpoint, observe ``obs_path`` through the task, sample, write ``out``.
 
     Returns the written ensemble dataset (physical units, dims ``(sample, member, *grid)``).
+    The observation file's grid and fields are checked against the checkpoint's training data
+    first; ``progress`` shows a bar on stderr, one step per batch of observations.
     """
     from physgen.training import build_model, read_checkpoint
 
@@ -172,15 +246,16 @@ def run_inference(
             f"{checkpoint}: metadata has no 'fields'; it must name the channels the model "
             "works on (see physgen.cli.infer.inverse_metadata)"
         )
-    model = build_model(contents, device=device)
     fields = list(meta["fields"])
     ds = open_fields(obs_path, load=True)
     if max_cases is not None:
         ds = ds.isel(sample=slice(0, max_cases))
-    dims = tuple(d for d in ("x", "y", "z") if d in ds.dims)
-    grid = _grid(meta, ds, dims)
+    grid = _grid(meta, ds, tuple(d for d in ("x", "y", "z") if d in ds.dims))
     noise = float(meta.get("noise_std", 0.0) if noise_std is None else noise_std)
     task = parse_task(task_spec, fields, grid, noise_std=noise, seed=seed)
+    _check_observation_file(task, ds, obs_path, checkpoint, meta)
+    dims = tuple(d for d in ("x", "y", "z") if d in ds.dims)
+    model = build_model(contents, device=device)
     conditional = is_conditional(model)
     if conditional and meta.get("task") not in (None, task_spec):
         raise ValueError(
@@ -202,7 +277,7 @@ def run_inference(
     ens = solve(
         model, task, y.to(dev, torch.float32), n_samples, batch_size=batch_size,
         sample_options=meta.get("sample_options"), residual=residual, generator=gen,
-        prior_fields=None if conditional else fields, **options,
+        prior_fields=None if conditional else fields, progress=progress, **options,
     )  # fmt: skip
     elapsed = time.perf_counter() - start
     bad = (~torch.isfinite(ens.flatten(2))).any(-1).sum().item()
@@ -310,6 +385,7 @@ def _run(args: argparse.Namespace) -> int:
         args.checkpoint, args.task, args.obs, args.out, n_samples=args.n_samples,
         noise_std=args.noise_std, max_cases=args.max_cases, seed=args.seed,
         batch_size=args.batch_size, device=args.device, guidance=guidance,
+        progress=not args.quiet,
     )  # fmt: skip
     print(
         f"wrote {args.out}: {ds.sizes['sample']} observations × {args.n_samples} members of "

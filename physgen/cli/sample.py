@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
+import math
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from physgen.data import FieldDataset, write_fields
 from physgen.training import build_model, read_checkpoint
 from physgen.training.fields import samples_to_fields, stats_table
 
-__all__ = ["draw", "parse_options", "register"]
+__all__ = ["count_network_calls", "draw", "parse_options", "register", "sampler_settings"]
+
+# ``sample`` arguments that are not sampler settings (or not plain data for provenance).
+_NOT_SETTINGS = {"self", "n", "cond", "generator", "guidance"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per model call")
     parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
         "--option",
         action="append",
@@ -68,22 +78,89 @@ def draw(
     *,
     batch_size: int,
     options: dict[str, Any],
+    progress: bool = False,
 ) -> torch.Tensor:
     """``n`` samples per row of ``cond`` (or ``n`` in all), drawn ``batch_size`` at a time.
 
     With conditions the result is ordered case by case: rows ``i*n ... i*n + n - 1`` are the
-    draws for ``cond[i]``.
+    draws for ``cond[i]``. ``progress`` shows a bar per batch on stderr.
     """
     if cond is not None:
         cond = cond.repeat_interleave(n, dim=0)  # (cases * n, *cond_shape)
     total = n if cond is None else len(cond)
     parts = []
+    starts = range(0, total, batch_size)
+    bar = tqdm(starts, desc="sample", unit="batch", file=sys.stderr, disable=not progress)
     with torch.no_grad():
-        for start in range(0, total, batch_size):
+        for start in bar:
             size = min(batch_size, total - start)
             c = None if cond is None else cond[start : start + size].to(model.device)
             parts.append(model.sample(size, c, **options).cpu())
     return torch.cat(parts)
+
+
+def sampler_settings(model: torch.nn.Module, options: dict[str, Any]) -> dict[str, Any]:
+    """The sampler settings in effect: the family's defaults, then the options passed.
+
+    Defaults are the keyword defaults of the model's ``sample`` (e.g. a diffusion model's
+    ``sampler="ddim"``, ``steps=50``) and the sampling options a model stores (a continuous
+    flow's ODE solver ``ode``, an EBM's ``sample_steps``). ``sampler`` names the method:
+    the option or default of that name, else ``ode``, ``langevin`` or ``direct`` (one pass
+    of the network, as in VAEs, GANs and flows); ``steps`` is the step count where there is
+    one.
+    """
+    settings: dict[str, Any] = {}
+    for name, param in inspect.signature(model.sample).parameters.items():
+        plain = isinstance(param.default, (str, int, float, bool))
+        if name not in _NOT_SETTINGS and param.default is not param.empty and plain:
+            settings[name] = param.default
+    ode = getattr(model, "ode", None)
+    if isinstance(ode, dict):
+        settings.update({k: v for k, v in ode.items() if v is not None})
+    config = getattr(model, "config", None)
+    if isinstance(config, dict) and "sample_steps" in config:
+        settings["n_steps"] = config["sample_steps"]
+    settings.update(options)
+    if "sampler" not in settings:
+        kind = "ode" if "method" in settings else "langevin" if "n_steps" in settings else None
+        settings["sampler"] = kind or "direct"
+    if "steps" not in settings and "n_steps" in settings:
+        settings["steps"] = settings["n_steps"]
+    return settings
+
+
+@contextlib.contextmanager
+def count_network_calls(model: torch.nn.Module) -> Iterator[dict[str, int]]:
+    """Count the outermost calls of each of ``model``'s parametrized submodules.
+
+    A call is counted when no other counted module is running, so a network's inner layers
+    do not add to it. The largest count over modules is the number of network evaluations
+    (NFE): a diffusion sampler's score-network calls, a flow's one pass through each layer.
+    """
+    counts: dict[str, int] = {}
+    depth = [0]
+
+    def enter(name: str) -> Callable[..., None]:
+        def hook(*_: Any) -> None:
+            if depth[0] == 0:
+                counts[name] = counts.get(name, 0) + 1
+            depth[0] += 1
+
+        return hook
+
+    def leave(*_: Any) -> None:
+        depth[0] -= 1
+
+    handles = []
+    for name, module in model.named_modules():
+        if name and any(True for _ in module.parameters()):
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave))
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
@@ -131,7 +208,16 @@ def _sample(args: argparse.Namespace) -> int:
     if flat and cond is not None:
         cond = cond.flatten(1)  # (cases, C'*N)
     torch.manual_seed(args.seed)
-    x = draw(model, args.n, cond, batch_size=args.batch_size, options=options)
+    with count_network_calls(model) as calls:
+        quiet = args.quiet
+        x = draw(
+            model, args.n, cond, batch_size=args.batch_size, options=options, progress=not quiet
+        )
+    batches = math.ceil(len(x) / args.batch_size)
+    sampler = sampler_settings(model, options)
+    sampler["nfe"] = max(calls.values(), default=0) / batches  # network evaluations per batch
+    if float(sampler["nfe"]).is_integer():
+        sampler["nfe"] = int(sampler["nfe"])
     if flat:
         x = x.reshape(len(x), *data["sample_shape"])  # (B, C, *grid)
     ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
@@ -142,13 +228,14 @@ def _sample(args: argparse.Namespace) -> int:
         "checkpoint": str(args.checkpoint.resolve()),
         "checkpoint_step": int(contents["step"]),
         "weights": "raw" if args.raw or contents.get("ema_state") is None else "ema",
-        "sampler": options,
+        "sampler": {"family": contents["model_name"], **sampler},
         "seed": args.seed,
         "training_data": data["source"],
     }
     if args.cond is not None:
         provenance["conditions"] = str(args.cond.resolve())
     path = write_fields(ds, args.out, provenance=provenance)
-    shape = "x".join(str(s) for s in x.shape)
-    print(f"wrote {path}: {shape} samples of {', '.join(data['fields'])}")
+    shape = tuple(data["sample_shape"])
+    drawn = f"{args.n} samples" if cond is None else f"{len(cond)} conditions × {args.n} members"
+    print(f"wrote {path}: {drawn} of {shape} ({', '.join(data['fields'])})")
     return 0

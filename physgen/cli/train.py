@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import h5py
 import torch
 
-from physgen.data import FieldDataset
+from physgen.cli.data import add_split_options
+from physgen.data import (
+    DEFAULT_FRACTIONS,
+    FieldDataset,
+    FieldStats,
+    compute_stats,
+    field_names,
+    open_fields,
+    split_fields,
+)
 from physgen.models import get_model_class
 from physgen.paths import data_root, read_toml, runs_root
 from physgen.recipes import load_recipe, make_dataset
@@ -33,13 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train a registered model family on the train split of a dataset folder (train.nc, "
             "optional valid.nc and stats.json, as written by 'physgen data make') or of a "
-            "dataset recipe (generated under the data root on first use). Fields are z-scored "
-            "with stats.json. Checkpoints, log.jsonl and the final model go to --out. Under "
+            "dataset recipe (generated under the data root on first use), or of a single "
+            "physgen-field .nc file, which is split first (--split-fractions, --split-seed) "
+            "into <run folder>/data with train.nc, valid.nc, test.nc and stats.json. Fields "
+            "are z-scored with stats.json; a folder without one gets statistics computed on "
+            "its train.nc. Checkpoints, log.jsonl and the final model go to --out. Under "
             "torchrun ('torchrun --nproc_per_node=N -m physgen train ...') the same command "
             "trains data-parallel."
         ),
     )
-    parser.add_argument("--data", required=True, help="dataset folder, recipe name or .toml")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="recipe name or .toml, data-set folder, or one physgen-field .nc file (split "
+        "into <run folder>/data)",
+    )
     parser.add_argument("--model", required=True, help="registered model family")
     parser.add_argument(
         "--config",
@@ -68,6 +88,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that take vectors (realnvp, maf, iaf, gan, ...); conditioning fields are flattened too",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    split = parser.add_argument_group("splitting a single .nc file given to --data")
+    add_split_options(split, "--split-fractions", "--split-seed")
     parser.set_defaults(handler=_train)
 
 
@@ -94,8 +116,26 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     return config
 
 
-def resolve_data(spec: str) -> tuple[Path, str]:
-    """The dataset folder for ``spec`` and a short name; a recipe's data is made if missing."""
+_EXPECTED_DATA = (
+    "expected a recipe name (datasets/<name>.toml), a recipe .toml file, a data-set folder "
+    "(train.nc, valid.nc, stats.json) or a physgen-field .nc file"
+)
+
+
+def resolve_data(
+    spec: str,
+    split_dir: Path | None = None,
+    *,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> tuple[Path, str]:
+    """The dataset folder for ``spec`` and a short name.
+
+    ``spec`` is a data-set folder, a recipe (name or ``.toml`` file; its data are made if
+    missing) or a single physgen-field file, which is split into ``split_dir`` (default
+    ``<file stem>-split`` beside the file) with :func:`~physgen.data.split_fields`. Any other
+    file is refused with one line naming it and what was expected.
+    """
     path = Path(spec)
     if path.is_dir():
         if not (path / "train.nc").is_file():
@@ -104,10 +144,14 @@ def resolve_data(spec: str) -> tuple[Path, str]:
                 "valid.nc and stats.json, as 'physgen data make' writes)"
             )
         return path, path.resolve().name
+    if path.is_file() and path.suffix != ".toml":
+        return _split_file(path, split_dir, fractions, seed), path.stem
+    if not path.exists() and (path.suffix in (".nc", ".h5", ".hdf5") or os.sep in spec):
+        raise FileNotFoundError(f"--data {spec}: no such file or folder ({_EXPECTED_DATA})")
     recipe = load_recipe(spec)
     folder = data_root() / recipe.name
     if not (folder / "train.nc").is_file() or not (folder / "stats.json").is_file():
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if _world_size() > 1:
             raise FileNotFoundError(
                 f"dataset {recipe.name!r} is not generated yet ({folder}); run "
                 f"'physgen data make {recipe.name}' before launching several processes"
@@ -117,7 +161,32 @@ def resolve_data(spec: str) -> tuple[Path, str]:
     return folder, recipe.name
 
 
-def _dataset(path: Path, options: dict[str, Any], stats: Path | None) -> FieldDataset:
+def _world_size() -> int:
+    """Processes of a torchrun launch (1 outside one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], seed: int) -> Path:
+    """Split a single physgen-field file into a data-set folder; say where in one line."""
+    if not h5py.is_hdf5(path):
+        raise ValueError(
+            f"--data {path}: not a physgen-field .nc file (no HDF5 signature); {_EXPECTED_DATA}"
+        )
+    folder = split_dir if split_dir is not None else path.with_name(f"{path.stem}-split")
+    if _world_size() > 1 and not (folder / "split.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not split yet; run 'physgen data split {path} --out {folder}' and pass "
+            f"--data {folder} before launching several processes"
+        )
+    result = split_fields(path, folder, fractions=fractions, seed=seed)
+    print(f"physgen train: {path}: {result.summary()}", file=sys.stderr)
+    return folder
+
+
+def _dataset(
+    path: Path, options: dict[str, Any], stats: Path | dict[str, FieldStats]
+) -> FieldDataset:
+    """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``."""
     return FieldDataset(
         path,
         options.get("fields"),
@@ -179,25 +248,60 @@ def _number(values: list[Any]) -> str:
     return f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
 
 
+def _run_folder(args: argparse.Namespace) -> Path:
+    """The run folder: ``--out`` or ``runs/<model>-<data name>``; refuses to overwrite a run."""
+    spec = Path(args.data)
+    name = spec.resolve().name if spec.is_dir() else spec.stem  # folder, file or recipe
+    out = args.out or runs_root() / f"{args.model}-{name}"
+    if (out / CHECKPOINT_NAME).is_file() and not args.resume:
+        raise ValueError(
+            f"{out / CHECKPOINT_NAME} exists; pass --resume to continue it or choose another --out"
+        )
+    return out
+
+
+def _statistics(
+    folder: Path, options: dict[str, Any]
+) -> tuple[Path | dict[str, FieldStats], dict[str, Any]]:
+    """The normalization statistics of ``folder`` and how they were obtained.
+
+    ``stats.json`` when the folder has one; otherwise they are computed on ``train.nc`` (said
+    in one line), never skipped: a model never trains on raw fields without a word.
+    """
+    path = folder / "stats.json"
+    if path.is_file():
+        return path, {"stats": str(path), "computed": False}
+    train = folder / "train.nc"
+    with open_fields(train, nonfinite="ignore") as ds:
+        names = field_names(ds) + [
+            str(c) for c in options.get("cond_fields") or () if c not in field_names(ds)
+        ]
+    stats = compute_stats(train, names)
+    print(
+        f"physgen train: {folder} has no stats.json; normalizing with statistics computed on "
+        f"{train} (stored in the checkpoint)",
+        file=sys.stderr,
+    )
+    return stats, {"stats": None, "computed": True, "computed_on": str(train)}
+
+
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     model_class = get_model_class(args.model)
-    folder, data_name = resolve_data(args.data)
+    out = _run_folder(args)
+    folder, data_name = resolve_data(
+        args.data, out / "data", fractions=args.split_fractions, seed=args.split_seed
+    )
     options = config["data"]
     for key in ("fields", "cond_fields", "time"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
-    stats = folder / "stats.json" if (folder / "stats.json").is_file() else None
+    stats, normalization = _statistics(folder, options)
     train = _dataset(folder / "train.nc", options, stats)
     valid = (
         _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
     )
 
-    out = args.out or runs_root() / f"{args.model}-{data_name}"
-    if (out / CHECKPOINT_NAME).is_file() and not args.resume:
-        raise ValueError(
-            f"{out / CHECKPOINT_NAME} exists; pass --resume to continue it or choose another --out"
-        )
     settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
     settings.update(config["fit"])
     for key in ("steps", "batch_size", "lr", "seed", "device"):
@@ -225,7 +329,14 @@ def _train(args: argparse.Namespace) -> int:
             f"{', no conditions' if cond_shape is None else ''}: {'; '.join(options)})"
         ) from None
     description = {**describe_fields(train, stats), "flatten": args.flatten}
-    metadata = {"data": description, "recipe": data_name, "model": args.model}
+    metadata = {
+        "data": description,
+        "recipe": data_name,
+        "model": args.model,
+        "normalization": normalization,
+    }
+    if (folder / "split.json").is_file():  # a single file split by this command or 'data split'
+        metadata["split"] = json.loads((folder / "split.json").read_text(encoding="utf-8"))
     try:
         result = fit(
             model,

@@ -20,13 +20,17 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary file lives in the same folder, so ``os.replace`` is an atomic rename on the
     same file system: readers see either the old file or the complete new one, never a half
     file. If the body raises, the temporary file is removed and ``path`` is left untouched.
-    Missing parent folders are created.
+    Missing parent folders are created; a ``path`` that is a folder is refused at once.
 
     Example:
         >>> with atomic_output("out.json") as tmp:  # doctest: +SKIP
         ...     tmp.write_text("{}")
     """
     target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"cannot write {target}: it is a folder; give a file name (e.g. {target / 'NAME'})"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as err:  # a file stands where a folder must
@@ -66,7 +70,8 @@ def _raise_naming(err: OSError, target: Path) -> NoReturn:
         raise err
     if err.filename is not None:
         named = Path(err.filename)
-        if named.parent != target.parent or not named.name.startswith(f".{target.name}."):
+        same_folder = named.parent.resolve() == target.parent.resolve()
+        if not same_folder or not named.name.startswith(f".{target.name}."):
             raise err
     raise OSError(err.errno, err.strerror, str(target)) from err  # the errno's own subclass
 

@@ -19,11 +19,13 @@ Example:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from physgen.inverse.guided import Covariance, ScorePrior, posterior_score
 from physgen.inverse.task import Task
@@ -77,6 +79,7 @@ def solve(
     residual_std: float = 1.0,
     residual_until: float | None = None,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> Tensor:
     """Draw ``n_samples`` posterior members for each of the ``B`` observations in ``y``.
 
@@ -96,6 +99,7 @@ def solve(
         covariance, scale, residual, residual_std, residual_until: guided sampling, see
             :func:`~physgen.inverse.guided.posterior_score`.
         generator: guided sampling: noise generator.
+        progress: show a bar on stderr, one step per batch of observations.
 
     Returns:
         The ensemble ``(B, M, len(task.fields), *grid)`` (``len(prior_fields)`` channels when
@@ -111,7 +115,8 @@ def solve(
         )
     cases = max(1, batch_size // n_samples)
     parts = []
-    for i in range(0, y.shape[0], cases):
+    starts = range(0, y.shape[0], cases)
+    for i in tqdm(starts, desc="infer", unit="batch", file=sys.stderr, disable=not progress):
         yb = y[i : i + cases]
         if is_conditional(model):
             members = _conditional(model, task, yb, n_samples, dict(sample_options or {}))

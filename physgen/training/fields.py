@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -21,15 +23,26 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda v: np.asarray(v).tolist()))
 
 
-def describe_fields(data: FieldDataset, stats_path: str | None = None) -> dict[str, Any]:
+def describe_fields(
+    data: FieldDataset,
+    stats_path: str | os.PathLike[str] | Mapping[str, FieldStats] | None = None,
+) -> dict[str, Any]:
     """A plain-data description of ``data``'s channels, grid and normalization.
+
+    ``stats_path`` is the ``stats.json`` the data were normalized with, or the statistics
+    themselves (computed where a data set has no such file).
 
     Stored in checkpoints by ``physgen train`` so that ``physgen sample`` can de-normalize
     samples and write them with the training file's field names, units and coordinates, even
     where that file is gone.
     """
     norm = data.normalizer
-    stats = load_stats(stats_path) if stats_path is not None else {}
+    if stats_path is None:
+        stats: Mapping[str, FieldStats] = {}
+    elif isinstance(stats_path, Mapping):
+        stats = stats_path
+    else:
+        stats = load_stats(stats_path)
     keep = {c.split("[", 1)[0] for c in data.channels + data.cond_channels}
     return _plain(
         {
