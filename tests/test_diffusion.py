@@ -354,3 +354,10 @@ def test_models_run_on_every_device(device: torch.device) -> None:
         flow = cls((2,), hidden=(8,)).to(device)
         assert flow.loss(torch.randn(3, 2, device=device)).device == x.device
         assert flow.sample(3).device == x.device
+
+
+def test_fields_default_to_v_prediction_and_vectors_to_eps() -> None:
+    assert Diffusion.for_shape((2, 8, 8)).prediction == "v"
+    assert Diffusion.for_shape((1, 16)).prediction == "v"
+    assert Diffusion.for_shape((3,)).prediction == "eps"
+    assert Diffusion.for_shape((2, 8, 8), prediction="eps").prediction == "eps"

@@ -154,7 +154,12 @@ class Diffusion(DensityModel):
         cond_shape: tuple[int, ...] | None = None,
         **overrides: Any,
     ) -> Diffusion:
-        return cls(sample_shape, cond_shape, **overrides)
+        """Fields default to v-prediction: on 32² Darcy after 400 steps of batch 32 an
+        ε-predicting U-Net's samples carry 7–20× the data's pointwise std (x̂0 = (x_t −
+        σ_t ε̂)/α_t amplifies the ε error where α_t → 0), while the same network predicting v
+        reaches W1 0.23–0.27 (z-score units) with the data's spread; vectors keep ε."""
+        defaults = {"prediction": "v"} if len(sample_shape) > 1 else {}
+        return cls(sample_shape, cond_shape, **{**defaults, **overrides})
 
     # -- the denoiser -------------------------------------------------------------------
 
