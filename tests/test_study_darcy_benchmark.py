@@ -26,7 +26,9 @@ def _tiny(study: Any) -> dict[str, Any]:
     cfg.update(
         dataset={"problem": "darcy", "params": {"n": 8}, "n_train": 48, "n_ref": 40},
         seeds=[1, 2], budget_batches=3, batch_size=8, n_samples=20, fm_steps=2,
-        diffusion_steps=2, threads=None,
+        threads=None,
+        diffusion={"prediction": "v", "sampler": "ddim", "steps": 2},
+        diffusion_eps={"prediction": "eps", "sampler": "ddpm", "steps": 2},
         unet={"channels": [4, 8], "blocks": 1},
         vae={"latent_dim": 4, "channels": [4, 8], "hidden": [16]},
         glow={"levels": 2, "steps": 1, "checker_steps": 1, "hidden": 8},

@@ -63,8 +63,9 @@ FAMILIES: tuple[tuple[str, str, str, bool], ...] = (
     ("glow", "Glow", "glow", False),
     ("fm", "flow matching (OT)", "flow-matching", False),
     ("fm-physics", "flow matching + residual, ConFIG (PBFM)", "flow-matching", True),
-    ("diffusion", "diffusion (VP, ε)", "diffusion", False),
-    ("diffusion-physics", "diffusion + residual on x̂0 (PIDM)", "diffusion", True),
+    ("diffusion-eps", "diffusion (VP, ε-prediction)", "diffusion", False),
+    ("diffusion", "diffusion (VP, v-prediction)", "diffusion", False),
+    ("diffusion-physics", "diffusion (v) + residual on x̂0 (PIDM)", "diffusion", True),
     ("wgan-gp", "WGAN-GP (DCGAN nets)", "dcgan", False),
     ("wgan-gp-physics", "WGAN-GP + residual (PI-GAN)", "dcgan", True),
 )
@@ -82,7 +83,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "physics": {
             "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1,
         },
-        "fm_steps": 20, "diffusion_sampler": "ddpm", "diffusion_steps": 100,
+        "fm_steps": 20,
+        "diffusion": {"prediction": "v", "sampler": "ddim", "steps": 50},
+        "diffusion_eps": {"prediction": "eps", "sampler": "ddpm", "steps": 100},
     },
     # One GPU (PBFM trains for hours): 20 000 batches of 64, wider nets, EMA.
     "full": {
@@ -96,7 +99,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "physics": {
             "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1,
         },
-        "fm_steps": 20, "diffusion_sampler": "ddpm", "diffusion_steps": 100,
+        "fm_steps": 20,
+        "diffusion": {"prediction": "v", "sampler": "ddim", "steps": 50},
+        "diffusion_eps": {"prediction": "eps", "sampler": "ddpm", "steps": 100},
     },
 }  # fmt: skip
 
@@ -196,8 +201,9 @@ def build(key: str, data: Data, cfg: dict[str, Any]) -> tuple[GenerativeModel, i
                if key == "fm-physics" else {}),
         )  # fmt: skip
     elif key.startswith("diffusion"):
+        own = cfg["diffusion_eps" if key == "diffusion-eps" else "diffusion"]
         model = registry["diffusion"](
-            shape, **cfg["unet"],
+            shape, prediction=own["prediction"], **cfg["unet"],
             **(dict(physics_weight=physics["diffusion"], physics_time_weight="signal")
                if key == "diffusion-physics" else {}),
         )  # fmt: skip
@@ -225,9 +231,9 @@ def _sample(key: str, model: GenerativeModel, n: int, cfg: dict[str, Any]) -> tu
     for start in range(0, n, 100):
         m = min(100, n - start)
         if key.startswith("diffusion"):
-            steps = cfg["diffusion_steps"]
-            x = model.sample(m, sampler=cfg["diffusion_sampler"], steps=steps)
-            nfe = steps
+            own = cfg["diffusion_eps" if key == "diffusion-eps" else "diffusion"]
+            x = model.sample(m, sampler=own["sampler"], steps=own["steps"])
+            nfe = own["steps"]
         elif key.startswith("fm"):
             x, nfe = model.sample(m), cfg["fm_steps"]
         elif key in ("vae", "pivae"):
@@ -246,10 +252,9 @@ _OWN: dict[str, tuple[str, ...]] = {
     "glow": ("glow",),
     "fm": ("unet", "fm_steps"),
     "fm-physics": ("unet", "fm_steps", "physics.fm", "physics.power"),
-    "diffusion": ("unet", "diffusion_sampler", "diffusion_steps"),
-    "diffusion-physics": (
-        "unet", "diffusion_sampler", "diffusion_steps", "physics.diffusion", "physics.power",
-    ),
+    "diffusion-eps": ("unet", "diffusion_eps"),
+    "diffusion": ("unet", "diffusion"),
+    "diffusion-physics": ("unet", "diffusion", "physics.diffusion", "physics.power"),
     "wgan-gp": ("gan",),
     "wgan-gp-physics": ("gan", "physics.gan", "physics.power"),
 }  # fmt: skip
