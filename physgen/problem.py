@@ -45,6 +45,7 @@ from torch import Tensor
 from physgen.grids import Grid
 from physgen.operators import time_derivative
 from physgen.paths import find_project_dir, load_module_from_path
+from physgen.solvers import check_positive
 
 __all__ = [
     "Downsample",
@@ -344,6 +345,18 @@ class Problem(ABC):
         residual then sits at the solver's floor). Implemented by steady problems whose state
         is determined by their coefficients, e.g. Darcy's pressure by its permeability."""
         raise NotImplementedError(f"problem {self.name!r} has no solve_state")
+
+    def _solve_from_coefficient(
+        self, fields: Tensor, solve: Callable[[np.ndarray], np.ndarray]
+    ) -> Tensor:
+        """``solve_state`` for a two-field problem (coefficient, state): ``solve`` maps one
+        positive coefficient ``(*grid)`` to its discrete state, sample by sample in float64."""
+        self._check_fields(fields)
+        coefficient = fields[:, 0].detach().cpu().double().numpy()
+        first = self.fields[0]
+        check_positive(coefficient, f"{first.name} ({first.long_name})", self.name)
+        state = np.stack([solve(sample) for sample in coefficient])
+        return torch.stack([fields[:, 0], torch.as_tensor(state).to(fields)], dim=1)
 
     def constraints(self, fields: Tensor) -> dict[str, Tensor]:
         """Per-sample violations ``(B,)`` (zero when satisfied) of inequalities/conservation."""

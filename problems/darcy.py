@@ -7,14 +7,13 @@ from functools import cached_property
 
 import numpy as np
 import scipy.fft
-import torch
 from scipy.sparse.linalg import spsolve
 from torch import Tensor
 
 from physgen.grids import Grid
 from physgen.operators import flux_divergence
 from physgen.problem import Downsample, Field, Observation, Problem, SensorSet
-from physgen.solvers import check_positive, diffusion_matrix
+from physgen.solvers import diffusion_matrix
 
 __all__ = ["Darcy"]
 
@@ -86,11 +85,7 @@ class Darcy(Problem):
 
     def solve_state(self, fields: Tensor) -> Tensor:
         """(a, u) with u replaced by the discrete solution for a (which must be positive)."""
-        self._check_fields(fields)
-        a = fields[:, 0].detach().cpu().double().numpy()
-        check_positive(a, "permeability a", self.name)
-        u = np.stack([self.pressure(sample) for sample in a])
-        return torch.stack([fields[:, 0], torch.as_tensor(u).to(fields)], dim=1)
+        return self._solve_from_coefficient(fields, self.pressure)
 
     def residual(self, fields: Tensor) -> Tensor:
         """−∇·(a∇u) − f per cell, ``(B, n, n)``."""

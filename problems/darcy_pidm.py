@@ -15,7 +15,7 @@ from physgen.grids import Grid
 from physgen.operators import flux_divergence
 from physgen.problem import Field, Observation, Problem, SensorSet, rms
 from physgen.random_fields import KarhunenLoeve
-from physgen.solvers import check_positive, diffusion_matrix
+from physgen.solvers import diffusion_matrix
 
 __all__ = ["DarcyPIDM"]
 
@@ -88,11 +88,7 @@ class DarcyPIDM(Problem):
 
     def solve_state(self, fields: Tensor) -> Tensor:
         """(K, p) with p replaced by the discrete solution for K (which must be positive)."""
-        self._check_fields(fields)
-        K = fields[:, 0].detach().cpu().double().numpy()
-        check_positive(K, "permeability K", self.name)
-        p = np.stack([self.pressure(sample) for sample in K])
-        return torch.stack([fields[:, 0], torch.as_tensor(p).to(fields)], dim=1)
+        return self._solve_from_coefficient(fields, self.pressure)
 
     def _source_tensor(self, like: Tensor) -> Tensor:
         return torch.as_tensor(self.source, dtype=like.dtype, device=like.device)

@@ -188,3 +188,10 @@ def test_write_rejects_zero_samples(tmp_path):
     with pytest.raises(FieldFileError, match="no samples"):
         write_fields(raw_dataset().isel(sample=slice(0, 0)), tmp_path / "empty.nc")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_nonfinite_floats_become_null_for_strict_json() -> None:
+    from physgen.data.atomic import nonfinite_to_none
+
+    value = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": 2}
+    assert nonfinite_to_none(value) == {"a": None, "b": [1.0, None, {"c": None}], "d": 2}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["atomic_output", "write_json_atomic"]
+__all__ = ["atomic_output", "nonfinite_to_none", "write_json_atomic"]
 
 
 @contextlib.contextmanager
@@ -81,6 +82,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def nonfinite_to_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None``, recursively through dicts
+    and lists, so strict JSON (``allow_nan=False``) can hold a result with failed entries."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: nonfinite_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nonfinite_to_none(v) for v in obj]
+    return obj
 
 
 def write_json_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from physgen.data import FieldDataset, load_stats
-from physgen.data.atomic import atomic_output, write_json_atomic
+from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.metrics import residual_error, residual_rms, std_ratio
 from physgen.metrics.report import distribution_report
 from physgen.models.base import GenerativeModel, available_models
@@ -479,7 +479,7 @@ def run_study(
         summary = aggregate(rows)
         result = {"config": cfg, "data": data.name, "floor": floor, "rows": rows,
                   "summary": summary}  # fmt: skip
-        write_json_atomic(_finite(result), out / "results.json")
+        write_json_atomic(nonfinite_to_none(result), out / "results.json")
         with atomic_output(out / "results.md") as tmp:
             Path(tmp).write_text(table(summary, floor, data.name))
         return result
@@ -507,17 +507,6 @@ def run_study(
     result = save()
     _figures(result, data, out)
     return result
-
-
-def _finite(obj: Any) -> Any:
-    """NaN/inf → None, recursively, for strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def _figures(result: dict[str, Any], data: Data, out: Path) -> None:

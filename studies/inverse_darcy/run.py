@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import torch
 from torch import Tensor
 
 from physgen.data import FieldDataset, load_stats
-from physgen.data.atomic import atomic_output, write_json_atomic
+from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.inverse import ScorePrior, Task, parse_task, solve
 from physgen.metrics import crps_fair, relative_l2, spread_skill_ratio
 from physgen.models.base import GenerativeModel, available_models
@@ -245,17 +244,6 @@ def _positive(fields: Tensor, data: Data) -> Tensor:
     return torch.cat([a, fields[:, 1:]], dim=1)
 
 
-def _finite(obj: Any) -> Any:
-    """NaN/inf → None, recursively, for strict JSON."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _guided_row(
     task: Task, data: Data, cfg: dict[str, Any], prior: Any, prior_s: float, y: Tensor, pde: bool
 ) -> dict[str, Any]:
@@ -321,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         results[spec] = run_task(spec, data, cfg, prior, prior_s)
         print(_table({spec: results[spec]}), flush=True)
     table = _table(results)
-    write_json_atomic(_finite({"config": cfg, "results": results}), out / "results.json")
+    write_json_atomic(nonfinite_to_none({"config": cfg, "results": results}), out / "results.json")
     with atomic_output(out / "results.md") as tmp:
         Path(tmp).write_text(table + "\n")
     print(f"\n{table}\n\nwrote {out / 'results.md'}")
