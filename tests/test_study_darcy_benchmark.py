@@ -68,6 +68,10 @@ def test_rows_mean_rows_resume_and_retrain_on_a_changed_setting(study: Any, tmp_
     table = (tmp_path / "results.md").read_text()
     assert "| flow matching (OT) | 2 ± 1.4 |" in table
     assert "| conv VAE | 7 ± 2.8 |" in table
+    # The headline: RE, W1, MMD², σ ratio, then the projected RE, W1 and MMD².
+    assert "| flow matching (OT) | 2 ± 1.4 | 4 ± 2.8 | 4 ± 2.8 | – | 0.02 ± 0.014 | 4 ± 2.8 |" in (
+        table
+    )
     # Resume: nothing is retrained.
     calls.clear()
     study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
