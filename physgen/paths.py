@@ -14,27 +14,51 @@ if sys.version_info >= (3, 11):
 else:  # Python 3.10: the same parser as a package
     import tomli as tomllib
 
-__all__ = ["data_root", "find_project_dir", "load_module_from_path", "read_toml", "runs_root"]
+__all__ = [
+    "data_root",
+    "find_project_dir",
+    "load_module_from_path",
+    "project_dir_candidates",
+    "read_toml",
+    "runs_root",
+]
 
-_PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_PARENT = _PACKAGE_DIR.parent
 
 
-def find_project_dir(kind: str) -> Path:
-    """Locate the top-level folder ``kind`` (``problems``, ``datasets`` or ``studies``).
+def project_dir_candidates(kind: str) -> list[Path]:
+    """Where ``find_project_dir(kind)`` looks, in order of precedence.
 
-    Search order: the environment variable ``PHYSGEN_<KIND>_DIR``, ``./<kind>`` in the current
-    directory, then the folder beside the installed package (a source checkout).
+    1. ``$PHYSGEN_<KIND>_DIR``, when set: an explicit override;
+    2. ``./<kind>`` in the current directory: a user's own folder (kept for backwards
+       compatibility; it hides the shipped one entirely, so name lookups search it alone);
+    3. ``<kind>`` inside the installed package (``physgen/problems``, ...): the folders a wheel
+       or ``pip install .`` ships;
+    4. ``<kind>`` beside the package: a source checkout or an editable install.
     """
     env = os.environ.get(f"PHYSGEN_{kind.upper()}_DIR")
     candidates = [Path(env)] if env else []
-    candidates += [Path.cwd() / kind, _PACKAGE_PARENT / kind]
+    return [*candidates, Path.cwd() / kind, _PACKAGE_DIR / kind, _PACKAGE_PARENT / kind]
+
+
+def find_project_dir(kind: str) -> Path:
+    """Locate the folder ``kind`` (``problems``, ``datasets`` or ``studies``).
+
+    The first existing folder of :func:`project_dir_candidates` wins, so an installed physgen
+    finds its shipped folders from any directory that has no folder of that name.
+
+    Raises:
+        FileNotFoundError: none of the candidates exists; the message lists them all.
+    """
+    candidates = project_dir_candidates(kind)
     for path in candidates:
         if path.is_dir():
             return path
     searched = ", ".join(str(p) for p in candidates)
     raise FileNotFoundError(
         f"cannot find the {kind!r} folder (searched: {searched}); "
-        f"set PHYSGEN_{kind.upper()}_DIR or run from the physgen checkout"
+        f"set PHYSGEN_{kind.upper()}_DIR or reinstall physgen"
     )
 
 

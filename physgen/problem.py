@@ -1,13 +1,16 @@
 """The Problem protocol (parameters, grid, fields, generator, residual, constraints) and its loader.
 
-A problem is one Python module in the top-level ``problems/`` folder (or any file a user
-points at) defining one concrete subclass of :class:`Problem`. ``load("darcy")`` finds
-``problems/darcy.py``; ``load("path/to/my_problem.py", n=32)`` imports a user's file.
+A problem is one Python module in the problems folder (``physgen.paths.find_project_dir``:
+the top-level ``problems/`` of a checkout, or the copy installed as ``physgen/problems``), or
+any file a user points at, defining one concrete subclass of :class:`Problem`.
+``load("darcy")`` finds ``problems/darcy.py``; ``load("path/to/my_problem.py", n=32)`` imports
+a user's file. Installed packages add problems through the entry-point group
+``physgen.problems`` (``name = "module:Class"``); a name in the problems folder comes first.
 
 A problem named by data — a field file's ``problem`` attribute, a checkpoint's model config —
-goes through :func:`load_registered` instead, which accepts only the plain name of a module
-inside the problems folder: importing a module runs its code, so text read from a file must
-never choose which file is imported.
+goes through :func:`load_registered` instead, which accepts only a registered name: a module
+inside the problems folder or an entry point of an installed package, never a path. Importing
+a module runs its code, so text read from a file must never choose which file is imported.
 
 Conventions shared by every problem:
 
@@ -34,6 +37,7 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,6 +52,7 @@ from physgen.paths import find_project_dir, load_module_from_path
 from physgen.solvers import check_positive
 
 __all__ = [
+    "ENTRY_POINT_GROUP",
     "Downsample",
     "Field",
     "Observation",
@@ -60,6 +65,7 @@ __all__ = [
     "load",
     "load_class",
     "load_registered",
+    "problem_entry_points",
     "registered_problem_path",
     "rms",
     "sample_rng",
@@ -433,10 +439,35 @@ def substeps(dt_save: float, dt: float) -> int:
     return steps
 
 
-def available_problems() -> list[str]:
-    """Names of the problems in the ``problems/`` folder."""
+ENTRY_POINT_GROUP = "physgen.problems"
+
+
+def _folder_problems() -> list[str]:
+    """Names of the problem modules in the problems folder."""
     folder = find_project_dir("problems")
     return sorted(p.stem for p in folder.glob("*.py") if not p.stem.startswith("_"))
+
+
+def problem_entry_points() -> dict[str, metadata.EntryPoint]:
+    """The installed ``physgen.problems`` entry points by name; nothing is imported here.
+
+    Raises:
+        ValueError: two installed packages declare one name with different targets.
+    """
+    found: dict[str, metadata.EntryPoint] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        other = found.setdefault(ep.name, ep)
+        if other.value != ep.value:
+            raise ValueError(
+                f"entry-point group {ENTRY_POINT_GROUP!r}: problem {ep.name!r} is declared "
+                f"twice, as {other.value!r} and {ep.value!r}; uninstall one of the packages"
+            )
+    return found
+
+
+def available_problems() -> list[str]:
+    """Names of the problems in the problems folder and of the ``physgen.problems`` entry points."""
+    return sorted({*_folder_problems(), *problem_entry_points()})
 
 
 _PROBLEM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -447,11 +478,12 @@ class UnregisteredProblemError(ValueError):
 
 
 def registered_problem_path(name: str) -> Path:
-    """The file of the registered problem ``name``: ``<problems folder>/<name>.py``.
+    """The file of the problem module ``name`` of the problems folder: ``<folder>/<name>.py``.
 
     ``name`` must be a plain module name (``[A-Za-z_][A-Za-z0-9_]*``: no folder, no ``..``,
     no suffix), and the file, after symlinks are resolved, must lie inside the problems
-    folder. Nothing is imported here.
+    folder. Nothing is imported here. Entry-point problems have no file in the folder: this
+    raises ``FileNotFoundError`` for them; :func:`load_registered` loads both kinds.
 
     Raises:
         UnregisteredProblemError: ``name`` looks like a path (a separator, a leading ``.`` or
@@ -469,7 +501,7 @@ def registered_problem_path(name: str) -> Path:
     path = folder / f"{text}.py"
     if not _PROBLEM_NAME.fullmatch(text) or not path.is_file():
         raise FileNotFoundError(
-            f"no problem {text!r} in {folder} (known: {', '.join(available_problems())})"
+            f"no problem {text!r} in {folder} (known: {', '.join(_folder_problems())})"
         )
     if not path.resolve().is_relative_to(folder.resolve()):
         raise UnregisteredProblemError(
@@ -509,8 +541,55 @@ def _problem_class(path: Path, module_name: str) -> type[Problem]:
     return found[0]
 
 
+def _entry_point_class(ep: metadata.EntryPoint) -> type[Problem]:
+    """Import the target of a ``physgen.problems`` entry point: a concrete Problem subclass.
+
+    Raises:
+        TypeError: the target is not a concrete Problem subclass.
+        ValueError: the class's ``name`` differs from the entry point's (files it writes
+            would name a problem that does not load back).
+    """
+    where = f"entry point {ep.name!r} = {ep.value!r} (group {ENTRY_POINT_GROUP!r})"
+    cls = ep.load()
+    if (
+        not isinstance(cls, type)
+        or not issubclass(cls, Problem)
+        or getattr(cls, "__abstractmethods__", None)
+    ):
+        raise TypeError(
+            f"{where}: expected a concrete physgen.problem.Problem subclass, got {cls!r}"
+        )
+    if getattr(cls, "name", None) != ep.name:
+        raise ValueError(
+            f"{where}: the class's name is {getattr(cls, 'name', None)!r}; it must equal the "
+            "entry point's name"
+        )
+    return cls
+
+
+def _registered_class(name: str) -> type[Problem]:
+    """The class of the registered problem ``name``: a folder module, else an entry point.
+
+    Raises:
+        UnregisteredProblemError: ``name`` is a path or resolves outside the problems folder.
+        FileNotFoundError: neither the problems folder nor an entry point has that name.
+    """
+    text = str(name)
+    try:
+        path = registered_problem_path(text)
+    except FileNotFoundError as err:
+        entry_points = problem_entry_points()
+        if text not in entry_points:
+            raise FileNotFoundError(
+                f"{err}; no {ENTRY_POINT_GROUP!r} entry point either "
+                f"(installed: {', '.join(sorted(entry_points)) or 'none'})"
+            ) from None
+        return _entry_point_class(entry_points[text])
+    return _problem_class(path, f"physgen_problem_{text}")
+
+
 def load_class(name_or_path: str | Path) -> type[Problem]:
-    """The Problem subclass of ``problems/<name>.py`` or of the Python file at a path.
+    """The Problem subclass of a registered name or of the Python file at a path.
 
     A path is imported as given, so only a user's own argument may reach this function; a
     name read from a file goes through :func:`load_registered`.
@@ -521,22 +600,25 @@ def load_class(name_or_path: str | Path) -> type[Problem]:
         # A user's file may share a stem with a built-in problem: key the module by its path.
         digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
         return _problem_class(path, f"physgen_problem_{path.stem}_{digest}")
-    return _problem_class(registered_problem_path(text), f"physgen_problem_{text}")
+    return _registered_class(text)
 
 
 def load_registered(name: str, **params: Any) -> Problem:
     """Instantiate the registered problem ``name`` (never a path): for names read from data.
 
+    Registered problems are the modules of the problems folder and the installed
+    ``physgen.problems`` entry points (a package installed on purpose).
+
     Raises:
         UnregisteredProblemError: ``name`` is a path or resolves outside the problems folder.
         FileNotFoundError: no registered problem has that name.
     """
-    path = registered_problem_path(name)
-    return _problem_class(path, f"physgen_problem_{name}")(**params)
+    return _registered_class(name)(**params)
 
 
 def load(name_or_path: str | Path, **params: Any) -> Problem:
-    """Instantiate a problem by name (``problems/<name>.py``) or by file path, with parameters.
+    """Instantiate a problem by registered name (``problems/<name>.py`` or an entry point) or
+    by file path, with parameters.
 
     Example:
         >>> sde = load("sde1d")  # doctest: +SKIP

@@ -110,8 +110,8 @@ class PIVAE(LatentGaussianModel):
 
     Args:
         sample_shape: ``(C, *grid)``, equal to ``problem.sample_shape()``.
-        problem: the name of a registered problem (``problems/<name>.py``, or a module in
-            ``$PHYSGEN_PROBLEMS_DIR``); ``problem_params`` its parameters. The name is part
+        problem: the name of a registered problem (a module of the problems folder, or a
+            ``physgen.problems`` entry point); ``problem_params`` its parameters. The name is part
             of the model config that checkpoints store, so it is never a path: loading a
             checkpoint must not import a file the checkpoint chooses.
         channel_mean, channel_std: per-channel de-normalisation (physical = x·std + mean).
