@@ -17,8 +17,9 @@ samples ``n_samples`` fields and is scored beside the data's own floors:
   constraint any family can add at sampling time.
 
 Families: conv VAE, PI-VAE (Zhu et al. 2025), Glow, flow matching (OT pairs), flow matching +
-residual on x̂0 with conflict-free gradients (PBFM), diffusion, diffusion + residual on x̂0
-(PIDM), WGAN-GP (DCGAN nets), and WGAN-GP + residual on generated fields (PI-GAN).
+residual on x̂0 with conflict-free gradients (PBFM), diffusion with ε- and with v-prediction,
+v-diffusion + residual on x̂0 (PIDM), WGAN-GP (DCGAN nets), and WGAN-GP + residual on
+generated fields (PI-GAN).
 
 Usage: ``physgen run darcy_benchmark --quick`` (2-core CPU, ``darcy-32``) or without
 ``--quick`` (one GPU, ``darcy-pidm-64``). Results go to ``runs/darcy_benchmark[-quick]/``;
