@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from physgen.utils import append_dims
+from physgen.utils import append_dims, fp32
 
 if TYPE_CHECKING:
     from physgen.problem import Problem
@@ -210,12 +210,14 @@ class ResidualPenalty:
         return out
 
     def __call__(self, x: Tensor) -> Tensor:
-        """The penalty per sample, ``(B,)``."""
-        fields = self.physical(x)
-        r = self.problem.residual(fields)
-        if self.relative:
-            r = r / append_dims(self.problem.residual_scale(fields), r.ndim)
-        return _per_sample_mean(r.abs().pow(self.power))
+        """The penalty per sample, ``(B,)``, computed in at least float32 (also under bf16
+        autocast: a discrete second derivative of a bf16 field is mostly rounding error)."""
+        with fp32():
+            fields = self.physical(x.to(torch.promote_types(x.dtype, torch.float32)))
+            r = self.problem.residual(fields)
+            if self.relative:
+                r = r / append_dims(self.problem.residual_scale(fields), r.ndim)
+            return _per_sample_mean(r.abs().pow(self.power))
 
 
 def _lhs_strata(n: int, dim: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

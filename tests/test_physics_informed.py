@@ -64,6 +64,19 @@ def test_residual_penalty_gradient_is_zero_at_solutions_and_descends_elsewhere()
     assert float(penalty(noisy.detach() - step * grad)) < float(value.detach())
 
 
+def test_residual_penalty_stays_float32_under_bf16_autocast() -> None:
+    """A bf16 network output (autocast on GPU) is upcast before the stencil: the penalty of a
+    bf16 field equals the float32 penalty of the same rounded values, not a bf16 stencil."""
+    darcy, fields = _constant_permeability_solution()
+    mean, scale = _normalizer()
+    penalty = ResidualPenalty(darcy, mean, scale)
+    x = ((fields - mean[None, :, None, None]) / scale[None, :, None, None]).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = penalty(x)
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, penalty(x.float()), rtol=1e-6, atol=0)
+
+
 def test_residual_penalty_bounds_and_errors() -> None:
     darcy, fields = _constant_permeability_solution()
     mean, scale = _normalizer()
