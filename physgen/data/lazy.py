@@ -10,6 +10,7 @@ stored ones, cast to float32.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,8 @@ import numpy as np
 
 __all__ = ["LazyFile"]
 
+# Buffers per os.preadv call (the usual IOV_MAX is 1024).
+_MAX_BUFFERS = 512
 # Read-ahead for chunks of lazily opened files (The Well uses the same 8 MiB).
 CHUNK_CACHE_BYTES = 8 * 2**20
 _FLOAT32 = np.dtype("=f4")
@@ -72,37 +75,77 @@ class _Variable:
 
     def _raw_matches_h5py(self) -> bool:
         """Guard: the first item read raw has the same bytes as read by h5py."""
-        probe = np.empty(self.dset.shape[1:], dtype=_FLOAT32)
-        self.read_sample(0, probe)
-        return probe.tobytes() == np.asarray(self.dset[0], dtype=_FLOAT32).tobytes()
+        probe = np.empty((1, *self.dset.shape[1:]), dtype=_FLOAT32)
+        first = np.zeros(1, np.int64)
+        self.read_raw(first, None, first, probe, 0)
+        return probe[0].tobytes() == np.asarray(self.dset[0], dtype=_FLOAT32).tobytes()
 
-    def _pread(self, buffer: memoryview, offset: int) -> None:
-        got = os.preadv(self.fd, [buffer], offset)
-        if got != len(buffer):
-            raise OSError(f"short read of {self.dset.name}: {got} of {len(buffer)} bytes")
+    def _segments(
+        self, samples: np.ndarray, frames: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """File offset, offset within the item's slot and length of every stored piece.
 
-    def read_sample(self, sample: int, out: np.ndarray) -> None:
-        """``out[...] = var[sample]`` (a trajectory ``(T, *grid)`` for timed variables)."""
-        if self.offsets is None:
-            out[...] = self.dset[sample]
-            return
+        One piece per item for a frame or a steady variable, one per time chunk for a
+        trajectory; pieces are listed item by item.
+        """
+        assert self.offsets is not None
+        if frames is not None and self.timed:
+            chunk, within = np.divmod(frames, self.per_chunk)
+            where = self.offsets[samples, chunk] + within * self.frame_bytes
+            return where, np.zeros_like(where), np.full_like(where, self.frame_bytes)
+        n_chunks = self.offsets.shape[1]
+        first = np.arange(n_chunks, dtype=np.int64) * self.per_chunk
+        length = (np.minimum(first + self.per_chunk, self.n_times) - first) * self.frame_bytes
+        where = self.offsets[samples].reshape(-1)
+        slot = np.tile(first * self.frame_bytes, len(samples))
+        return where, slot, np.tile(length, len(samples))
+
+    def read_raw(
+        self,
+        samples: np.ndarray,
+        frames: np.ndarray | None,
+        rows: np.ndarray,
+        out: np.ndarray,
+        channel: int,
+    ) -> None:
+        """``out[rows[k], channel : channel + width] = item k`` with ``os.preadv``.
+
+        Items are read in the order given (sorted by file position for sequential access);
+        pieces adjacent in the file are read by one call.
+        """
+        where, slot, length = self._segments(samples, frames)
+        item_bytes = out[0].nbytes if len(out) else 0
+        per_item = len(where) // max(len(samples), 1)
+        dest = np.repeat(rows, per_item) * item_bytes + channel * self.frame_bytes + slot
         view = memoryview(out.reshape(-1).view(np.uint8))
-        step = self.per_chunk * self.frame_bytes
-        for j, offset in enumerate(self.offsets[sample].tolist()):
-            self._pread(view[j * step : (j + 1) * step], offset)
-
-    def read_frame(self, sample: int, frame: int, out: np.ndarray) -> None:
-        """``out[...] = var[sample, frame]`` of a timed variable."""
-        if self.offsets is None:
-            out[...] = self.dset[sample, frame]
+        breaks = np.flatnonzero(where[1:] != where[:-1] + length[:-1]) + 1
+        where_l, dest_l, length_l = where.tolist(), dest.tolist(), length.tolist()
+        if len(breaks) == len(where) - 1:  # no two pieces adjacent: one call each
+            for at, to, n in zip(where_l, dest_l, length_l, strict=True):
+                if os.preadv(self.fd, [view[to : to + n]], at) != n:
+                    raise OSError(f"short read of {self.dset.name} at byte {at}")
             return
-        chunk, within = divmod(frame, self.per_chunk)
-        offset = int(self.offsets[sample, chunk]) + within * self.frame_bytes
-        self._pread(memoryview(out.reshape(-1).view(np.uint8)), offset)
+        bounds = np.concatenate([[0], breaks, [len(where)]]).tolist()
+        for a, b in itertools.pairwise(bounds):
+            for lo in range(a, b, _MAX_BUFFERS):
+                hi = min(b, lo + _MAX_BUFFERS)
+                buffers = [view[dest_l[i] : dest_l[i] + length_l[i]] for i in range(lo, hi)]
+                if os.preadv(self.fd, buffers, where_l[lo]) != sum(length_l[lo:hi]):
+                    raise OSError(f"short read of {self.dset.name} at byte {where_l[lo]}")
+
+    def read_h5py(
+        self, samples: np.ndarray, frames: np.ndarray | None, rows: np.ndarray, block: np.ndarray
+    ) -> None:
+        """``block[rows[k]] = var[samples[k]]`` (or ``var[samples[k], frames[k]]``) via h5py."""
+        for k, (sample, row) in enumerate(zip(samples.tolist(), rows.tolist(), strict=True)):
+            if frames is not None and self.timed:
+                block[row, 0] = self.dset[sample, int(frames[k])]
+            else:
+                block[row] = np.asarray(self.dset[sample]).reshape(block.shape[1:])
 
 
 class LazyFile:
-    """Read handles of one file for the process that created it (see :meth:`for_process`).
+    """Read handles of one file, valid in the process that opened it (``pid``).
 
     Args:
         path: the physgen-field/1 file.
@@ -130,27 +173,26 @@ class LazyFile:
         With ``n_times=None`` item ``k`` is sample ``items[k]`` and a timed variable fills
         ``T`` channels (its trajectory); otherwise item ``k`` is frame ``items[k] % n_times``
         of sample ``items[k] // n_times`` and every variable fills one channel. Items are read
-        in file order and repeated items are read once.
+        once each, in file order, straight into ``out``; repeats are copied.
         """
         if not out.flags.c_contiguous:
             raise ValueError("LazyFile.read needs a C-contiguous output buffer")
-        order = np.argsort(items, kind="stable").tolist()
-        keys = items.tolist()
-        samples, frames = (keys, None) if n_times is None else divmod(items, n_times)
-        samples = samples if isinstance(samples, list) else samples.tolist()
-        frames = None if frames is None else frames.tolist()
+        order = np.argsort(items, kind="stable")
+        ranked = items[order]
+        fresh = np.ones(len(items), dtype=bool)
+        fresh[1:] = ranked[1:] != ranked[:-1]
+        unique = ranked[fresh]
+        samples, frames = (unique, None) if n_times is None else np.divmod(unique, n_times)
+        rows = order[fresh]  # where each distinct item goes
         c = 0
         for name in names:
             var = self.variables[name]
             width = var.n_times if var.timed and frames is None else 1
-            block = out[:, c : c + width]
-            previous = -1
-            for k in order:
-                if previous >= 0 and keys[k] == keys[previous]:
-                    block[k] = block[previous]
-                elif var.timed and frames is not None:
-                    var.read_frame(samples[k], frames[k], block[k])
-                else:
-                    var.read_sample(samples[k], block[k].reshape(var.dset.shape[1:]))
-                previous = k
+            if var.offsets is not None:
+                var.read_raw(samples, frames, rows, out, c)
+            else:
+                var.read_h5py(samples, frames, rows, out[:, c : c + width])
             c += width
+        if not fresh.all():
+            first = np.maximum.accumulate(np.where(fresh, np.arange(len(items)), 0))
+            out[order[~fresh]] = out[order[first[~fresh]]]
