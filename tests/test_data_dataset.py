@@ -185,3 +185,126 @@ def test_to_fields_roundtrip(field_file, tmp_path):
     assert back["u"].attrs["units"] == "m"
     with pytest.raises(ValueError, match="expected a batch of shape"):
         data.to_fields(batch[:, :2])
+
+
+# -- batch path ---------------------------------------------------------------------------
+def _reference_item(ds, data, names, normalizer, index):
+    """Item ``index`` built from the file's values, the way items were always defined."""
+    sample, frame = divmod(index, T) if data.time == "frames" else (index, None)
+    parts = []
+    for name in names:
+        values = ds[name].values[sample].astype(np.float32)
+        if "time" in ds[name].dims and frame is not None:
+            values = values[frame][None]
+        elif "time" not in ds[name].dims:
+            values = values[None]
+        parts.append(values)
+    x = torch.from_numpy(np.concatenate(parts, axis=0))
+    return x if normalizer is None else normalizer.normalize(x)
+
+
+CASES = [
+    ({}, "channels"),
+    ({"fields": ["w", "u"]}, "frames"),
+    ({"cond_fields": ["a"]}, "channels"),
+    ({"fields": ["u", "w"], "cond_fields": ["a"]}, "frames"),
+    ({"fields": ["a"], "cond_fields": ["w"]}, "frames"),
+    ({"cond_fields": ["nu", "re"]}, "channels"),
+    ({"fields": ["w"], "cond_fields": ["nu"]}, "frames"),
+]
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize(("names", "time"), CASES)
+@pytest.mark.parametrize("normalized", [True, False])
+def test_batch_equals_stacked_items(field_file, in_memory, names, time, normalized):
+    path, stats_path, ds = field_file
+    stats = stats_path if normalized else None
+    data = FieldDataset(path, **names, time=time, stats=stats, in_memory=in_memory)
+    rng = np.random.default_rng(3)
+    for size in (1, 5, 2 * len(data)):  # unsorted, with repeats, negative indices
+        idx = rng.integers(-len(data), len(data), size=size).tolist()
+        batch = data.get_batch(idx)
+        items = [data[i] for i in idx]
+        x, cond = (batch, None) if isinstance(batch, torch.Tensor) else batch
+        if cond is None:
+            torch.testing.assert_close(x, torch.stack(items), rtol=0, atol=0)
+        else:
+            torch.testing.assert_close(x, torch.stack([i[0] for i in items]), rtol=0, atol=0)
+            torch.testing.assert_close(cond, torch.stack([i[1] for i in items]), rtol=0, atol=0)
+        for k, i in enumerate(idx):
+            ref = _reference_item(ds, data, data.fields, data.normalizer, i % len(data))
+            torch.testing.assert_close(x[k], ref, rtol=0, atol=0)
+            if cond is not None:
+                norm = data.cond_normalizer
+                ref = _reference_item(ds, data, data.cond_fields, norm, i % len(data))
+                torch.testing.assert_close(cond[k], ref.reshape(cond[k].shape), rtol=0, atol=0)
+    listed = data.__getitems__(idx)
+    assert len(listed) == len(idx)
+    first = listed[3] if cond is None else listed[3][0]
+    torch.testing.assert_close(first, x[3], rtol=0, atol=0)
+
+
+def test_batch_index_errors(field_file):
+    path, _, _ = field_file
+    data = FieldDataset(path, in_memory=False)
+    with pytest.raises(IndexError, match="out of range"):
+        data.get_batch([0, N])
+    with pytest.raises(IndexError, match="out of range"):
+        data[-N - 1]
+    assert data.get_batch([]).shape == (0, *data.sample_shape)
+
+
+@pytest.mark.parametrize("time", ["channels", "frames"])
+def test_lazy_h5py_fallback_and_time_chunks_agree(field_file, tmp_path, monkeypatch, time):
+    """Compressed files (read through h5py) and trajectories split over several chunks."""
+    path, stats_path, ds = field_file
+    plain = FieldDataset(path, ["w", "u"], stats=stats_path, time=time, in_memory=False)
+    packed = write_fields(ds, tmp_path / "packed.nc", compression_level=4)
+    monkeypatch.setattr("physgen.data.fields._MAX_CHUNK_BYTES", 2 * NX * NY * 4)
+    split = write_fields(ds, tmp_path / "split.nc")  # chunks of 2 frames, T = 3
+    idx = np.random.default_rng(5).integers(0, len(plain), size=3 * len(plain))
+    expected = plain.get_batch(idx)
+    for other in (packed, split):
+        data = FieldDataset(other, ["w", "u"], stats=stats_path, time=time, in_memory=False)
+        data._lazy()
+        raw = data._file.variables["w"].offsets is not None
+        assert raw is (other == split)
+        torch.testing.assert_close(data.get_batch(idx), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("time", ["channels", "frames"])
+def test_handles_survive_fork(field_file, time):
+    """A parent that already read keeps its handle; workers open their own, same batches."""
+    path, stats_path, _ = field_file
+    data = FieldDataset(path, cond_fields=["a"], stats=stats_path, time=time, in_memory=False)
+    first = data[0]
+    parent = data._h5
+    serial = _batches(data, 0)
+    parallel = _batches(data, 2)
+    assert data._h5 is parent and parent.id.valid
+    assert len(serial) == len(parallel) > 1
+    for (x0, c0), (x2, c2) in zip(serial, parallel, strict=True):
+        torch.testing.assert_close(x0, x2, rtol=0, atol=0)
+        torch.testing.assert_close(c0, c2, rtol=0, atol=0)
+    torch.testing.assert_close(data[0][0], first[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_fit_batches_read_whole_batches(field_file, in_memory, workers):
+    """fit's loader (batch path, workers or not) gives the batches of the item path."""
+    from physgen.training.data import BatchOrder, batches, sequential_batches
+
+    path, stats_path, _ = field_file
+    data = FieldDataset(path, ["w", "u"], time="frames", stats=stats_path, in_memory=in_memory)
+    order = BatchOrder(len(data), batch_size=4, seed=2)
+    cpu = torch.device("cpu")
+    got = list(batches(data, order, 3, 9, device=cpu, num_workers=workers))
+    assert len(got) == 6
+    for k, (x, cond) in zip(range(3, 9), got, strict=True):
+        assert cond is None
+        expected = torch.stack([data[int(i)] for i in order(k)])
+        torch.testing.assert_close(x, expected, rtol=0, atol=0)
+    every = torch.cat([x for x, _ in sequential_batches(data, 5, device=cpu)])
+    torch.testing.assert_close(every, torch.stack([data[i] for i in range(len(data))]))

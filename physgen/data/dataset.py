@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import h5py
 import numpy as np
 import torch
 import xarray as xr
@@ -15,12 +15,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from physgen.data.fields import SAMPLE_DIM, TIME_DIM, field_names, open_fields, spatial_dims
+from physgen.data.lazy import LazyFile
 from physgen.data.stats import FieldStats, load_stats
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["FieldDataset", "Normalizer"]
 
-# Read-ahead for chunks of lazily opened files (The Well uses the same 8 MiB).
-_CHUNK_CACHE_BYTES = 8 * 2**20
+Indices = Sequence[int] | np.ndarray | Tensor
 
 
 class Normalizer:
@@ -75,6 +78,41 @@ class Normalizer:
         return x * scale + mean
 
 
+class _MemoryTable:
+    """The channels of ``x`` (or of ``cond``) held in memory, stacked and normalized once.
+
+    Channels that vary per item sit in one tensor ``(n_items, C_item, ...)``; in ``"frames"``
+    mode steady channels sit in a second tensor ``(n_samples, C_steady, ...)`` indexed by
+    ``item // T``. Gathering a batch is then one index per tensor.
+    """
+
+    def __init__(
+        self,
+        per_item: Tensor | None,
+        item_channels: list[int],
+        per_sample: Tensor | None,
+        sample_channels: list[int],
+        n_times: int,
+    ) -> None:
+        self.per_item, self.per_sample, self.n_times = per_item, per_sample, n_times
+        self.item_channels = torch.tensor(item_channels, dtype=torch.long)
+        self.sample_channels = torch.tensor(sample_channels, dtype=torch.long)
+
+    def take(self, idx: Tensor) -> Tensor:
+        """Items ``idx`` as a new tensor ``(B, C, ...)``."""
+        if self.per_sample is None:
+            assert self.per_item is not None
+            return self.per_item[idx]
+        steady = self.per_sample[idx // self.n_times]
+        if self.per_item is None:
+            return steady
+        n_channels = len(self.item_channels) + len(self.sample_channels)
+        out = steady.new_empty((len(idx), n_channels, *steady.shape[2:]))
+        out[:, self.item_channels] = self.per_item[idx]
+        out[:, self.sample_channels] = steady
+        return out
+
+
 class FieldDataset(Dataset):
     """Fields of a physgen-field/1 file as tensors ``(C, *grid)``, optionally with conditioning.
 
@@ -97,10 +135,13 @@ class FieldDataset(Dataset):
     split) every channel is z-scored by its field's mean and std; :meth:`denormalize` inverts
     it, e.g. on model samples.
 
-    Small files are read into memory once (fastest). Files larger than ``max_memory_bytes``
-    (for the chosen variables) are read one item at a time through h5py, with the file opened
+    Small files are read into memory once (fastest), stacked into one tensor per item kind and
+    normalized there, so an item or a batch is a single index. Files larger than
+    ``max_memory_bytes`` (for the chosen variables) are read on demand, with the file opened
     lazily in the process that reads: no handle exists before DataLoader workers fork, and a
-    worker never reuses a handle inherited from its parent.
+    worker never reuses a handle inherited from its parent (handles are cached per process
+    id). :meth:`get_batch` (and ``__getitems__``, which ``DataLoader`` uses) reads a whole
+    batch in one pass, in file order.
 
     Args:
         path: the physgen-field/1 file.
@@ -152,24 +193,37 @@ class FieldDataset(Dataset):
             self.field_attrs = {n: dict(ds[n].attrs) for n in chosen}
             nbytes = sum(ds[n].size * 4 for n in chosen)
             self.in_memory = nbytes <= max_memory_bytes if in_memory is None else in_memory
-            self._arrays: dict[str, np.ndarray] | None = None
+            self.channels = self._channels(self.fields)
+            self.cond_channels = self._channels(self.cond_fields)
+            self.sample_shape = (len(self.channels), *self.grid_shape)
+            if not self.cond_fields:
+                self.cond_shape: tuple[int, ...] | None = None
+            elif self._vector_cond:
+                self.cond_shape = (len(self.cond_channels),)
+            else:
+                self.cond_shape = (len(self.cond_channels), *self.grid_shape)
+            self._normalizer: Normalizer | None = None
+            self._cond_normalizer: Normalizer | None = None
+            if stats is not None:
+                self._set_stats(stats)
+            self._x: _MemoryTable | None = None
+            self._cond: _MemoryTable | None = None
             if self.in_memory:
-                self._arrays = {n: ds[n].values.astype(np.float32, copy=False) for n in chosen}
-        self._h5: h5py.File | None = None
-        self._pid: int | None = None
-        self.channels = self._channels(self.fields)
-        self.cond_channels = self._channels(self.cond_fields)
-        self.sample_shape = (len(self.channels), *self.grid_shape)
-        if not self.cond_fields:
-            self.cond_shape: tuple[int, ...] | None = None
-        elif self._vector_cond:
-            self.cond_shape = (len(self.cond_channels),)
-        else:
-            self.cond_shape = (len(self.cond_channels), *self.grid_shape)
-        self.normalizer: Normalizer | None = None
-        self.cond_normalizer: Normalizer | None = None
-        if stats is not None:
-            self._set_stats(stats)
+                self._x = self._load(ds, self.fields, self._normalizer, self.grid_shape)
+                if self.cond_fields:
+                    rest = () if self._vector_cond else self.grid_shape
+                    self._cond = self._load(ds, self.cond_fields, self._cond_normalizer, rest)
+        self._file: LazyFile | None = None
+
+    @property
+    def normalizer(self) -> Normalizer | None:
+        """The z-scoring of the channels (fixed at construction: in memory it is applied once)."""
+        return self._normalizer
+
+    @property
+    def cond_normalizer(self) -> Normalizer | None:
+        """The z-scoring of the conditioning channels (fixed at construction)."""
+        return self._cond_normalizer
 
     # -- construction helpers -------------------------------------------------------------
     def _check_names(self, ds: xr.Dataset, stored: list[str]) -> bool:
@@ -214,80 +268,152 @@ class FieldDataset(Dataset):
         source = str(stats) if isinstance(stats, (str, os.PathLike)) else "stats"
         table = load_stats(stats) if isinstance(stats, (str, os.PathLike)) else dict(stats)
         ndim = len(self.grid_shape)
-        self.normalizer = Normalizer.from_stats(
+        self._normalizer = Normalizer.from_stats(
             table, self._channel_fields(self.fields), ndim, source=source
         )
         if self.cond_fields:
-            self.cond_normalizer = Normalizer.from_stats(
+            self._cond_normalizer = Normalizer.from_stats(
                 table,
                 self._channel_fields(self.cond_fields),
                 0 if self._vector_cond else ndim,
                 source=source,
             )
 
+    def _width(self, name: str) -> int:
+        """Channels of field ``name`` in an item."""
+        return self.n_times if name in self._timed and self.time == "channels" else 1
+
+    def _load(
+        self,
+        ds: xr.Dataset,
+        names: Sequence[str],
+        normalizer: Normalizer | None,
+        rest: tuple[int, ...],
+    ) -> _MemoryTable:
+        """Read ``names`` into stacked, normalized tables (one field in flight at a time).
+
+        ``rest`` is the shape after the channel dim: the grid, or ``()`` for vectors.
+        """
+        frames = self.time == "frames" and bool(self._timed)
+        per_item_names = [n for n in names if not frames or n in self._timed]
+        per_sample_names = [n for n in names if frames and n not in self._timed]
+        starts = np.cumsum([0] + [self._width(n) for n in names]).tolist()
+        position = {n: starts[i] for i, n in enumerate(names)}
+
+        def stack(group: list[str], n_rows: int) -> tuple[Tensor | None, list[int]]:
+            if not group:
+                return None, []
+            channels = [position[n] + j for n in group for j in range(self._width(n))]
+            table = np.empty((n_rows, len(channels), *rest), dtype=np.float32)
+            c = 0
+            for n in group:
+                values = ds[n].values  # (N, [T,] *rest)
+                table[:, c : c + self._width(n)] = values.reshape(n_rows, -1, *rest)
+                c += self._width(n)
+                del values
+            out = torch.from_numpy(table)
+            if normalizer is not None:
+                mean, scale = normalizer.mean.float(), normalizer.scale.float()
+                out.sub_(mean[channels]).div_(scale[channels])
+            return out, channels
+
+        n_items = self.n_samples * (self.n_times if frames else 1)
+        per_item, item_channels = stack(per_item_names, n_items)
+        per_sample, sample_channels = stack(per_sample_names, self.n_samples)
+        return _MemoryTable(per_item, item_channels, per_sample, sample_channels, self.n_times)
+
     # -- reading --------------------------------------------------------------------------
-    def _source(self) -> Mapping[str, Any]:
-        if self._arrays is not None:
-            return self._arrays
-        if self._h5 is None or self._pid != os.getpid():
-            # Opened here, in the reading process: h5py handles must not cross a fork.
-            self._h5 = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
-            self._pid = os.getpid()
-        return self._h5
+    def _lazy(self) -> LazyFile:
+        """This process's read handles, opened on first use (h5py handles must not cross a fork)."""
+        if self._file is None or self._file.pid != os.getpid():
+            chosen = self.fields + self.cond_fields
+            self._file = LazyFile(self.path, {n: n in self._timed for n in chosen})
+        return self._file
+
+    @property
+    def _h5(self) -> h5py.File | None:
+        """This process's open h5py file, if any (``None`` before the first lazy read)."""
+        return self._file.h5 if self._file is not None and self._file.pid == os.getpid() else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_h5"], state["_pid"] = None, None
+        state["_file"] = None
         return state
 
     def close(self) -> None:
         """Close the lazily opened file, if any (it reopens on the next read)."""
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5, self._pid = None, None
+        if self._file is not None:
+            self._file.close()
+        self._file = None
 
     def __len__(self) -> int:
         return self.n_samples * (self.n_times if self.time == "frames" else 1)
 
-    def _stack(self, names: Sequence[str], sample: int, frame: int | None) -> np.ndarray:
-        src = self._source()
-        parts = []
-        for name in names:
-            if name in self._timed and frame is not None:
-                parts.append(np.asarray(src[name][sample, frame])[None])  # (1, *grid)
-            elif name in self._timed:
-                parts.append(np.asarray(src[name][sample]))  # (T, *grid)
-            else:
-                parts.append(np.asarray(src[name][sample])[None])  # (1, *grid) or (1,)
-        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+    def _index_array(self, indices: Indices) -> np.ndarray:
+        """``indices`` as int64 in ``[0, len)``, negative ones counted from the end."""
+        idx = np.asarray(indices.cpu() if isinstance(indices, Tensor) else indices)
+        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
+            raise TypeError(f"expected a 1-D sequence of integer indices, got {idx.dtype}")
+        idx = idx.astype(np.int64, copy=False)
+        n = len(self)
+        bad = (idx < -n) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"index {int(idx[bad][0])} out of range for {n} items")
+        return idx % n if n else idx
+
+    def _read(self, names: Sequence[str], idx: np.ndarray, cond: bool) -> Tensor:
+        """Lazily read channels of ``names`` for items ``idx``, normalized."""
+        shape = self.cond_shape if cond else self.sample_shape
+        assert shape is not None
+        out = np.empty((len(idx), *shape), dtype=np.float32)
+        n_times = self.n_times if self.time == "frames" else None
+        self._lazy().read(names, idx, n_times, out)
+        batch = torch.from_numpy(out)
+        normalizer = self._cond_normalizer if cond else self._normalizer
+        return batch if normalizer is None else normalizer.normalize(batch)
+
+    def get_batch(self, indices: Indices) -> Tensor | tuple[Tensor, Tensor]:
+        """Items ``indices`` (any order, repeats allowed) stacked: ``x`` or ``(x, cond)``.
+
+        Equal to stacking ``self[i]`` for ``i`` in ``indices``, but one index of the
+        in-memory tables, or one pass over the file in file order.
+        """
+        idx = self._index_array(indices)
+        if self._x is not None:
+            t = torch.from_numpy(idx)
+            x = self._x.take(t)
+            return x if self._cond is None else (x, self._cond.take(t))
+        x = self._read(self.fields, idx, cond=False)
+        return x if not self.cond_fields else (x, self._read(self.cond_fields, idx, cond=True))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items ``indices`` as a list, read as one batch (used by ``DataLoader``)."""
+        batch = self.get_batch(indices)
+        if isinstance(batch, Tensor):
+            return list(batch.unbind(0))
+        return list(zip(batch[0].unbind(0), batch[1].unbind(0), strict=True))
 
     def __getitem__(self, index: int) -> Tensor | tuple[Tensor, Tensor]:
+        index = operator.index(index)
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        index %= len(self)
-        sample, frame = (divmod(index, self.n_times)) if self.time == "frames" else (index, None)
-        x = torch.from_numpy(self._stack(self.fields, sample, frame))
-        if self.normalizer is not None:
-            x = self.normalizer.normalize(x)
-        if not self.cond_fields:
-            return x
-        cond = torch.from_numpy(self._stack(self.cond_fields, sample, frame))
-        if self.cond_normalizer is not None:
-            cond = self.cond_normalizer.normalize(cond)
-        return x, cond
+        batch = self.get_batch([index])
+        if isinstance(batch, Tensor):
+            return batch[0]
+        return batch[0][0], batch[1][0]
 
     # -- the way back -------------------------------------------------------------------
     def normalize(self, x: Tensor) -> Tensor:
         """Physical → normalized channels of ``x`` (``(C, *grid)`` or ``(B, C, *grid)``)."""
-        return x if self.normalizer is None else self.normalizer.normalize(x)
+        return x if self._normalizer is None else self._normalizer.normalize(x)
 
     def denormalize(self, x: Tensor) -> Tensor:
         """Normalized → physical channels, e.g. of model samples ``(B, C, *grid)``."""
-        return x if self.normalizer is None else self.normalizer.denormalize(x)
+        return x if self._normalizer is None else self._normalizer.denormalize(x)
 
     def denormalize_cond(self, cond: Tensor) -> Tensor:
         """Normalized → physical conditioning tensor."""
-        return cond if self.cond_normalizer is None else self.cond_normalizer.denormalize(cond)
+        return cond if self._cond_normalizer is None else self._cond_normalizer.denormalize(cond)
 
     def to_fields(self, x: Tensor, *, normalized: bool = True) -> xr.Dataset:
         """Turn a batch ``(B, C, *grid)`` back into a physgen-field/1 dataset.

@@ -99,17 +99,46 @@ def num_samples(data: DataLike, name: str = "data") -> int:
     )
 
 
+def _move(t: Tensor, device: torch.device) -> Tensor:
+    """``t`` on ``device``; CPU → CUDA copies go from pinned memory, without blocking."""
+    if device.type == "cuda" and t.device.type == "cpu" and not t.is_pinned():
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 def split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | None]:
     """``(x, cond)`` on ``device`` from a collated batch (a tensor or an ``(x, cond)`` pair)."""
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True), None
+        return _move(batch, device), None
     if isinstance(batch, (tuple, list)) and len(batch) in (1, 2):
-        x = batch[0].to(device, non_blocking=True)
-        cond = batch[1].to(device, non_blocking=True) if len(batch) == 2 else None
+        x = _move(batch[0], device)
+        cond = _move(batch[1], device) if len(batch) == 2 else None
         return x, cond
     raise TypeError(
         f"a data item must be a tensor or an (x, cond) pair, got {type(batch).__name__}"
     )
+
+
+class _BatchReads(Dataset):
+    """A dataset with ``get_batch`` seen as one whose item ``[indices]`` is a whole batch.
+
+    Handed to ``DataLoader`` without automatic batching, so each batch is read in one call
+    (no per-item reads and no collation copy).
+    """
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, indices: list[int]) -> Any:
+        return self.data.get_batch(indices)
+
+
+def _reads_batches(data: DataLike) -> bool:
+    """True for datasets that read a list of indices in one call (``get_batch``)."""
+    return isinstance(data, Dataset) and callable(getattr(data, "get_batch", None))
 
 
 def batches(
@@ -126,7 +155,8 @@ def batches(
     """This rank's shard of global batches ``start, ..., stop - 1`` as ``(x, cond)`` on ``device``.
 
     In-memory tensors are indexed directly; other datasets go through a ``DataLoader`` with
-    ``num_workers`` workers.
+    ``num_workers`` workers, batch by batch through ``get_batch`` where the dataset has one
+    (e.g. :class:`~physgen.data.FieldDataset`), else item by item.
     """
     tensors = _tensors(data)
     if tensors is not None:
@@ -138,9 +168,16 @@ def batches(
             batch = [t[idx if t.device == idx.device else idx.to(t.device)] for t in tensors]
             yield split_batch(batch, device)
         return
+    sampler = _ShardSampler(order, start, stop, rank, world_size)
+    source: Dataset
+    if _reads_batches(data):
+        # Without automatic batching each index list of the sampler goes to __getitem__ whole.
+        source, batching = _BatchReads(data), {"sampler": sampler, "batch_size": None}
+    else:
+        source, batching = data, {"batch_sampler": sampler}  # type: ignore[assignment]
     loader = DataLoader(
-        data,
-        batch_sampler=_ShardSampler(order, start, stop, rank, world_size),
+        source,
+        **batching,  # type: ignore[arg-type]
         num_workers=num_workers,
         pin_memory=device.type == "cuda",
         # Its own generator, so creating the loader never draws from the global torch RNG
@@ -163,6 +200,8 @@ def sequential_batches(
         idx = torch.arange(first, min(first + batch_size, n))
         if tensors is not None:
             yield split_batch(tuple(t[idx.to(t.device)] for t in tensors), device)
+        elif _reads_batches(data):
+            yield split_batch(data.get_batch(idx.tolist()), device)  # type: ignore[union-attr]
         else:
             items = [data[int(i)] for i in idx]
             yield split_batch(torch.utils.data.default_collate(items), device)
