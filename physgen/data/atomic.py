@@ -1,4 +1,4 @@
-"""Atomic file output: write to a temporary file in the target folder, then rename over the target."""
+"""Atomic file output: a temporary file in the target folder, renamed over the target."""
 
 from __future__ import annotations
 

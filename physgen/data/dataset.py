@@ -154,7 +154,8 @@ class FieldDataset(Dataset):
         nonfinite: passed to :func:`open_fields` (``"ignore"`` skips the full NaN scan).
 
     Example:
-        >>> data = FieldDataset("train.nc", ["u"], cond_fields=["a"], stats="stats.json")  # doctest: +SKIP
+        >>> files = dict(cond_fields=["a"], stats="stats.json")
+        >>> data = FieldDataset("train.nc", ["u"], **files)  # doctest: +SKIP
         >>> x, cond = data[0]  # (1, nx, ny), (1, nx, ny)  # doctest: +SKIP
         >>> physical = data.denormalize(model.sample(8))  # doctest: +SKIP
     """

@@ -44,9 +44,7 @@ class UniformDequantization(nn.Module):
         super().__init__()
         self.levels = levels
 
-    def forward(
-        self, x: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """``(y, log q(u | x))`` for integer ``x`` of shape ``(B, ...)``."""
         _check_levels(x, self.levels)
         dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
@@ -83,9 +81,7 @@ class VariationalDequantization(nn.Module):
         super().__init__()
         self.flow, self.levels = flow, levels
 
-    def forward(
-        self, x: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """``(y, log q(u | x))``, reparameterised, so the bound trains the flow too.
 
         ``generator`` is accepted for a uniform signature; the flow draws its noise from

@@ -293,7 +293,9 @@ def open_fields(
             mask_and_scale=False,
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FieldFileError(path, f"cannot be read as HDF5/netCDF (truncated or corrupt?): {err}")
+        raise FieldFileError(
+            path, f"cannot be read as HDF5/netCDF (truncated or corrupt?): {err}"
+        ) from err
     try:
         validate_fields(ds, source=path)
         ds.attrs[FIELDS_ATTR] = field_names(ds)

@@ -219,8 +219,9 @@ def _pdebench_darcy(f: h5py.File, src: Path, samples: slice | None) -> xr.Datase
     a, u = _dataset(f, "nu", src), _dataset(f, "tensor", src)
     if a.ndim != 3 or u.shape != (a.shape[0], 1, *a.shape[1:]):
         raise FieldFileError(
-            src, f"Darcy layout needs 'nu' (N, nx, ny) and 'tensor' (N, 1, nx, ny); "
-            f"found {a.shape} and {u.shape}"
+            src,
+            f"Darcy layout needs 'nu' (N, nx, ny) and 'tensor' (N, 1, nx, ny); "
+            f"found {a.shape} and {u.shape}",
         )
     rows = _as_index(_select(a.shape[0], samples))
     dims = (SAMPLE_DIM, "x", "y")
