@@ -237,9 +237,7 @@ def _sample(key: str, model: GenerativeModel, n: int, cfg: dict[str, Any]) -> tu
             nfe = own["steps"]
         elif key.startswith("fm"):
             x, nfe = model.sample(m), cfg["fm_steps"]
-        elif key in ("vae", "pivae"):
-            x = model.sample(m)  # the decoder mean, as a VAE's field sample
-        else:
+        else:  # one network pass: a VAE's decoder mean, a flow's inverse, a GAN's generator
             x = model.sample(m)
         chunks.append(x.detach().float().cpu())
     return torch.cat(chunks), nfe
