@@ -84,6 +84,10 @@ def test_rows_mean_rows_resume_and_retrain_on_a_changed_setting(study: Any, tmp_
     cfg["lr"] = 1e-3
     study.run_study(cfg, tmp_path, ["fm", "vae"], trainer=trainer)
     assert len(calls) == 4
+    # A run of a subset keeps the other families' rows.
+    calls.clear()
+    result = study.run_study(cfg, tmp_path, ["fm"], trainer=trainer)
+    assert calls == [] and set(result["summary"]) == {"fm", "vae"}
 
 
 def test_every_family_names_the_settings_it_depends_on(study: Any) -> None:
@@ -94,7 +98,7 @@ def test_every_family_names_the_settings_it_depends_on(study: Any) -> None:
     changed = copy.deepcopy(cfg)
     changed["physics"]["fm"] = 2.0
     moved = {k for k in keys if study.fingerprint(k, changed, "d") != base[k]}
-    assert moved == {"fm-physics"}
+    assert moved == {"fm-physics", "fm-physics-unroll"}
     assert study.fingerprint("fm", cfg, "other-data") != base["fm"]
 
 

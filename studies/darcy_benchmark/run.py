@@ -64,6 +64,7 @@ FAMILIES: tuple[tuple[str, str, str, bool], ...] = (
     ("glow", "Glow", "glow", False),
     ("fm", "flow matching (OT)", "flow-matching", False),
     ("fm-physics", "flow matching + residual, ConFIG (PBFM)", "flow-matching", True),
+    ("fm-physics-unroll", "FM + residual, ConFIG, 3-step unrolling (PBFM)", "flow-matching", True),
     ("diffusion-eps", "diffusion (VP, ε-prediction)", "diffusion", False),
     ("diffusion", "diffusion (VP, v-prediction)", "diffusion", False),
     ("diffusion-physics", "diffusion (v) + residual on x̂0 (PIDM)", "diffusion", True),
@@ -82,7 +83,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "glow": {"levels": 3, "steps": 2, "checker_steps": 2, "hidden": 32},
         "gan": {"latent_dim": 64, "channels": [32, 64], "n_critic": 2},
         "physics": {
-            "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1,
+            "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1, "unroll": 3,
         },
         "fm_steps": 20,
         "diffusion": {"prediction": "v", "sampler": "ddim", "steps": 50},
@@ -98,7 +99,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "glow": {"levels": 4, "steps": 6, "checker_steps": 4, "hidden": 128},
         "gan": {"latent_dim": 128, "channels": [64, 128, 128], "n_critic": 2},
         "physics": {
-            "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1,
+            "fm": 1.0, "diffusion": 0.01, "gan": 0.1, "pivae": 0.01, "power": 1, "unroll": 3,
         },
         "fm_steps": 20,
         "diffusion": {"prediction": "v", "sampler": "ddim", "steps": 50},
@@ -198,8 +199,9 @@ def build(key: str, data: Data, cfg: dict[str, Any]) -> tuple[GenerativeModel, i
     if key.startswith("fm"):
         model = registry["flow-matching"](
             shape, coupling="ot", method="euler", steps=cfg["fm_steps"], **cfg["unet"],
-            **(dict(physics_weight=physics["fm"], gradient_combination="config")
-               if key == "fm-physics" else {}),
+            **(dict(physics_weight=physics["fm"], gradient_combination="config",
+                    physics_unroll=physics["unroll"] if key == "fm-physics-unroll" else 1)
+               if key.startswith("fm-physics") else {}),
         )  # fmt: skip
     elif key.startswith("diffusion"):
         own = cfg["diffusion_eps" if key == "diffusion-eps" else "diffusion"]
@@ -251,6 +253,7 @@ _OWN: dict[str, tuple[str, ...]] = {
     "glow": ("glow",),
     "fm": ("unet", "fm_steps"),
     "fm-physics": ("unet", "fm_steps", "physics.fm", "physics.power"),
+    "fm-physics-unroll": ("unet", "fm_steps", "physics.fm", "physics.power", "physics.unroll"),
     "diffusion-eps": ("unet", "diffusion_eps"),
     "diffusion": ("unet", "diffusion"),
     "diffusion-physics": ("unet", "diffusion", "physics.diffusion", "physics.power"),
@@ -490,7 +493,8 @@ def run_study(
         raise ValueError(f"unknown families {unknown}; known: {[f[0] for f in FAMILIES]}")
     done = _previous(out / "results.json")
     floor = floor_scores(data, cfg["n_samples"], seed=0)
-    rows: list[dict[str, Any]] = []
+    # Rows of families not chosen this time stay in the results as they were.
+    rows: list[dict[str, Any]] = [r for r in done.values() if r.get("family") not in chosen]
 
     def save() -> dict[str, Any]:
         summary = aggregate(rows)
