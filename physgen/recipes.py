@@ -38,7 +38,6 @@ import math
 import os
 import re
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from physgen.data.atomic import sweep_temporaries
 from physgen.data.lock import folder_lock, is_locked
 from physgen.paths import data_root, find_project_dir, read_toml
 from physgen.problem import Problem, load
+from physgen.workers import worker_pool
 
 __all__ = [
     "SPLITS",
@@ -369,7 +369,8 @@ def make_dataset(
         recipe: a :class:`Recipe`, a recipe name in ``datasets/`` or a ``.toml`` path.
         out: output folder (default ``physgen.paths.data_root() / recipe.name``).
         shard: ``(i, n)``: make only the i-th (1-based) of n contiguous parts of each split.
-        workers: processes generating blocks in parallel.
+        workers: processes generating blocks in parallel; they die with this process, and an
+            error or interruption kills them at once (:func:`physgen.workers.worker_pool`).
         progress: show a tqdm progress bar over samples.
 
     Returns:
@@ -421,7 +422,7 @@ def _make_locked(
             for split, lo, hi in todo:
                 bar.update(_make_block(recipe, split, lo, hi, out))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with worker_pool(workers) as pool:
                 futures = [pool.submit(_make_block, recipe, s, lo, hi, out) for s, lo, hi in todo]
                 for future in futures:
                     bar.update(future.result())

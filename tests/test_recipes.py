@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import itertools
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +234,77 @@ def test_parallel_workers_give_the_same_data(tmp_path: Path) -> None:
             open_fields(one[split], load=True)[["u", "k", "f"]],
             open_fields(two[split], load=True)[["u", "k", "f"]],
         )
+
+
+def _children(pid: int) -> set[int]:
+    """Pids of the live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2] != "Z"
+
+
+def _start_with_workers(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
+    """Start ``data make --workers 2`` of a recipe of a few minutes' work; wait for its workers."""
+    recipe = _recipe(tmp_path, "darcy", "n = 32", splits=(20000, 0, 0), block=50)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "physgen", "data", "make", str(recipe)]
+    command += ["--out", str(tmp_path / "d"), "--workers", "2", "--quiet"]
+    with open(tmp_path / "stderr.txt", "wb") as err:  # a file: survivors cannot block a reader
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    workers: set[int] = set()
+    while len(workers) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+        workers = _children(proc.pid)
+    assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+    return proc, workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    proc, workers = _start_with_workers(tmp_path)
+    try:
+        proc.kill()
+        proc.wait()
+        time.sleep(5)
+        survivors = {pid for pid in workers if _alive(pid)}
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert not survivors
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_stops_the_workers_and_releases_the_folder(tmp_path: Path) -> None:
+    proc, workers = _start_with_workers(tmp_path)
+    try:
+        proc.terminate()
+        status = proc.wait(timeout=120)
+        survivors = {pid for pid in workers if _alive(pid)}
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert status == 128 + signal.SIGTERM, (tmp_path / "stderr.txt").read_text()
+    assert not survivors
+    out = tmp_path / "d"
+    assert not (out / recipes.lock_name(None)).exists() and not list(out.rglob("*.tmp"))
 
 
 def test_cli_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
