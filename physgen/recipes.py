@@ -67,8 +67,9 @@ __all__ = [
 SPLITS = ("train", "valid", "test")
 _BLOCKS = ".blocks"
 _LOCK = ".make{}.lock"  # the lock of a run: ".make.lock", ".make-002-of-004.lock" for a shard
-_BLOCK_NAME = re.compile(r"(?P<split>[a-z]+)-(?P<lo>\d{9})-(?P<hi>\d{9})\.nc")
-_OUTPUT_NAME = re.compile(r"([a-z]+(-\d{3}-of-\d{3})?\.nc|stats\.json)")
+_SPLIT = "(?P<split>" + "|".join(SPLITS) + ")"
+_BLOCK_NAME = re.compile(_SPLIT + r"-(?P<lo>\d{9})-(?P<hi>\d{9})\.nc")
+_OUTPUT_NAME = re.compile(_SPLIT + r"(-\d{3}-of-\d{3})?\.nc|stats\.json")
 
 
 @dataclass(frozen=True)

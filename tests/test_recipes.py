@@ -175,7 +175,7 @@ def test_a_rerun_sweeps_stale_temporaries_and_blocks(tmp_path: Path) -> None:
     ]
     for path in junk:
         path.write_bytes(b"half a file")
-    others = [out / "notes.tmp", out / ".notes.txt.abcdefgh.tmp"]  # not this run's files
+    others = [out / "notes.tmp", out / ".notes.nc.abcdefgh.tmp"]  # not this run's files
     for path in others:
         path.write_text("keep")
     made = make_dataset(recipe, out, progress=False)
