@@ -21,15 +21,23 @@ under ``<out>/.blocks/``; an interrupted run leaves complete blocks behind, and 
 again generates only what is missing, then joins the blocks into the split file. With
 ``shard=(i, n)`` a run makes shard ``i`` of ``n`` of every split (``train-001-of-004.nc``,
 ...): concatenated along ``sample`` the shards equal the unsharded files.
+
+A run holds a lock in ``<out>`` (one per shard), so a second run of the same shard into the
+same folder fails at once. Before it writes, a run removes what interrupted runs left behind:
+temporary files of its own files, and blocks in its range that it cannot use (made by another
+version of the recipe, holding the wrong number of samples, cut for another block size, or
+left over from a split file that is already finished). When no other run holds a lock in the
+folder, it also removes every temporary file there and the unusable blocks of other shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +47,18 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from physgen.data import compute_stats, open_fields, save_stats, write_fields
+from physgen.data.atomic import sweep_temporaries
+from physgen.data.lock import folder_lock, is_locked
 from physgen.paths import data_root, find_project_dir, read_toml
 from physgen.problem import Problem, load
+from physgen.workers import worker_pool
 
 __all__ = [
     "SPLITS",
     "Recipe",
     "available_recipes",
     "load_recipe",
+    "lock_name",
     "make_dataset",
     "shard_range",
     "split_path",
@@ -54,6 +66,10 @@ __all__ = [
 
 SPLITS = ("train", "valid", "test")
 _BLOCKS = ".blocks"
+_LOCK = ".make{}.lock"  # the lock of a run: ".make.lock", ".make-002-of-004.lock" for a shard
+_SPLIT = "(?P<split>" + "|".join(SPLITS) + ")"
+_BLOCK_NAME = re.compile(_SPLIT + r"-(?P<lo>\d{9})-(?P<hi>\d{9})\.nc")
+_OUTPUT_NAME = re.compile(_SPLIT + r"(-\d{3}-of-\d{3})?\.nc|stats\.json")
 
 
 @dataclass(frozen=True)
@@ -210,25 +226,115 @@ def _provenance(recipe: Recipe, split: str) -> dict[str, Any]:
 _DATA_KEYS = ("problem", "seed", "splits", "params")
 
 
+def _read_made(path: Path) -> tuple[dict[str, Any], int]:
+    """The recipe (JSON attribute) a finished file or block was made by, and its sample count.
+
+    Raises:
+        OSError: the file cannot be read as HDF5.
+        ValueError: its ``recipe_json`` attribute is not JSON.
+    """
+    with h5py.File(path, "r") as f:
+        raw = f.attrs.get("recipe_json")
+        count = f["sample"].shape[0] if "sample" in f else -1
+    return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw or "{}")), count
+
+
+def _changed(stored: dict[str, Any], recipe: Recipe) -> list[str]:
+    """The data keys in which ``stored`` (a file's recipe) differs from ``recipe``."""
+    wanted = json.loads(recipe.to_json())
+    return [k for k in _DATA_KEYS if stored.get(k) != wanted.get(k)]
+
+
 def _check_reusable(path: Path, recipe: Recipe) -> None:
-    """Refuse a finished file or block that another version of the recipe made.
+    """Refuse a finished file that another version of the recipe made.
 
     Files are reused on a rerun (resume, "never redone"), so a recipe edited between runs
     with the same output folder would otherwise mix old and new data without a word.
     """
     try:
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("recipe_json")
-    except OSError as err:
+        stored, _ = _read_made(path)
+    except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot be read ({err}); delete it and run again") from err
-    stored = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw or "{}"))
-    wanted = json.loads(recipe.to_json())
-    changed = [k for k in _DATA_KEYS if stored.get(k) != wanted.get(k)]
+    changed = _changed(stored, recipe)
     if changed:
         raise ValueError(
             f"{path}: made by a different version of recipe {recipe.name!r} "
             f"({', '.join(changed)} differ); delete the folder or choose another --out"
         )
+
+
+def _block_is_stale(path: Path, recipe: Recipe, lo: int, hi: int) -> bool:
+    """Whether the block ``path`` of samples ``[lo, hi)`` cannot be used by ``recipe``.
+
+    It cannot when it is unreadable, was made by another version of the recipe, or holds
+    another number of samples than its name says.
+    """
+    try:
+        stored, count = _read_made(path)
+    except (OSError, ValueError):
+        return True
+    return bool(_changed(stored, recipe)) or count != hi - lo
+
+
+def lock_name(shard: tuple[int, int] | None) -> str:
+    """The lock file a run of ``shard`` holds in its output folder (one lock per shard)."""
+    if shard is None or shard == (1, 1):
+        return _LOCK.format("")
+    return _LOCK.format(f"-{shard[0]:03d}-of-{shard[1]:03d}")
+
+
+def _others_running(out: Path, own: str) -> bool:
+    """Whether a run other than the holder of the lock ``own`` holds a lock in ``out``."""
+    return any(is_locked(p) for p in out.glob(_LOCK.format("*")) if p.name != own)
+
+
+def _in_ranges(name: str, ranges: dict[str, tuple[int, int]]) -> bool:
+    """Whether ``name`` is a block of samples within ``ranges`` (split -> global range)."""
+    found = _BLOCK_NAME.fullmatch(name)
+    if found is None or found["split"] not in ranges:
+        return False
+    lo, hi = ranges[found["split"]]
+    return int(found["lo"]) < hi and int(found["hi"]) > lo
+
+
+def _sweep(
+    out: Path,
+    recipe: Recipe,
+    shard: tuple[int, int] | None,
+    ranges: dict[str, tuple[int, int]],
+    planned: set[str],
+    alone: bool,
+) -> None:
+    """Remove the temporary files and unusable blocks that interrupted runs left in ``out``.
+
+    Always: temporary files of this run's split files and blocks, and blocks in this run's
+    ranges that are not planned (another block size, a finished split) or are stale (see
+    :func:`_block_is_stale`). When ``alone`` (no other run holds a lock in ``out``), also
+    every temporary file of a split file, block or ``stats.json``, and stale blocks of other
+    shards.
+    """
+    own = {split_path(out, split, shard).name for split in ranges}
+
+    def owns_output(name: str) -> bool:
+        return name in own or (alone and _OUTPUT_NAME.fullmatch(name) is not None)
+
+    def owns_block(name: str) -> bool:
+        return _in_ranges(name, ranges) or (alone and _BLOCK_NAME.fullmatch(name) is not None)
+
+    blocks = out / _BLOCKS
+    sweep_temporaries(out, owns_output)
+    sweep_temporaries(blocks, owns_block)
+    if not blocks.is_dir():
+        return
+    for path in blocks.iterdir():
+        found = _BLOCK_NAME.fullmatch(path.name)
+        if found is None:
+            continue
+        ours = _in_ranges(path.name, ranges)
+        unplanned = ours and path.name not in planned  # another block size, a finished split
+        lo, hi = int(found["lo"]), int(found["hi"])
+        if unplanned or ((ours or alone) and _block_is_stale(path, recipe, lo, hi)):
+            path.unlink(missing_ok=True)
 
 
 def _default_block_size(problem: Problem) -> int:
@@ -264,7 +370,8 @@ def make_dataset(
         recipe: a :class:`Recipe`, a recipe name in ``datasets/`` or a ``.toml`` path.
         out: output folder (default ``physgen.paths.data_root() / recipe.name``).
         shard: ``(i, n)``: make only the i-th (1-based) of n contiguous parts of each split.
-        workers: processes generating blocks in parallel.
+        workers: processes generating blocks in parallel; they die with this process, and an
+            error or interruption kills them at once (:func:`physgen.workers.worker_pool`).
         progress: show a tqdm progress bar over samples.
 
     Returns:
@@ -276,32 +383,47 @@ def make_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     problem = _problem(recipe)
+    with folder_lock(out, lock_name(shard)):
+        return _make_locked(recipe, problem, out, shard, workers, progress)
+
+
+def _make_locked(
+    recipe: Recipe,
+    problem: Problem,
+    out: Path,
+    shard: tuple[int, int] | None,
+    workers: int,
+    progress: bool,
+) -> dict[str, Path]:
+    """The body of :func:`make_dataset`, run while holding the lock of ``out``."""
     size = recipe.block_size or _default_block_size(problem)
     offsets = recipe.offsets()
+    ranges: dict[str, tuple[int, int]] = {}
     plan: dict[str, tuple[Path, list[tuple[int, int]]]] = {}
     for split, count in recipe.splits.items():
         lo, hi = shard_range(count, shard or (1, 1))
+        ranges[split] = (offsets[split] + lo, offsets[split] + hi)
         target = split_path(out, split, shard)
         if target.exists():
             _check_reusable(target, recipe)
         if hi > lo and not target.exists():  # a finished split file is never redone
-            blocks = list(_blocks(offsets[split] + lo, offsets[split] + hi, size))
-            plan[split] = (target, blocks)
-    todo = []
-    for split, (_, blocks) in plan.items():
-        for lo, hi in blocks:
-            block = _block_path(out, split, lo, hi)
-            if block.exists():
-                _check_reusable(block, recipe)
-            else:
-                todo.append((split, lo, hi))
+            plan[split] = (target, list(_blocks(*ranges[split], size)))
+    planned = {_block_path(out, s, lo, hi).name for s, (_, bs) in plan.items() for lo, hi in bs}
+    alone = not _others_running(out, lock_name(shard))
+    _sweep(out, recipe, shard, ranges, planned, alone)
+    todo = [
+        (split, lo, hi)
+        for split, (_, blocks) in plan.items()
+        for lo, hi in blocks
+        if not _block_path(out, split, lo, hi).exists()
+    ]
     total = sum(hi - lo for _, lo, hi in todo)
     with tqdm(total=total, unit="sample", desc=recipe.name, disable=not progress) as bar:
         if workers == 1 or len(todo) <= 1:
             for split, lo, hi in todo:
                 bar.update(_make_block(recipe, split, lo, hi, out))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with worker_pool(workers) as pool:
                 futures = [pool.submit(_make_block, recipe, s, lo, hi, out) for s, lo, hi in todo]
                 for future in futures:
                     bar.update(future.result())
@@ -310,7 +432,8 @@ def make_dataset(
         _join([_block_path(out, split, lo, hi) for lo, hi in blocks], target, recipe, split)
     blocks_dir = out / _BLOCKS
     if blocks_dir.is_dir() and not any(blocks_dir.iterdir()):
-        blocks_dir.rmdir()
+        with contextlib.suppress(OSError):  # another shard's run may be writing into it
+            blocks_dir.rmdir()
     for split, count in recipe.splits.items():
         if _nonempty(count, shard or (1, 1)):
             written[split] = split_path(out, split, shard)

@@ -195,3 +195,54 @@ def test_nonfinite_floats_become_null_for_strict_json() -> None:
 
     value = {"a": float("nan"), "b": [1.0, float("inf"), {"c": -float("inf")}], "d": 2}
     assert nonfinite_to_none(value) == {"a": None, "b": [1.0, None, {"c": None}], "d": 2}
+
+
+def _declared_only(path, written_u: bool = False):
+    """A physgen-field/1 file declaring 10⁷ samples whose data (but x) were never written."""
+    import h5netcdf
+
+    with h5netcdf.File(path, "w") as f:
+        f.dimensions = {"sample": 10**7, "x": 8}
+        f.create_variable("sample", ("sample",), "i8")
+        f.create_variable("u", ("sample", "x"), "f4")
+        f.create_variable("x", ("x",), "f8")[:] = np.linspace(0.0, 1.0, 8)
+        f.attrs["physgen_schema"] = "physgen-field/1"
+        f.attrs["fields"] = "u"
+    return path
+
+
+def test_declared_but_never_written_data_is_refused(tmp_path):
+    path = _declared_only(tmp_path / "big.nc")
+    assert path.stat().st_size < 2**20
+    message = r"big\.nc: variable 'sample' declares 10000000 int64 values .* only 0 bytes were"
+    with pytest.raises(FieldFileError, match=message):
+        open_fields(path)
+
+
+def test_unwritten_chunks_are_refused(tmp_path):
+    import h5py
+
+    path = tmp_path / "chunked.nc"
+    with h5py.File(path, "w") as f:
+        data = f.create_dataset("u", shape=(10**6, 8), dtype="f4", chunks=(100, 8), compression=4)
+        data[:100] = 1.0  # one chunk of 10⁴
+    with pytest.raises(FieldFileError, match=r"'u' declares .* only 1 of its 10000 chunks"):
+        open_fields(path)
+
+
+def test_inspect_refuses_a_declared_only_file_in_one_line(tmp_path, capsys):
+    from physgen.cli import main
+
+    path = _declared_only(tmp_path / "big.nc")
+    assert main(["data", "inspect", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and "were ever written" in err
+
+
+def test_nonfinite_scan_shows_progress(tmp_path, capsys):
+    from physgen.data import find_nonfinite
+
+    with open_fields(_with_nonfinite(tmp_path), nonfinite="ignore") as ds:
+        bad = find_nonfinite(ds, progress=True)
+    np.testing.assert_array_equal(bad["u"], [1, 4])
+    assert "NaN/Inf scan" in capsys.readouterr().err

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +20,7 @@ import xarray as xr
 import physgen.recipes as recipes
 from physgen.cli import main as cli_main
 from physgen.data import load_stats, open_fields
+from physgen.data.lock import folder_lock
 from physgen.recipes import available_recipes, load_recipe, make_dataset, shard_range
 
 REQUIRED = {
@@ -134,17 +142,87 @@ def test_an_edited_recipe_does_not_reuse_old_files(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"train\.nc: made by a different version.*seed"):
         make_dataset(recipe, out, progress=False)
     np.testing.assert_array_equal(_values(out / "train.nc")["u"], before["u"])
-    # Left-over blocks of an interrupted run are checked the same way.
-    (out / "train.nc").unlink()
-    (out / "valid.nc").unlink()
-    (out / "test.nc").unlink()
-    (out / ".blocks").mkdir()
+
+
+def _same_data(a: Path, b: Path) -> None:
+    """The two files hold bit-identical variables and the same recipe provenance."""
+    one, two = open_fields(a, load=True), open_fields(b, load=True)
+    assert sorted(one.variables) == sorted(two.variables)
+    for name in one.variables:
+        assert one[name].dtype == two[name].dtype
+        assert one[name].values.tobytes() == two[name].values.tobytes(), name
+    assert one.attrs["recipe_json"] == two.attrs["recipe_json"]
+
+
+def test_a_rerun_sweeps_stale_temporaries_and_blocks(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(4, 2, 2), block=2)
+    clean = make_dataset(recipe, tmp_path / "clean", progress=False)
+    out, blocks = tmp_path / "d", tmp_path / "d" / ".blocks"
+    blocks.mkdir(parents=True)
+    # A block made by another version of the recipe (seed 5), named like a needed block.
     (tmp_path / "old").mkdir()
-    old = _recipe(tmp_path / "old", "sde1d", "n = 33", splits=(4, 2, 2), block=4)
+    old = _recipe(tmp_path / "old", "sde1d", "n = 33", splits=(2, 1, 1), block=2)
+    old.write_text(old.read_text().replace("seed = 4", "seed = 5"))
     make_dataset(old, tmp_path / "old", progress=False)
-    (tmp_path / "old" / "train.nc").rename(out / ".blocks" / "train-000000000-000000002.nc")
-    with pytest.raises(ValueError, match=r"train-000000000-000000002\.nc: made by"):
+    (tmp_path / "old" / "train.nc").rename(blocks / "train-000000000-000000002.nc")
+    # A block of this recipe cut for another block size (4): never used by this run.
+    (blocks / "train-000000000-000000004.nc").write_bytes(clean["train"].read_bytes())
+    # Temporary files of killed writers: a block, a split file, stats.json.
+    junk = [
+        blocks / ".train-000000002-000000004.nc.k2j_9x0a.tmp",
+        out / ".valid.nc.abcdefgh.tmp",
+        out / ".stats.json.0a1b2c3d.tmp",
+    ]
+    for path in junk:
+        path.write_bytes(b"half a file")
+    others = [out / "notes.tmp", out / ".notes.nc.abcdefgh.tmp"]  # not this run's files
+    for path in others:
+        path.write_text("keep")
+    made = make_dataset(recipe, out, progress=False)
+    assert not any(path.exists() for path in junk) and not blocks.exists()
+    assert all(path.read_text() == "keep" for path in others)
+    for split in ("train", "valid", "test"):
+        _same_data(made[split], clean[split])
+
+
+def test_a_rerun_keeps_the_blocks_of_a_running_shard(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(4, 2, 2), block=2)
+    out, blocks = tmp_path / "d", tmp_path / "d" / ".blocks"
+    blocks.mkdir(parents=True)
+    theirs = blocks / ".train-000000002-000000004.nc.k2j_9x0a.tmp"  # shard 2's, being written
+    theirs.write_bytes(b"half a file")
+    with folder_lock(out, recipes.lock_name((2, 2))):
+        made = make_dataset(recipe, out, shard=(1, 2), progress=False)
+        assert theirs.exists() and set(made) == {"train", "valid", "test"}
+
+
+def test_a_second_run_into_a_locked_folder_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = _recipe(tmp_path, "sde1d", "n = 33", splits=(4, 2, 2), block=2)
+    out = tmp_path / "d"
+    out.mkdir()
+    lock = out / recipes.lock_name(None)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        assert cli_main(["data", "make", str(recipe), "--out", str(out), "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"physgen data: error: {out} is being written by process {os.getpid()}"
+        assert [p.name for p in out.iterdir()] == [lock.name]
+
+    # Released on exit, also when the run fails.
+    def failing(*args: object) -> int:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(recipes, "_make_block", failing)
+    with pytest.raises(RuntimeError, match="boom"):
         make_dataset(recipe, out, progress=False)
+    assert not lock.exists()
+    monkeypatch.undo()
+    assert cli_main(["data", "make", str(recipe), "--out", str(out), "--quiet"]) == 0
+    assert not lock.exists()
 
 
 def test_parallel_workers_give_the_same_data(tmp_path: Path) -> None:
@@ -156,6 +234,77 @@ def test_parallel_workers_give_the_same_data(tmp_path: Path) -> None:
             open_fields(one[split], load=True)[["u", "k", "f"]],
             open_fields(two[split], load=True)[["u", "k", "f"]],
         )
+
+
+def _children(pid: int) -> set[int]:
+    """Pids of the live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it ended while we looked
+            continue
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2] != "Z"
+
+
+def _start_with_workers(tmp_path: Path) -> tuple[subprocess.Popen, set[int]]:
+    """Start ``data make --workers 2`` of a recipe of a few minutes' work; wait for its workers."""
+    recipe = _recipe(tmp_path, "darcy", "n = 32", splits=(20000, 0, 0), block=50)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [sys.executable, "-m", "physgen", "data", "make", str(recipe)]
+    command += ["--out", str(tmp_path / "d"), "--workers", "2", "--quiet"]
+    with open(tmp_path / "stderr.txt", "wb") as err:  # a file: survivors cannot block a reader
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    workers: set[int] = set()
+    while len(workers) < 2 and proc.poll() is None:
+        time.sleep(0.1)
+        workers = _children(proc.pid)
+    assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+    return proc, workers
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    proc, workers = _start_with_workers(tmp_path)
+    try:
+        proc.kill()
+        proc.wait()
+        time.sleep(5)
+        survivors = {pid for pid in workers if _alive(pid)}
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert not survivors
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_stops_the_workers_and_releases_the_folder(tmp_path: Path) -> None:
+    proc, workers = _start_with_workers(tmp_path)
+    try:
+        proc.terminate()
+        status = proc.wait(timeout=120)
+        survivors = {pid for pid in workers if _alive(pid)}
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert status == 128 + signal.SIGTERM, (tmp_path / "stderr.txt").read_text()
+    assert not survivors
+    out = tmp_path / "d"
+    assert not (out / recipes.lock_name(None)).exists() and not list(out.rglob("*.tmp"))
 
 
 def test_cli_make(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

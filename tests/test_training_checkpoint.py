@@ -110,6 +110,16 @@ def test_interrupted_write_leaves_previous_checkpoint_loadable(
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
 
 
+def test_saving_sweeps_temporary_files_a_killed_run_left(tmp_path: Path) -> None:
+    left = [tmp_path / ".c.pt.k2j_9x0a.tmp", tmp_path / ".c.prev.pt.abcdefgh.tmp"]
+    others = [tmp_path / ".d.pt.abcdefgh.tmp", tmp_path / "c.pt.tmp"]  # not this file's
+    for path in left + others:
+        path.write_bytes(b"half a checkpoint")
+    save_checkpoint(tmp_path / "c.pt", {"step": 1}, keep=2)
+    assert not any(path.exists() for path in left) and all(path.exists() for path in others)
+    assert read_checkpoint(tmp_path / "c.pt")["step"] == 1
+
+
 def test_rng_states_round_trip() -> None:
     state = get_rng_state()
     draws = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)])

@@ -253,10 +253,12 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _make(args: argparse.Namespace) -> int:
     from physgen.recipes import make_dataset
+    from physgen.workers import sigterm_exits
 
-    written = make_dataset(
-        args.recipe, args.out, shard=args.shard, workers=args.workers, progress=not args.quiet
-    )
+    with sigterm_exits():  # SIGTERM ends the workers and releases the folder, like Ctrl-C
+        written = make_dataset(
+            args.recipe, args.out, shard=args.shard, workers=args.workers, progress=not args.quiet
+        )
     for key, path in written.items():
         print(f"{key:<6} {path}")
     return 0

@@ -6,12 +6,22 @@ import contextlib
 import json
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["atomic_output", "nonfinite_to_none", "write_json_atomic"]
+__all__ = [
+    "atomic_output",
+    "nonfinite_to_none",
+    "sweep_temporaries",
+    "temporary_target",
+    "write_json_atomic",
+]
+
+# The name of a temporary file of atomic_output: ".<target name>.<8 random characters>.tmp".
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 @contextlib.contextmanager
@@ -75,6 +85,37 @@ def _raise_naming(err: OSError, target: Path) -> NoReturn:
         if not same_folder or not named.name.startswith(f".{target.name}."):
             raise err
     raise OSError(err.errno, err.strerror, str(target)) from err  # the errno's own subclass
+
+
+def temporary_target(name: str) -> str | None:
+    """The target's name if ``name`` is a temporary file of :func:`atomic_output`, else None.
+
+    Example:
+        >>> temporary_target(".train.nc.k2j_9x0a.tmp")
+        'train.nc'
+    """
+    found = _TEMPORARY.fullmatch(name)
+    return None if found is None else found.group("target")
+
+
+def sweep_temporaries(folder: str | os.PathLike[str], owns: Callable[[str], bool]) -> list[Path]:
+    """Remove the temporary files of :func:`atomic_output` in ``folder`` whose target ``owns``.
+
+    A process killed while writing leaves its temporary file behind (nothing else can remove
+    it); the next run that writes the same targets calls this first. ``owns`` receives the
+    target's file name; only plain files named like a temporary file are considered, and
+    sub-folders are not searched. Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        target = temporary_target(entry.name)
+        if target is not None and owns(target) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def _umask() -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import warnings
 from collections.abc import Hashable, Iterator, Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 import xarray as xr
+from tqdm.auto import tqdm
 
 import physgen
 from physgen.data.atomic import atomic_output
@@ -49,6 +51,7 @@ __all__ = [
     "FieldFileError",
     "NonFiniteFieldWarning",
     "check_hdf5_file",
+    "check_storage",
     "field_names",
     "find_nonfinite",
     "iter_sample_blocks",
@@ -74,6 +77,7 @@ _AXIS = {TIME_DIM: "T", "x": "X", "y": "Y", "z": "Z"}
 _MAX_CHUNK_BYTES = 8 * 2**20
 # The finiteness scan reads this many bytes of one field at a time.
 _SCAN_BYTES = 64 * 2**20
+_SCAN_PROGRESS_BYTES = 2**30  # a NaN/Inf scan of more than this shows a progress bar
 
 
 class FieldFileError(ValueError):
@@ -219,22 +223,30 @@ def iter_sample_blocks(
         yield start, np.asarray(var.isel({SAMPLE_DIM: slice(start, start + step)}).values)
 
 
-def find_nonfinite(ds: xr.Dataset, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+def find_nonfinite(
+    ds: xr.Dataset, names: Sequence[str] | None = None, *, progress: bool | None = None
+) -> dict[str, np.ndarray]:
     """Positions along ``sample`` where a field holds NaN or Inf, per field (bad fields only).
 
     Reads each field in blocks of samples (about 64 MiB), so it works on lazily opened files.
+    ``progress`` shows a progress bar over the bytes read (on stderr); by default it is shown
+    for scans of more than 1 GiB.
     """
+    names = field_names(ds) if names is None else list(names)
+    total = sum(ds[name].size * ds[name].dtype.itemsize for name in names)
+    show = total > _SCAN_PROGRESS_BYTES if progress is None else progress
     bad: dict[str, np.ndarray] = {}
-    for name in field_names(ds) if names is None else names:
-        var = ds[name]
-        axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
-        hits = [
-            start + np.flatnonzero(~np.isfinite(block).all(axis=axes))
-            for start, block in iter_sample_blocks(var)
-        ]
-        found = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64)
-        if found.size:
-            bad[name] = found.astype(np.int64)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="NaN/Inf scan", disable=not show) as bar:
+        for name in names:
+            var = ds[name]
+            axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
+            hits = []
+            for start, block in iter_sample_blocks(var):
+                hits.append(start + np.flatnonzero(~np.isfinite(block).all(axis=axes)))
+                bar.update(block.nbytes)
+            found = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64)
+            if found.size:
+                bad[name] = found.astype(np.int64)
     return bad
 
 
@@ -253,6 +265,72 @@ def check_hdf5_file(path: str | os.PathLike[str]) -> Path:
         raise FileNotFoundError(f"no such file: {path}")
     if not h5py.is_hdf5(path):
         raise FieldFileError(path, "not an HDF5 file (no HDF5 signature)")
+    return path
+
+
+# The NAME netCDF-4 gives the placeholder of a dimension without a coordinate variable.
+_BARE_DIMENSION = b"This is a netCDF dimension but not a netCDF variable"
+
+
+def _bare_dimension(dataset: h5py.Dataset) -> bool:
+    """Whether ``dataset`` only stands for a netCDF dimension (it holds no data by design)."""
+    name = dataset.attrs.get("NAME")
+    return isinstance(name, bytes) and name.startswith(_BARE_DIMENSION)
+
+
+def _unwritten(dataset: h5py.Dataset, file_bytes: int) -> str | None:
+    """Why ``dataset`` cannot hold the data it declares, or None if it can.
+
+    Its data were never (or only partly) written when storage for them was never allocated:
+    a contiguous dataset with less storage than its size, a chunked one with fewer chunks
+    than its shape needs. An uncompressed dataset cannot be larger than the whole file.
+    """
+    declared = dataset.size * dataset.dtype.itemsize
+    if declared == 0 or dataset.is_virtual or dataset.external or _bare_dimension(dataset):
+        return None
+    size = f"{' × '.join(map(str, dataset.shape))} {dataset.dtype} values ({declared:,} bytes)"
+    if dataset.chunks is None:
+        stored = dataset.id.get_storage_size()
+        if stored < declared:
+            return f"declares {size} but only {stored:,} bytes were ever written"
+    else:
+        needed = math.prod(-(-n // c) for n, c in zip(dataset.shape, dataset.chunks, strict=True))
+        chunks = dataset.id.get_num_chunks()
+        if chunks < needed:
+            return f"declares {size} but only {chunks} of its {needed} chunks were ever written"
+    if dataset.id.get_create_plist().get_nfilters() == 0 and declared > file_bytes:
+        return f"declares {size}, more than the whole file ({file_bytes:,} bytes)"
+    return None
+
+
+def check_storage(path: str | os.PathLike[str]) -> Path:
+    """Refuse an HDF5 file whose variables declare more data than it holds; return ``path``.
+
+    A small file can declare huge variables that were never written (a sparse placeholder, a
+    copy cut short); reading them would scan fill values for hours. Only metadata is read
+    here, so the check is instant. A file that HDF5 cannot open is left to the reader, which
+    reports it in its own words.
+
+    Raises:
+        FieldFileError: naming the file, the variable, what it declares and what was written.
+    """
+    path = Path(path)
+    file_bytes = path.stat().st_size
+    faults: list[str] = []
+
+    def visit(name: str, obj: object) -> None:
+        if not faults and isinstance(obj, h5py.Dataset):
+            fault = _unwritten(obj, file_bytes)
+            if fault is not None:
+                faults.append(f"variable {name!r} {fault} (an empty or truncated file?)")
+
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except OSError:
+        return path
+    if faults:
+        raise FieldFileError(path, faults[0])
     return path
 
 
@@ -278,11 +356,12 @@ def open_fields(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        FieldFileError: the file is not HDF5, is truncated or corrupt, or breaks the layout.
+        FieldFileError: the file is not HDF5, is truncated or corrupt, declares more data than
+            it holds (:func:`check_storage`), or breaks the layout.
     """
     if nonfinite not in ("raise", "report", "ignore"):
         raise ValueError(f"nonfinite must be 'raise', 'report' or 'ignore', got {nonfinite!r}")
-    path = check_hdf5_file(path)
+    path = check_storage(check_hdf5_file(path))
     try:
         ds = xr.open_dataset(
             path,

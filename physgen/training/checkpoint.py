@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.data.atomic import atomic_output
+from physgen.data.atomic import atomic_output, sweep_temporaries
 from physgen.models.base import GenerativeModel, available_models, get_model_class
 
 __all__ = [
@@ -152,11 +152,14 @@ def save_checkpoint(path: str | Path, contents: dict[str, Any], *, keep: int = 1
     in ``contents`` must be a tensor or plain data, so the file loads with
     ``torch.load(weights_only=True)``; anything else raises ``TypeError`` before writing.
     With ``keep > 1`` the previous checkpoints are kept as ``<stem>.prev<suffix>``,
-    ``<stem>.prev2<suffix>``, ... (see :func:`checkpoint_paths`).
+    ``<stem>.prev2<suffix>``, ... (see :func:`checkpoint_paths`). Temporary files of these
+    names that a process killed while writing left behind are removed first.
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1 (checkpoints kept), got {keep}")
     _check_plain(contents, "checkpoint")
+    names = {p.name for p in checkpoint_paths(path, keep)}
+    sweep_temporaries(Path(path).parent, names.__contains__)  # left by a run killed mid-write
     full = {"format": FORMAT, **{k: v for k, v in contents.items() if k != DIGEST_KEY}}
     full[DIGEST_KEY] = contents_digest(full)
     with atomic_output(path) as tmp:
