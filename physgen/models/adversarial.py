@@ -45,7 +45,7 @@ class AdversarialModel(TwoPlayerModel):
 
     Subclasses build the two networks (``generator_net``, ``critic_net``) and implement
     ``generate(z, cond)`` and ``score(x, cond)``; this class turns them into the explicit
-    two-player protocol that ``physgen.training.fit`` drives (DESIGN §2):
+    two-player protocol that ``physgen.training.fit`` drives:
 
     * ``discriminator_loss`` — per-sample critic loss on a real batch and as many fresh
       generated samples, plus ``gp_weight`` times the per-sample gradient penalty when
