@@ -19,7 +19,7 @@ def standard_normal(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Distribution:
-    """:math:`\\mathcal{N}(0, I)` over ``event_shape``, repeated over ``batch_shape``."""
+    r""":math:`\mathcal{N}(0, I)` over ``event_shape``, repeated over ``batch_shape``."""
     shape = (*batch_shape, *event_shape)
     loc = torch.zeros((), device=device, dtype=dtype).expand(shape)
     scale = torch.ones((), device=device, dtype=dtype).expand(shape)

@@ -99,8 +99,8 @@ def _transition(sde: SDE, t: Tensor, s: Tensor) -> tuple[Tensor, ...]:
 def _denoise(
     score: ScoreFn, x: Tensor, t: Tensor, alpha_t: Tensor, sigma_t: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """``(eps_hat, x0_hat)`` from the score: :math:`\\hat\varepsilon = -\\sigma_t s` and
-    Tweedie's :math:`\\hat x_0 = (x_t - \\sigma_t\\hat\varepsilon)/\alpha_t`."""
+    r"""``(eps_hat, x0_hat)`` from the score: :math:`\hat\varepsilon = -\sigma_t s` and
+    Tweedie's :math:`\hat x_0 = (x_t - \sigma_t\hat\varepsilon)/\alpha_t`."""
     eps_hat = -_bcast(sigma_t, x) * score(x, t.expand(x.shape[0]))
     return eps_hat, (x - _bcast(sigma_t, x) * eps_hat) / _bcast(alpha_t, x)
 

@@ -1,4 +1,8 @@
-"""The contract every registered family honours (DESIGN §2), checked over the whole registry.
+"""The contract every registered family honours, checked over the whole registry.
+
+The contract is the interface of ``physgen.models.GenerativeModel`` (per-sample ``loss``,
+``sample``, a JSON-able ``config`` that rebuilds the model, ``for_shape``), plus ``log_prob``
+for density models and ``discriminator_loss``/``generator_loss`` for two-player models.
 
 Each family is built with ``cls.for_shape(cls.example_shape, cls.example_cond_shape)`` and fed
 ``cls.example_batch``. Two tiny reference models defined here (a conditional Gaussian density

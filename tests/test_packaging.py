@@ -127,6 +127,13 @@ def test_pyproject_ships_every_package_and_the_top_level_folders() -> None:
     assert "*.toml" in config["package-data"]["physgen.datasets"]
 
 
+def test_the_typing_marker_and_the_license_ship() -> None:
+    assert (ROOT / "physgen" / "py.typed").is_file()
+    package_data = read_toml(ROOT / "pyproject.toml")["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["physgen"]
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
+
+
 def _plugin(root: Path, module: str, name: str, ep_name: str | None = None) -> Path:
     """An installed distribution (a dist-info folder) declaring one ``physgen.problems`` entry."""
     root.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,15 @@ def test_bad_data_and_model_names_fail_cleanly(
     assert "no train.nc" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path), "--model", "no-such-family"]) == 1
     assert "unknown model 'no-such-family'" in capsys.readouterr().err
+
+
+def test_shipped_example_config_is_accepted(dataset: Path, tmp_path: Path) -> None:
+    config = Path(__file__).parents[1] / "examples" / "train.toml"
+    assert set(load_config(config)) == {"model", "fit", "data"}
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(dataset), "--model", "cvae", "--config", str(config)]
+    argv += ["--steps", "2", "--batch-size", "16", "--out", str(run), "--no-progress"]
+    assert main(argv) == 0
+    contents = read_checkpoint(run / "checkpoint.pt")
+    assert contents["step"] == 2 and contents["model_name"] == "cvae"
+    assert contents["model_config"]["latent_dim"] == 16  # [model] reached for_shape

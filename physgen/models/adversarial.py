@@ -26,10 +26,10 @@ LIPSCHITZ = ("none", "clip", "gp")
 
 
 def apply_spectral_norm(module: nn.Module) -> nn.Module:
-    """Spectrally normalize every linear and convolution layer of ``module`` (Miyato et al. 2018).
+    r"""Spectrally normalize every linear and convolution layer of ``module`` (Miyato et al. 2018).
 
-    Each weight :math:`W` is replaced by :math:`W/\\sigma(W)`, with the top singular value
-    :math:`\\sigma` tracked by one power iteration per training forward, bounding every layer's
+    Each weight :math:`W` is replaced by :math:`W/\sigma(W)`, with the top singular value
+    :math:`\sigma` tracked by one power iteration per training forward, bounding every layer's
     Lipschitz constant by 1.
     """
     for name, child in list(module.named_children()):
@@ -45,7 +45,7 @@ class AdversarialModel(TwoPlayerModel):
 
     Subclasses build the two networks (``generator_net``, ``critic_net``) and implement
     ``generate(z, cond)`` and ``score(x, cond)``; this class turns them into the explicit
-    two-player protocol that ``physgen.training.fit`` drives (DESIGN §2):
+    two-player protocol that ``physgen.training.fit`` drives:
 
     * ``discriminator_loss`` — per-sample critic loss on a real batch and as many fresh
       generated samples, plus ``gp_weight`` times the per-sample gradient penalty when
@@ -210,7 +210,7 @@ class AdversarialModel(TwoPlayerModel):
         generator: torch.Generator | None = None,
         **options: Any,
     ) -> Tensor:
-        """Draw ``n`` samples ``G(z, cond)`` with :math:`z\\sim N(0, I)`.
+        r"""Draw ``n`` samples ``G(z, cond)`` with :math:`z\sim N(0, I)`.
 
         Args:
             n: number of samples (``cond`` must then have batch size ``n``).

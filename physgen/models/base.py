@@ -29,7 +29,7 @@ _REGISTRY: dict[str, type[GenerativeModel]] = {}
 class GenerativeModel(nn.Module, ABC):
     """A generative model of fields ``(B, C, *grid)`` or vectors ``(B, D)``.
 
-    The training loop knows only this interface (DESIGN §2):
+    The training loop knows only this interface:
 
     * ``loss(x, cond)`` returns the **per-sample** training loss, shape ``(B,)``
       (negative ELBO, negative log-likelihood, denoising loss, ...);

@@ -152,7 +152,7 @@ class EBM(GenerativeModel):
             raise ValueError("EBM is unconditional; got cond")
 
     def energy(self, x: Tensor) -> Tensor:
-        """:math:`E_\\theta(x)` (network plus Gaussian base), shape ``(B,)``."""
+        r""":math:`E_\theta(x)` (network plus Gaussian base), shape ``(B,)``."""
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(
                 f"EBM: x has shape {tuple(x.shape)}; expected (B, *{self.sample_shape})"
@@ -165,7 +165,7 @@ class EBM(GenerativeModel):
         return energy + 0.5 * flat.square().sum(1) / base_std**2
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Unnormalized log-density :math:`-E_\\theta(x)` (the log-partition is unknown)."""
+        r"""Unnormalized log-density :math:`-E_\theta(x)` (the log-partition is unknown)."""
         self._no_cond(cond)
         return -self.energy(x)
 
@@ -211,13 +211,13 @@ class EBM(GenerativeModel):
         generator: torch.Generator | None = None,
         **options: Any,
     ) -> Tensor:
-        """Langevin samples ``(n, *sample_shape)``.
+        r"""Langevin samples ``(n, *sample_shape)``.
 
         Args:
             n: number of samples.
             n_steps: Langevin steps (default ``sample_steps``).
             from_buffer: start from random replay-buffer states (persistent chains) instead
-                of :math:`N(0, \\text{init\\_std}^2 I)`.
+                of :math:`N(0, \text{init\_std}^2 I)`.
             generator: random generator for starts and noise.
         """
         self._no_cond(cond)

@@ -180,7 +180,7 @@ class LatentGaussianModel(GenerativeModel):
         return rec - kl
 
     def iwae(self, x: Tensor, cond: Tensor | None = None, k: int = 64) -> Tensor:
-        """Importance-weighted bound :math:`\\mathcal L_K` per sample, shape ``(B,)``."""
+        r"""Importance-weighted bound :math:`\mathcal L_K` per sample, shape ``(B,)``."""
         b = x.shape[0]
         mu, logvar = self.encode(x, cond)
         mu_p, logvar_p = self.prior(cond, b)
