@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -25,17 +25,19 @@ class HasResidual(Protocol):
     def residual(self, fields: Tensor) -> Any: ...
 
 
-def _rms(r: Any) -> Tensor:
-    """Per-sample RMS of a residual: one tensor ``(B, ...)``, or several equations combined."""
-    if isinstance(r, Tensor):
-        return r.to(torch.float64).square().flatten(1).mean(1).sqrt()
-    parts = list(r.values()) if isinstance(r, Mapping) else list(r)
+def _pointwise_mean(r: Any, pointwise: Callable[[Tensor], Tensor]) -> Tensor:
+    """Per-sample mean of ``pointwise(r)`` over every point of a residual: one tensor
+    ``(B, ...)``, or several equations (a mapping or sequence) taken together, in float64."""
+    parts = [r] if isinstance(r, Tensor) else list(r.values() if isinstance(r, Mapping) else r)
     if not parts:
         raise ValueError("residual returned no tensors")
-    # Several equations: the RMS over all of their points together.
-    sq = torch.stack([p.to(torch.float64).square().flatten(1).sum(1) for p in parts]).sum(0)
-    n = sum(p[0].numel() for p in parts)
-    return (sq / n).sqrt()
+    total = sum(pointwise(p.to(torch.float64)).flatten(1).sum(1) for p in parts)
+    return total / sum(p[0].numel() for p in parts)
+
+
+def _rms(r: Any) -> Tensor:
+    """Per-sample RMS of a residual: one tensor ``(B, ...)``, or several equations combined."""
+    return _pointwise_mean(r, torch.square).sqrt()
 
 
 def residual_rms(
@@ -93,12 +95,7 @@ def residual_error(problem: HasResidual, fields: ArrayLike, *, batch_size: int =
     total, count = torch.zeros((), dtype=torch.float64), 0
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            r = problem.residual(x[i : i + batch_size])
-            parts = (
-                [r] if isinstance(r, Tensor) else list(r.values() if isinstance(r, Mapping) else r)
-            )
-            n = sum(p[0].numel() for p in parts)
-            per_sample = sum(p.to(torch.float64).abs().flatten(1).sum(1) for p in parts) / n
+            per_sample = _pointwise_mean(problem.residual(x[i : i + batch_size]), torch.abs)
             total = total + per_sample.sum()
             count += per_sample.numel()
     if count == 0:
