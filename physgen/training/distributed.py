@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import datetime
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -57,9 +60,27 @@ def setup(device: torch.device) -> tuple[Process, torch.device]:
     return Process(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
+#: How long a process waits at exit for its peers before destroying the group alone.
+LEAVE_TIMEOUT = datetime.timedelta(seconds=60)
+
+
 def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Destroy the group at exit, after every rank has arrived (gloo).
+
+    A gloo process that tears its connections down while a peer is still finishing its last
+    collective can make the peer's transport thread call ``std::terminate`` (SIGABRT at exit,
+    seen intermittently under load). A monitored barrier first lets every rank finish; it
+    fails, rather than hangs, when a peer died, and the group is destroyed either way. A
+    process ending on an uncaught exception (``sys.last_value`` is set before ``atexit`` runs)
+    skips the barrier: its peers are blocked in a collective and would never arrive.
+    """
+    if not dist.is_initialized():
+        return
+    crashed = getattr(sys, "last_value", None) is not None
+    if dist.get_backend() == "gloo" and not crashed:
+        with contextlib.suppress(RuntimeError):  # a peer is gone; its launcher reports it
+            dist.monitored_barrier(timeout=LEAVE_TIMEOUT, wait_all_ranks=True)
+    dist.destroy_process_group()
 
 
 class Objective(nn.Module):
