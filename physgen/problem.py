@@ -66,6 +66,7 @@ __all__ = [
     "load_class",
     "load_registered",
     "problem_entry_points",
+    "problem_named_by",
     "registered_problem_path",
     "rms",
     "sample_rng",
@@ -601,6 +602,48 @@ def load_class(name_or_path: str | Path) -> type[Problem]:
         digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
         return _problem_class(path, f"physgen_problem_{path.stem}_{digest}")
     return _registered_class(text)
+
+
+def problem_named_by(
+    attrs: Mapping[str, Any],
+    source: str | Path,
+    remedy: str = "pass a problem file explicitly (--problem PATH, or problem= in Python)",
+) -> tuple[str, dict[str, Any]] | None:
+    """The registered problem a field file names, with the parameters it was generated with.
+
+    ``attrs`` are the file's global attributes: ``problem`` (a name) and ``params_json``.
+    The attribute is data, so it may only name a registered problem (see
+    :func:`registered_problem_path`); nothing is imported unless it does. ``remedy`` ends
+    the refusal: what the caller's user can do instead.
+
+    Returns:
+        ``(name, params)``, or None when the file names no problem or a name that no
+        registered problem has (importers write free-text labels there).
+
+    Raises:
+        UnregisteredProblemError: the attribute is a path or resolves outside the problems
+            folder; the message names ``source`` and says to pass the file explicitly.
+        ValueError: ``params_json`` is not a JSON object.
+    """
+    name = str(attrs.get("problem", "") or "")
+    if not name:
+        return None
+    try:
+        registered_problem_path(name)
+    except FileNotFoundError:
+        if name not in problem_entry_points():
+            return None
+    except UnregisteredProblemError as err:
+        raise UnregisteredProblemError(
+            f"{source}: refusing the 'problem' attribute: {err}; {remedy}"
+        ) from None
+    try:
+        params = json.loads(str(attrs.get("params_json", "{}") or "{}"))
+    except json.JSONDecodeError:
+        params = None
+    if not isinstance(params, dict):
+        raise ValueError(f"{source}: attribute params_json is not a JSON object")
+    return name, params
 
 
 def load_registered(name: str, **params: Any) -> Problem:

@@ -327,3 +327,57 @@ def test_sample_records_the_sampler_steps_and_evaluations_used(
                  "--option", "steps=4", "--batch-size", "2", "--quiet"]) == 0  # fmt: skip
     sampler = json.loads(open_fields(tmp_path / "t.nc").attrs["sampler"])
     assert (sampler["sampler"], sampler["steps"], sampler["nfe"]) == ("euler-maruyama", 4, 4)
+
+
+# -- the problem follows the data ----------------------------------------------------------------
+def test_pivae_trains_on_the_problem_its_data_names_and_reloads(tmp_path: Path) -> None:
+    """``--model pivae`` on Darcy data: the data's problem and parameters, physical units.
+
+    Without the data's problem the PI-VAE would assume the 1-D ``sde1d`` problem and refuse
+    the 2-D fields; without the training statistics its physics loss would read z-scores
+    as physical values. The checkpoint reloads by itself (``sample`` needs no flags).
+    """
+    from physgen.problem import load_registered
+
+    darcy = load_registered("darcy", n=8, a_plus=10.0)
+    data = write_fields(darcy.generate(24, seed=0), tmp_path / "darcy8.nc")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--model", "pivae", "--steps", "2"]
+    assert main([*argv, "--batch-size", "8", "--out", str(out), "--no-progress"]) == 0
+    checkpoint = read_checkpoint(out / "checkpoint.pt")
+    config = checkpoint["model_config"]
+    assert config["problem"] == "darcy"
+    assert config["problem_params"]["n"] == 8 and config["problem_params"]["a_plus"] == 10.0
+    stats = json.loads((out / "data" / "stats.json").read_text())
+    fields = checkpoint["metadata"]["data"]["fields"]
+    for key, stat in (("channel_mean", "mean"), ("channel_std", "std")):
+        expected = [stats["fields"][name][stat] for name in fields]
+        np.testing.assert_allclose(config[key], expected, rtol=1e-6)
+    assert (
+        main(
+            [
+                "sample",
+                str(out / "checkpoint.pt"),
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path / "s.nc"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with open_fields(tmp_path / "s.nc") as ds:
+        assert ds["u"].shape == (4, 8, 8)
+
+
+def test_train_refuses_a_data_file_naming_a_problem_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds = _fields(24, 8).assign_attrs(problem="../evil.py")
+    data = write_fields(ds, tmp_path / "evil.nc")
+    argv = ["train", "--data", str(data), "--model", "pivae", "--steps", "1"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    message = capsys.readouterr().err.splitlines()[-1]  # after the line reporting the split
+    assert "train.nc: refusing the 'problem' attribute" in message
+    assert "[model] table of --config" in message

@@ -27,6 +27,7 @@ from physgen.data import (
 )
 from physgen.models import get_model_class
 from physgen.paths import data_root, read_toml, runs_root
+from physgen.problem import problem_named_by
 from physgen.recipes import load_recipe, make_dataset
 from physgen.training import CHECKPOINT_NAME, NonFiniteLossError, fit
 from physgen.training.fields import describe_fields
@@ -285,6 +286,31 @@ def _statistics(
     return stats, {"stats": None, "computed": True, "computed_on": str(train)}
 
 
+def _model_options(
+    model_class: type, data: FieldDataset, configured: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``[model]`` table of ``--config``, completed from the data for physics families.
+
+    A family whose constructor takes ``problem`` (the PI-VAE) gets the registered problem
+    the training file names, with the parameters it was generated with, and a family taking
+    ``channel_mean``/``channel_std`` gets the training statistics, so that its physics loss
+    sees physical units although it trains on z-scored fields. Options set in ``configured``
+    win (a problem set there is used without reading the data's attribute).
+    """
+    accepted = inspect.signature(model_class.__init__).parameters
+    options: dict[str, Any] = {}
+    if "problem" in accepted and "problem" not in configured:
+        remedy = "choose a registered problem with problem = NAME in the [model] table of --config"
+        named = problem_named_by(data.attrs, data.path, remedy)
+        if named is not None:
+            options["problem"], options["problem_params"] = named
+    norm = data.normalizer
+    if norm is not None and {"channel_mean", "channel_std"} <= accepted.keys():
+        options["channel_mean"] = norm.mean.flatten().tolist()
+        options["channel_std"] = norm.scale.flatten().tolist()
+    return {**options, **configured}
+
+
 def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     model_class = get_model_class(args.model)
@@ -311,8 +337,9 @@ def _train(args: argparse.Namespace) -> int:
         settings["progress"] = False
     torch.manual_seed(settings.get("seed", 0))  # the initial weights
     sample_shape, cond_shape = _shapes(train, args.flatten)
+    model_options = _model_options(model_class, train, config["model"])
     try:
-        model = model_class.for_shape(sample_shape, cond_shape, **config["model"])
+        model = model_class.for_shape(sample_shape, cond_shape, **model_options)
     except ValueError as err:
         # Name the two layout options this command has, beside the family's own message.
         options = (

@@ -189,6 +189,7 @@ class FieldDataset(Dataset):
             chosen = self.fields + self.cond_fields
             self._timed = {n for n in chosen if TIME_DIM in ds[n].dims}
             self.n_times = ds.sizes[TIME_DIM] if self._timed else 1
+            self.attrs = dict(ds.attrs)  # the file's global attributes (problem, ...)
             self.coords = {str(c): ds[c].values for c in ds.coords}
             self.coord_attrs = {str(c): dict(ds[c].attrs) for c in ds.coords}
             self.field_attrs = {n: dict(ds[n].attrs) for n in chosen}
