@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from physgen.metrics.modes import mode_coverage, ring_centers, sample_ring
 from physgen.models.gan import GAN, WGAN, WGANGP, ConditionalGAN
-from physgen.models.gan_diagnostics import mode_coverage, ring_centers, sample_ring
 from physgen.models.gan_losses import critic_objective, generator_objective, gradient_penalty
 from physgen.training import fit
 

@@ -31,6 +31,7 @@ from physgen.metrics.ensemble import (
 )
 from physgen.metrics.fields import binned_spectral_error, relative_l2, rmse, vrmse
 from physgen.metrics.likelihood import bits_per_dim, bits_to_nats, nats_per_dim, nats_to_bits
+from physgen.metrics.modes import ModeCoverage, mode_coverage, ring_centers, sample_ring
 from physgen.metrics.physics import residual_error, residual_metric, residual_rms
 from physgen.metrics.spectra import (
     correlation_distance,
@@ -43,6 +44,7 @@ from physgen.metrics.spectra import (
 
 __all__ = [
     "FloorComparison",
+    "ModeCoverage",
     "binned_spectral_error",
     "bits_per_dim",
     "bits_to_nats",
@@ -61,6 +63,7 @@ __all__ = [
     "mean_field_error",
     "mmd",
     "mmd_permutation_test",
+    "mode_coverage",
     "nats_per_dim",
     "nats_to_bits",
     "observation_consistency",
@@ -69,7 +72,9 @@ __all__ = [
     "residual_error",
     "residual_metric",
     "residual_rms",
+    "ring_centers",
     "rmse",
+    "sample_ring",
     "sliced_wasserstein",
     "spectral_slope",
     "spectrum_distance",

@@ -8,49 +8,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..distributions import NormalizingFlow, expand_context, standard_normal
 from ..likelihood import ode_log_prob, solve_ode, trace_probes
-from ..nn.embeddings import TimeMLP
-from ..nn.unet import UNet
+from ..nn import time_network
 from ..sde import build_interpolant
 from ..transforms.base import Transform
 from ..utils import append_dims
 from .base import DensityModel, register_model
 
-__all__ = ["CNF", "FlowMatching", "ot_pairing", "time_network"]
-
-
-def time_network(
-    sample_shape: tuple[int, ...],
-    cond_shape: tuple[int, ...] | None,
-    *,
-    hidden: list[int],
-    act: str,
-    freqs: int,
-    channels: list[int],
-    blocks: int,
-    attention: list[bool] | None,
-    periodic: bool,
-) -> nn.Module:
-    """``net(x, t, cond)`` for samples of ``sample_shape``: ``TimeMLP`` on vectors, ``UNet`` on
-    fields ``(C, *grid)``. A field ``cond`` (same grid) is stacked as channels, any other is
-    flattened into features."""
-    if len(sample_shape) == 1:
-        features = math.prod(cond_shape) if cond_shape else 0
-        return TimeMLP(sample_shape, features, hidden, act, freqs)
-    field_cond = cond_shape is not None and tuple(cond_shape[1:]) == tuple(sample_shape[1:])
-    return UNet(
-        ndim=len(sample_shape) - 1,
-        in_channels=sample_shape[0],
-        channels=channels,
-        blocks=blocks,
-        attention=attention,
-        periodic=periodic,
-        cond_features=math.prod(cond_shape) if cond_shape and not field_cond else 0,
-        cond_channels=cond_shape[0] if field_cond else 0,
-    )
+__all__ = ["CNF", "FlowMatching", "ot_pairing"]
 
 
 def ot_pairing(x: Tensor, y: Tensor) -> Tensor:

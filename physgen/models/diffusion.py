@@ -11,11 +11,11 @@ from torch import Tensor
 
 from ..distributions import expand_context
 from ..likelihood import ode_log_prob, trace_probes
+from ..nn import time_network
 from ..samplers import get_sampler
 from ..sde import build_sde
 from ..utils import append_dims
 from .base import DensityModel, register_model
-from .cnf import time_network
 
 __all__ = ["Diffusion", "dps_guidance"]
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ..distributions import NormalizingFlow, expand_context, standard_normal
-from ..nn import MLP, activation
+from ..nn import MLP, ContextEncoder
 from ..nn.made import MADE
 from ..transforms import (
     AffineCouplingTransform,
@@ -22,62 +22,7 @@ from ..transforms import (
 )
 from .base import DensityModel, register_model
 
-__all__ = ["IAF", "MAF", "ContextEncoder", "Flow", "RealNVP"]
-
-
-def conv_nd(spatial_dims: int) -> type[nn.Module]:
-    """``nn.Conv1d``, ``nn.Conv2d`` or ``nn.Conv3d`` for a field of ``spatial_dims`` axes."""
-    try:
-        return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
-    except KeyError:
-        raise ValueError(f"fields must have 1 to 3 spatial axes, got {spatial_dims}") from None
-
-
-class ContextEncoder(nn.Module):
-    """Embed a context for the conditioners: a vector as is, a field by a small conv net.
-
-    * vector context ``(B, Dc)``: returned unchanged (``features = Dc``);
-    * field context ``(B, Cc, *grid)``: two 3×3 convolutions to ``features`` channels, then
-      (``keep_grid=False``) a mean over the grid and a linear layer, giving ``(B, features)``,
-      or (``keep_grid=True``) the feature map ``(B, features, *grid)`` itself, which field
-      flows resample to each scale.
-    """
-
-    def __init__(
-        self,
-        cond_shape: Sequence[int],
-        features: int = 16,
-        act: str = "relu",
-        keep_grid: bool = False,
-    ) -> None:
-        super().__init__()
-        self.cond_shape = tuple(cond_shape)
-        if len(self.cond_shape) == 1:
-            self.features, self.net = self.cond_shape[0], None
-            return
-        d = len(self.cond_shape) - 1
-        conv = conv_nd(d)
-        layers: list[nn.Module] = [
-            conv(self.cond_shape[0], features, 3, padding=1),
-            activation(act),
-            conv(features, features, 3, padding=1),
-        ]
-        if not keep_grid:
-            layers += [activation(act), nn.Flatten(2), _MeanLast(), nn.Linear(features, features)]
-        self.features, self.net = features, nn.Sequential(*layers)
-
-    def forward(self, cond: Tensor) -> Tensor:
-        if tuple(cond.shape[1:]) != self.cond_shape:
-            raise ValueError(
-                f"cond: expected shape (B, {', '.join(map(str, self.cond_shape))}), "
-                f"got {tuple(cond.shape)}"
-            )
-        return cond if self.net is None else self.net(cond)
-
-
-class _MeanLast(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return x.mean(-1)
+__all__ = ["IAF", "MAF", "Flow", "RealNVP"]
 
 
 class Flow(DensityModel):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn import activation
+from ..nn import ContextEncoder, activation, conv_nd
 from ..transforms import (
     ActNormTransform,
     AffineCouplingTransform,
@@ -23,7 +23,7 @@ from ..transforms import (
 )
 from ..utils import fp32
 from .base import register_model
-from .flows import ContextEncoder, Flow, conv_nd
+from .flows import Flow
 
 __all__ = ["Glow", "PeriodicConv"]
 
@@ -184,7 +184,7 @@ class Glow(Flow):
 
     Conditioners are small conv nets (3×3, 1×1, 3×3 zero-initialised) whose padding wraps
     around the axes flagged ``periodic``. A context (``cond_shape``) is embedded by
-    :class:`~physgen.models.flows.ContextEncoder` (a vector, or a field on any grid) and
+    :class:`~physgen.nn.ContextEncoder` (a vector, or a field on any grid) and
     fed to every conditioner as extra channels, resampled onto each level's grid.
 
     ActNorm layers take their initial values from the first batch they transform.

@@ -10,16 +10,15 @@ from torch import Tensor, nn
 
 from .mlp import MLP, activation
 
-__all__ = ["ConvDecoder", "ConvEncoder", "field_decoder", "field_encoder"]
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+__all__ = ["ConvDecoder", "ConvEncoder", "conv_nd", "field_decoder", "field_encoder"]
 
 
-def _conv(ndim: int) -> type[nn.Module]:
+def conv_nd(spatial_dims: int) -> type[nn.Module]:
+    """``nn.Conv1d``, ``nn.Conv2d`` or ``nn.Conv3d`` for a field of ``spatial_dims`` axes."""
     try:
-        return _CONV[ndim]
+        return {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
     except KeyError:
-        raise ValueError(f"convolutions need 1, 2 or 3 grid dimensions, got {ndim}") from None
+        raise ValueError(f"fields must have 1 to 3 spatial axes, got {spatial_dims}") from None
 
 
 def _halved(grid: Sequence[int], levels: int) -> list[tuple[int, ...]]:
@@ -52,7 +51,7 @@ class ConvEncoder(nn.Module):
     ) -> None:
         super().__init__()
         in_channels, *grid = in_shape
-        conv = _conv(len(grid))
+        conv = conv_nd(len(grid))
         layers: list[nn.Module] = []
         width = in_channels
         for c in channels:
@@ -89,7 +88,7 @@ class ConvDecoder(nn.Module):
     ) -> None:
         super().__init__()
         out_channels, *grid = out_shape
-        conv = _conv(len(grid))
+        conv = conv_nd(len(grid))
         self.sizes = _halved(grid, len(channels))[::-1]  # coarsest first
         self.channels = tuple(channels)
         self.head = nn.Linear(in_features, channels[0] * math.prod(self.sizes[0]))

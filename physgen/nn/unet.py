@@ -9,11 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .conv import conv_nd
 from .embeddings import SinusoidalEmbedding
 
 __all__ = ["UNet"]
-
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -95,12 +94,12 @@ class UNet(nn.Module):
         cond_channels: int = 0,
     ) -> None:
         super().__init__()
-        if ndim not in _CONV:
+        if ndim not in (1, 2, 3):
             raise ValueError(f"UNet: ndim must be 1, 2 or 3, got {ndim}")
         attention = list(attention) if attention is not None else [False] * len(channels)
         if len(attention) != len(channels):
             raise ValueError("UNet: attention needs one flag per entry of channels")
-        conv, pad = _CONV[ndim], "circular" if periodic else "zeros"
+        conv, pad = conv_nd(ndim), "circular" if periodic else "zeros"
         out_channels = out_channels or in_channels
         emb = 4 * channels[0]
         self.cond_features, self.cond_channels = cond_features, cond_channels
