@@ -10,6 +10,7 @@ samples. The slow test launches this file under ``torchrun``.
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
@@ -24,11 +25,13 @@ import torch
 import torch.distributed as dist
 from test_contract import _CondGaussian
 
+from physgen.models import ebm
 from physgen.models.flows_glow import Glow
 from physgen.models.gan import GAN
 from physgen.training import fit, read_checkpoint
 
 STEPS, BATCH = 12, 16
+EBM_STEPS = 10
 
 
 def _data() -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
@@ -221,6 +224,43 @@ def test_two_forked_processes_train_a_gan_as_one(tmp_path: Path) -> None:
         max(float((ddp[k] - v).abs().max()) for k, v in half.items() if v.is_floating_point())
         > 1e-6
     )
+
+
+def train_ebm(directory: Path, share: bool = True) -> torch.nn.Module:
+    """An EBM on a replay buffer large enough that its chains seldom collide; each process
+    saves its buffer (``share=False`` keeps each process's chains to itself)."""
+    if not share:
+        ebm._from_every_process = lambda *tensors: tensors  # in this forked process only
+    torch.manual_seed(0)
+    model = ebm.EBM([3], hidden=[8], buffer_size=2_000, reinit_prob=0.0, langevin_steps=2)
+    (x, _), _ = _data()
+    fit(model.double(), x, steps=EBM_STEPS, batch_size=BATCH, checkpoint_dir=directory,
+        log_every=EBM_STEPS, progress=False)  # fmt: skip
+    torch.save(model.replay, directory / f"replay{dist.get_rank()}.pt")
+    return model
+
+
+def _replays(directory: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Each process's replay buffer after training, and the buffer before."""
+    torch.manual_seed(0)
+    start = ebm.EBM([3], hidden=[8], buffer_size=2_000).replay.double()
+    return [torch.load(directory / f"replay{r}.pt", weights_only=True) for r in range(2)], start
+
+
+def test_ebm_chains_of_every_process_persist(tmp_path: Path) -> None:
+    """Under DDP each process refines half of every batch's negatives; all of them go back
+    into the replay buffer, as in one process (DDP's broadcast of rank 0's buffers at each
+    forward would otherwise leave only rank 0's, at most half of them)."""
+    own = EBM_STEPS * BATCH // 2  # the most chains one process refines
+    _fork_two_ranks(tmp_path, train_ebm)
+    (first, second), start = _replays(tmp_path / "ddp")
+    assert torch.equal(first, second)
+    assert int((first != start).any(1).sum()) > own
+    # Negative control: processes that keep their chains to themselves. Rank 0's buffer,
+    # broadcast at every forward, then holds rank 0's chains only.
+    _fork_two_ranks(tmp_path / "unshared", functools.partial(train_ebm, share=False))
+    (first, second), start = _replays(tmp_path / "unshared" / "ddp")
+    assert int((first != start).any(1).sum()) <= own
 
 
 @pytest.mark.slow
