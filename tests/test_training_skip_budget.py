@@ -11,15 +11,16 @@ from test_training_fit import _Exploding, _fresh_state, _linear_gaussian_data
 
 from physgen.cli import main
 from physgen.cli import train as train_cli
-from physgen.training import FitResult, NonFiniteLossError, fit
+from physgen.training import FitResult, NonFiniteLossError, fit, read_checkpoint, save_checkpoint
 
 
-def _run(bad: set[int], steps: int, tmp_path: Path, **options: object) -> FitResult:
-    """Train a model whose loss is NaN on the training calls (one per step) in ``bad``."""
+def _run(bad: set[int], steps: int, tmp_path: Path, calls: int = 0, **options: object) -> FitResult:
+    """Train a model whose loss is NaN on the training calls (one per step) in ``bad``,
+    ``calls`` of them made before (by the run a resumed one continues)."""
     x, cond = _linear_gaussian_data(64)
     model = _Exploding()
     model.load_state_dict(_fresh_state())
-    model.bad = bad
+    model.bad, model.calls = bad, calls
     return fit(
         model,
         (x, cond),
@@ -51,6 +52,24 @@ def test_rare_nonfinite_batches_are_skipped_and_the_run_completes(tmp_path: Path
     assert result.skipped == 15 and result.step == 300
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     assert (tmp_path / "checkpoint.pt").is_file()
+
+
+def test_a_resumed_run_remembers_the_skips_before_its_checkpoint(tmp_path: Path) -> None:
+    """Ten skips before the step-12 checkpoint and one after: 11 of 15 steps stop the run,
+    resumed or not. A resume that forgot the earlier skips would train to the end."""
+    bad = set(range(2, 12)) | {14}
+    stop = r"11 of the last 15 steps \(up to step 14\)"
+    with pytest.raises(NonFiniteLossError, match=stop):
+        _run(bad, 30, tmp_path, checkpoint_every=12)
+    with pytest.raises(NonFiniteLossError, match=stop):
+        _run(bad, 30, tmp_path, calls=12, checkpoint_every=12, resume=True)
+    # Negative control: a checkpoint without the record of recent skips trains to the end.
+    contents = read_checkpoint(tmp_path / "checkpoint.pt")
+    assert contents["step"] == 12 and contents["fit"]["recent_skips"].count(True) == 10
+    del contents["fit"]["recent_skips"]
+    save_checkpoint(tmp_path / "checkpoint.pt", contents)
+    result = _run(bad, 30, tmp_path, calls=12, checkpoint_every=12, resume=True)
+    assert (result.step, result.skipped) == (30, 11)
 
 
 def test_the_budget_is_configurable(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from ..nn import MLP
@@ -64,6 +65,19 @@ def langevin_dynamics(
             noise = torch.randn(x.shape, generator=generator, device=noise_device).to(x.device)
             x = (x - step_size * grad + sigma * noise).detach()
     return x
+
+
+def _from_every_process(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Each tensor concatenated over the processes of a data-parallel run, in rank order
+    (unchanged in a single process). Every process must call it, with equal shapes."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    out = []
+    for tensor in tensors:
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        out.append(torch.cat(parts))
+    return tuple(out)
 
 
 @register_model("ebm")
@@ -180,6 +194,10 @@ class EBM(GenerativeModel):
 
         The write-back happens in training mode only: validation (``eval()``) must not move
         the persistent chains, or a validation pass would change the next training step.
+        In data-parallel training every process writes back the negatives of all processes,
+        so the chains advance as in one process with the global batch (DDP also overwrites
+        each process's buffers with rank 0's at every forward, which would drop the others'
+        chains).
         """
         cfg = self._config
         device = self.replay.device
@@ -193,7 +211,8 @@ class EBM(GenerativeModel):
         )
         x = self._langevin(start, cfg["langevin_steps"], generator)
         if self.training:
-            self.replay[index] = x.detach()
+            written, chains = _from_every_process(index, x.detach())
+            self.replay[written] = chains
         return x
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:

@@ -378,8 +378,15 @@ def _fit(
     terms = _loss_terms_of(model, two_player)
 
     start, skipped = 0, 0
+    window = _Window()
+    budget = _SkipBudget(max_skip_fraction)
     if source is not None:
-        start, skipped = _restore(source, resumed[1], model, ema, players, process, seed)
+        start = _restore(source, resumed[1], model, ema, players, process, seed)
+        # The loop's own counters: the resumed run logs and stops exactly as an unbroken one.
+        saved = resumed[1]["fit"]
+        skipped = int(saved.get("skipped", 0))
+        window.resume(saved.get("log_window", {}))
+        budget.resume(saved.get("recent_skips", []))
     else:
         seed_everything(seed + process.rank)
     if start >= total:
@@ -406,8 +413,6 @@ def _fit(
         num_workers=num_workers,
     )
     last_checkpoint, last_rate = None, None
-    window = _Window()
-    budget = _SkipBudget(max_skip_fraction)
     try:
         for step in range(start, total):
             rate = (
@@ -474,7 +479,9 @@ def _fit(
             if checkpoint_dir is not None and (
                 (checkpoint_every and done % checkpoint_every == 0) or done == total
             ):
-                record["skipped"] = skipped
+                record.update(
+                    skipped=skipped, log_window=window.state(), recent_skips=budget.state()
+                )
                 last_checkpoint = _save(
                     checkpoint_dir / CHECKPOINT_NAME,
                     model,
@@ -528,6 +535,15 @@ class _Window:
     def __init__(self) -> None:
         self.loss, self.finite, self.steps, self.start = 0.0, 0, 0, time.perf_counter()
 
+    def state(self) -> dict[str, float | int]:
+        """The loss sum and count of the window still open (what a checkpoint keeps)."""
+        return {"loss": self.loss, "finite": self.finite}
+
+    def resume(self, state: dict[str, float | int]) -> None:
+        """Reopen a checkpointed window, so its log record averages the same steps as an
+        unbroken run's (the throughput counts only this process's steps)."""
+        self.loss, self.finite = float(state.get("loss", 0.0)), int(state.get("finite", 0))
+
     def add(self, loss: float, ok: bool) -> None:
         self.steps += 1
         if ok:
@@ -554,6 +570,14 @@ class _SkipBudget:
     def __init__(self, fraction: float) -> None:
         self.fraction = fraction
         self.recent: deque[bool] = deque(maxlen=SKIP_WINDOW)
+
+    def state(self) -> list[bool]:
+        """Which of the recent steps were skipped, oldest first (what a checkpoint keeps)."""
+        return list(self.recent)
+
+    def resume(self, state: list[bool]) -> None:
+        """Continue from a checkpointed :meth:`state`."""
+        self.recent.extend(bool(s) for s in state)
 
     def add(self, ok: bool, step: int) -> None:
         """Record step ``step``; raise when the skips exceed the fraction and the allowance."""
@@ -775,9 +799,9 @@ def _restore(
     players: list[_Player],
     process: distributed.Process,
     seed: int,
-) -> tuple[int, int]:
-    """Load the training state saved by :func:`_save` (read from ``path``); returns (step,
-    skipped count)."""
+) -> int:
+    """Load the model, EMA, optimizer and generator states saved by :func:`_save` (read from
+    ``path``); returns the step."""
     name = model_entries(model)["model_name"]
     if contents["model_name"] != name or contents["model_config"] != model.config:
         raise ValueError(
@@ -804,4 +828,4 @@ def _restore(
             stacklevel=4,
         )
         seed_everything(seed + process.rank + 1_000_003 * step)
-    return step, int(contents["fit"].get("skipped", 0))
+    return step
