@@ -7,7 +7,7 @@ import math
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -351,24 +351,7 @@ def _fit(
     }
 
     model.to(device).train()
-    if two_player:
-        roles = [
-            (
-                "discriminator_loss",
-                model.discriminator_parameters(),
-                lr if critic_lr is None else critic_lr,
-            ),
-            ("generator_loss", model.generator_parameters(), lr),
-        ]
-    else:
-        roles = [("loss", model.parameters(), lr)]
-    players = []
-    for method, params, rate in roles:
-        params = _trainable(params)
-        if not params:
-            raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
-        opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
-        players.append(_Player(method, params, opt, rate))
+    players = _make_players(model, two_player, optimizer, lr, critic_lr, betas, weight_decay)
     resumed = _resume_source(resume, checkpoint_dir, keep_checkpoints)
     source = resumed[0] if resumed is not None else None
     if source is None:
@@ -376,6 +359,9 @@ def _fit(
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     objective = distributed.wrap(model, process, device, two_player)
     terms = _loss_terms_of(model, two_player)
+    settings = _StepSettings(
+        objective if terms is None else terms, amp, device, grad_clip, process, nonfinite
+    )
 
     start, skipped = 0, 0
     window = _Window()
@@ -422,30 +408,15 @@ def _fit(
             )
             if rate != last_rate:
                 last_rate = rate
-                for player in players:
-                    for group in player.optimizer.param_groups:
-                        group["lr"] = player.base_lr * rate
-            losses, ok = {}, True
-            for player in players:
-                for _ in range(n_critic if player.method == "discriminator_loss" else 1):
-                    if player.method != "generator_loss":
-                        x, cond = next(stream)  # the generator reuses the last critic batch
-                    value, norm = losses[player.method] = _update(
-                        objective if terms is None else terms,
-                        player,
-                        players,
-                        x,
-                        cond,
-                        amp=amp,
-                        device=device,
-                        grad_clip=grad_clip,
-                        want_norm=(step + 1) % log_every == 0 or step + 1 == total,
-                        process=process,
-                        step=step,
-                        nonfinite=nonfinite,
-                    )
-                    # Every critic update counts, not only the last one of the step.
-                    ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
+                _set_rate(players, rate)
+            losses, ok = _train_step(
+                players,
+                stream,
+                n_critic,
+                settings,
+                step,
+                want_norm=(step + 1) % log_every == 0 or step + 1 == total,
+            )
             skipped += not ok
             budget.add(ok, step)
             if ema is not None and ok:
@@ -456,12 +427,7 @@ def _fit(
                 bar.update(done - bar.n)  # once per log record: the bar costs nothing per step
                 metrics = {"step": done, **window.flush(batch_size * n_critic)}
                 metrics.update(lr=players[-1].base_lr * rate, skipped=skipped)
-                for method, (value, norm) in losses.items():
-                    if two_player:
-                        metrics[method] = value
-                        metrics[f"grad_norm_{method}"] = norm
-                    else:
-                        metrics["grad_norm"] = norm
+                metrics.update(_loss_metrics(losses, two_player))
                 log.write(metrics)
                 bar.set_postfix(
                     loss=f"{metrics['loss']:.4g}", samples_per_s=f"{metrics['samples_per_s']:.0f}"
@@ -506,6 +472,106 @@ def _fit(
         skipped,
         last_checkpoint,
     )
+
+
+def _make_players(
+    model: GenerativeModel,
+    two_player: bool,
+    optimizer: str | OptimizerFactory,
+    lr: float,
+    critic_lr: float | None,
+    betas: tuple[float, float],
+    weight_decay: float,
+) -> list[_Player]:
+    """One player per optimizer: the critic, then the generator, or the model's one loss."""
+    if two_player:
+        roles = [
+            (
+                "discriminator_loss",
+                model.discriminator_parameters(),
+                lr if critic_lr is None else critic_lr,
+            ),
+            ("generator_loss", model.generator_parameters(), lr),
+        ]
+    else:
+        roles = [("loss", model.parameters(), lr)]
+    players = []
+    for method, params, rate in roles:
+        params = _trainable(params)
+        if not params:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters for {method}")
+        opt = _make_optimizer(optimizer, params, rate, betas, weight_decay)
+        players.append(_Player(method, params, opt, rate))
+    return players
+
+
+def _set_rate(players: list[_Player], rate: float) -> None:
+    """Scale every player's base learning rate by the schedule's factor ``rate``."""
+    for player in players:
+        for group in player.optimizer.param_groups:
+            group["lr"] = player.base_lr * rate
+
+
+@dataclass(frozen=True)
+class _StepSettings:
+    """What every optimizer step of a run shares (see :func:`_update`)."""
+
+    objective: Callable[[str, Tensor, Tensor | None], Any]
+    amp: bool
+    device: torch.device
+    grad_clip: float | None
+    process: distributed.Process
+    nonfinite: str
+
+
+def _train_step(
+    players: list[_Player],
+    stream: Iterator[tuple[Tensor, Tensor | None]],
+    n_critic: int,
+    settings: _StepSettings,
+    step: int,
+    want_norm: bool,
+) -> tuple[dict[str, tuple[float, float | None]], bool]:
+    """One training step: ``n_critic`` critic updates then one generator update (two
+    players), or one update; returns each method's last (loss, gradient norm) and whether
+    every update of the step was finite."""
+    losses: dict[str, tuple[float, float | None]] = {}
+    ok = True
+    for player in players:
+        for _ in range(n_critic if player.method == "discriminator_loss" else 1):
+            if player.method != "generator_loss":
+                x, cond = next(stream)  # the generator reuses the last critic batch
+            value, norm = losses[player.method] = _update(
+                settings.objective,
+                player,
+                players,
+                x,
+                cond,
+                amp=settings.amp,
+                device=settings.device,
+                grad_clip=settings.grad_clip,
+                want_norm=want_norm,
+                process=settings.process,
+                step=step,
+                nonfinite=settings.nonfinite,
+            )
+            # Every critic update counts, not only the last one of the step.
+            ok = ok and math.isfinite(value) and (norm is None or math.isfinite(norm))
+    return losses, ok
+
+
+def _loss_metrics(
+    losses: dict[str, tuple[float, float | None]], two_player: bool
+) -> dict[str, float | None]:
+    """The log's per-method losses and gradient norms (the window holds the mean loss)."""
+    metrics: dict[str, float | None] = {}
+    for method, (value, norm) in losses.items():
+        if two_player:
+            metrics[method] = value
+            metrics[f"grad_norm_{method}"] = norm
+        else:
+            metrics["grad_norm"] = norm
+    return metrics
 
 
 def _initialize(
