@@ -232,3 +232,26 @@ def test_power_iteration_finds_the_largest_eigenvalue_of_each_samples_gram_matri
     lam = _top_eigenvalue(fn, torch.zeros(3, 7, dtype=torch.float64), iters=60)
     expected = torch.linalg.eigvalsh(mats.transpose(1, 2) @ mats)[:, -1:]
     torch.testing.assert_close(lam, expected, rtol=1e-6, atol=0)
+
+
+def test_guided_solving_reads_the_written_score_prior_contract() -> None:
+    """Guidance takes a :class:`ScoreBasedModel`; a look-alike with ``sde`` and ``score``
+    attributes is refused by name, and ``eps`` comes from the contract."""
+    from physgen.inverse.solve import as_score_prior
+    from physgen.models import ScoreBasedModel, get_model_class
+    from physgen.sde import build_sde
+
+    model = get_model_class("diffusion").for_shape((4,))
+    assert isinstance(model, ScoreBasedModel) and model.eps > 0
+    prior = as_score_prior(model)
+    x, t = torch.randn(3, 4), torch.full((3,), 0.5)
+    torch.testing.assert_close(prior.score(x, t), model.score(x, t))
+
+    class LookAlike(torch.nn.Module):
+        sde, eps = build_sde("vp"), 1e-3
+
+        def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return -x
+
+    with pytest.raises(ValueError, match="ScoreBasedModel"):
+        as_score_prior(LookAlike())

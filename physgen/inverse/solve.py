@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from physgen.inverse.guided import Covariance, ScorePrior, posterior_score
 from physgen.inverse.task import Task
-from physgen.models.base import GenerativeModel
+from physgen.models.base import GenerativeModel, ScoreBasedModel
 from physgen.samplers import get_sampler
 
 __all__ = ["as_score_prior", "is_conditional", "solve"]
@@ -44,16 +44,16 @@ def is_conditional(model: Any) -> bool:
 
 
 def as_score_prior(model: Any) -> ScorePrior:
-    """The prior of an unconditional diffusion model: its ``sde`` and ``score(x, t)``."""
+    """The prior of an unconditional score-based model: its ``sde`` and ``score(x, t)``."""
     if isinstance(model, ScorePrior):
         return model
-    sde, score = getattr(model, "sde", None), getattr(model, "score", None)
-    if sde is None or not callable(score):
+    if not isinstance(model, ScoreBasedModel):
         raise ValueError(
-            f"{type(model).__name__} is neither conditional (no cond_shape) nor a diffusion "
-            "prior (no sde and score(x, t)); guided sampling needs a score-based prior"
+            f"{type(model).__name__} is neither conditional (no cond_shape) nor a score-based "
+            "prior (physgen.models.ScoreBasedModel: an sde and score(x, t)); guided sampling "
+            "needs a score-based prior"
         )
-    return ScorePrior(sde, lambda x, t: score(x, t))
+    return ScorePrior(model.sde, lambda x, t: model.score(x, t))
 
 
 def _repeat(t: Tensor, m: int) -> Tensor:
@@ -113,6 +113,8 @@ def solve(
             f"task {task.name!r}: observations must have shape (B, {', '.join(map(str, expected))})"
             f", got {tuple(y.shape)}"
         )
+    if eps is None:
+        eps = model.eps if isinstance(model, ScoreBasedModel) else 1e-3
     cases = max(1, batch_size // n_samples)
     parts = []
     starts = range(0, y.shape[0], cases)
@@ -123,7 +125,7 @@ def solve(
         else:
             members = _guided(
                 as_score_prior(model), task, yb, n_samples, sampler=sampler, steps=steps,
-                eps=getattr(model, "eps", 1e-3) if eps is None else eps,
+                eps=eps,
                 prior_fields=prior_fields, covariance=covariance, scale=scale, residual=residual,
                 residual_std=residual_std, residual_until=residual_until, generator=generator,
             )  # fmt: skip

@@ -3,6 +3,7 @@
 from .base import (
     DensityModel,
     GenerativeModel,
+    ScoreBasedModel,
     TwoPlayerModel,
     available_models,
     get_model_class,
@@ -12,6 +13,7 @@ from .base import (
 __all__ = [
     "DensityModel",
     "GenerativeModel",
+    "ScoreBasedModel",
     "TwoPlayerModel",
     "available_models",
     "get_model_class",

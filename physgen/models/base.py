@@ -7,14 +7,18 @@ import json
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from physgen.sde import SDE
+
 __all__ = [
     "DensityModel",
     "GenerativeModel",
+    "ScoreBasedModel",
     "TwoPlayerModel",
     "available_models",
     "get_model_class",
@@ -137,6 +141,23 @@ class DensityModel(GenerativeModel):
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         return -self.log_prob(x, cond)
+
+
+class ScoreBasedModel(DensityModel):
+    r"""A density model defined by a forward SDE and a learned score: a prior for guidance.
+
+    The contract guided inverse solvers (:func:`physgen.inverse.solve`) read: the forward
+    SDE ``sde`` (:math:`dx = f(x, t)\,dt + g(t)\,dW`), the score
+    :math:`s_\theta(x, t) \approx \nabla_x \log p_t(x)` and ``eps``, the smallest time the
+    reverse-time integration reaches (the score is not trained below it).
+    """
+
+    sde: SDE
+    eps: float
+
+    @abstractmethod
+    def score(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The score of the time-``t`` marginal at ``x``, shape of ``x``; ``t`` is ``(B,)``."""
 
 
 class TwoPlayerModel(GenerativeModel):

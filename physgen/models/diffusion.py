@@ -15,7 +15,7 @@ from ..nn import time_network
 from ..samplers import get_sampler
 from ..sde import build_sde
 from ..utils import append_dims
-from .base import DensityModel, register_model
+from .base import ScoreBasedModel, register_model
 
 __all__ = ["Diffusion", "dps_guidance"]
 
@@ -53,7 +53,7 @@ def dps_guidance(
 
 
 @register_model("diffusion")
-class Diffusion(DensityModel):
+class Diffusion(ScoreBasedModel):
     r"""A diffusion model over an ``SDE`` (Ho et al. 2020; Song et al. 2021).
 
     The network (MLP on vectors, U-Net on fields) predicts ``eps``, ``x0`` or ``v`` from
