@@ -11,6 +11,7 @@ and a two-player model) keep the test meaningful before, and alongside, the real
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,8 +55,15 @@ class _CondGaussian(DensityModel):
         z = (x - self.mean(cond)) * torch.exp(-self.log_scale)
         return (-0.5 * z**2 - self.log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def sample(self, n: int, cond: Tensor | None = None, **options: object) -> Tensor:
-        eps = torch.randn(n, self.log_scale.numel(), device=self.device)
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: object,
+    ) -> Tensor:
+        eps = torch.randn(n, self.log_scale.numel(), generator=generator, device=self.device)
         return self.mean(cond) + torch.exp(self.log_scale) * eps
 
 
@@ -82,8 +90,15 @@ class _TinyGAN(TwoPlayerModel):
     def discriminator_parameters(self) -> Iterator[nn.Parameter]:
         return self.critic.parameters()
 
-    def sample(self, n: int, cond: Tensor | None = None, **options: object) -> Tensor:
-        z = torch.randn(n, self.generator.in_features, device=self.device)
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: object,
+    ) -> Tensor:
+        z = torch.randn(n, self.generator.in_features, generator=generator, device=self.device)
         return self.generator(z)
 
     def discriminator_loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -177,6 +192,25 @@ def test_sample_shape_and_device(name: str, device: torch.device) -> None:
     assert out.shape == (n, *cls.example_shape)
     assert out.device.type == device.type
     assert torch.isfinite(out).all()
+
+
+@names
+def test_sample_draws_only_from_its_keyword_only_generator(name: str) -> None:
+    """``sample(n, cond, *, generator=...)``: the same seeded generator gives the same samples
+    whatever the global RNG state; another seed gives others (the negative control)."""
+    parameter = inspect.signature(CASES[name].sample).parameters.get("generator")
+    assert parameter is not None and parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    model, _, _ = _build(name)
+    cond = CASES[name].example_batch(3, generator=torch.Generator().manual_seed(2))[1]
+
+    def draw(seed: int, global_seed: int) -> Tensor:
+        torch.manual_seed(global_seed)
+        with torch.no_grad():
+            return model.eval().sample(3, cond, generator=torch.Generator().manual_seed(seed))
+
+    first = draw(seed=5, global_seed=0)
+    torch.testing.assert_close(draw(seed=5, global_seed=123), first, rtol=0, atol=0)
+    assert not torch.equal(draw(seed=6, global_seed=0), first)
 
 
 @names

@@ -207,6 +207,7 @@ class AdversarialModel(TwoPlayerModel):
         self,
         n: int,
         cond: Tensor | None = None,
+        *,
         generator: torch.Generator | None = None,
         **options: Any,
     ) -> Tensor:

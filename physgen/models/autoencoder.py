@@ -165,11 +165,18 @@ class Autoencoder(GenerativeModel):
         self.code_cov.lerp_(cov, m)
 
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
         """Decode ``n`` codes drawn from N(code_mean, code_cov)."""
         if cond is not None:
             raise ValueError("Autoencoder is unconditional; got cond")
         like = {"device": self.code_cov.device, "dtype": self.code_cov.dtype}
         chol = torch.linalg.cholesky(self.code_cov + 1e-6 * torch.eye(self.latent_dim, **like))
-        eps = torch.randn(n, self.latent_dim, **like)
+        eps = torch.randn(n, self.latent_dim, generator=generator, **like)
         return self.decode(self.code_mean + eps @ chol.T)

@@ -108,8 +108,19 @@ class GenerativeModel(nn.Module, ABC):
         """
 
     @abstractmethod
-    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
-        """Draw ``n`` samples, shape ``(n, *sample_shape)``."""
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
+        """Draw ``n`` samples, shape ``(n, *sample_shape)``.
+
+        Every random draw comes from ``generator`` when one is given (keyword-only in every
+        family), so a seeded generator reproduces a sample set exactly.
+        """
 
     def initialize(self, x: Tensor, cond: Tensor | None = None) -> None:
         """Data-dependent initialisation from the first global training batch (default: none).

@@ -225,6 +225,7 @@ class EBM(GenerativeModel):
         self,
         n: int,
         cond: Tensor | None = None,
+        *,
         n_steps: int | None = None,
         from_buffer: bool = False,
         generator: torch.Generator | None = None,

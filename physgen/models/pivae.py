@@ -680,17 +680,24 @@ class SDEPIVAE(GenerativeModel):
             raise ValueError("mmd_k='log' needs positive k readings in the data and decodings")
         return torch.cat([u, k.log(), f], dim=1)
 
-    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> Tensor:
         """``n`` sensor vectors ``(n, D)`` decoded from z ~ N(0, I)."""
         if cond is not None:
             raise ValueError("SDEPIVAE is unconditional; got cond")
-        z = self._prior_draw(n)
+        z = self._prior_draw(n, generator)
         with torch.no_grad():
             return self.sensors(z)
 
-    def _prior_draw(self, n: int) -> Tensor:
+    def _prior_draw(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         c = self.u_coords
-        return torch.randn(n, self.latent_dim, device=c.device, dtype=c.dtype)
+        return torch.randn(n, self.latent_dim, generator=generator, device=c.device, dtype=c.dtype)
 
     def sample_fields(self, n: int, coords: Tensor, z: Tensor | None = None) -> Tensor:
         """``(n, 3, P)`` fields (u, k, f̂) at ``coords`` from z ~ N(0, I) (or the given z)."""

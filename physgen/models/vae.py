@@ -214,20 +214,31 @@ class LatentGaussianModel(GenerativeModel):
 
     @torch.no_grad()
     def sample(
-        self, n: int, cond: Tensor | None = None, mean: bool = True, **options: Any
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        mean: bool = True,
+        generator: torch.Generator | None = None,
+        **options: Any,
     ) -> Tensor:
         """Draw z from the prior and decode; ``mean=False`` also draws the observation noise."""
         cond = self._expand_cond(cond, n)
         mu_p, logvar_p = self.prior(cond, n)
-        z = mu_p + (0.5 * logvar_p).exp() * torch.randn_like(mu_p)
+        z = mu_p + (0.5 * logvar_p).exp() * _normal_like(mu_p, generator)
         out = self.decoder_output(z, cond)
         if self.likelihood == "bernoulli":
             p = torch.sigmoid(out)
-            return p if mean else torch.bernoulli(p)
+            return p if mean else torch.bernoulli(p, generator=generator)
         if mean:
             return out
         sigma = math.exp(self._fixed_log_sigma) if self.log_sigma is None else self.log_sigma.exp()
-        return out + sigma * torch.randn_like(out)
+        return out + sigma * _normal_like(out, generator)
+
+
+def _normal_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal draws of ``x``'s shape, device and dtype, from ``generator``."""
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 def _default_arch(shape: Sequence[int]) -> str:
