@@ -57,6 +57,19 @@ def test_registry_refuses_a_second_class_under_one_name(monkeypatch: pytest.Monk
         get_model_class("no-such-model")
 
 
+def test_test_models_load_by_name_but_are_not_families() -> None:
+    """The suite's reference models resolve by name (checkpoints reload) and stay out of
+    the families the package lists; a family is never shadowed by another registry."""
+    from model_registry import TEST_MODELS, register_test_model
+
+    register_test_model("_protocol-gaussian")(_Gaussian)
+    assert TEST_MODELS["_protocol-gaussian"] is _Gaussian
+    assert get_model_class("_protocol-gaussian") is _Gaussian
+    families = base.available_models()
+    assert not any(name.startswith("_") for name in families), sorted(families)
+    assert get_model_class("vae") is families["vae"]
+
+
 @pytest.mark.parametrize("ndim", [2, 3, 4, 5])
 def test_append_dims_broadcasts_per_sample_scalars(ndim: int) -> None:
     t = torch.arange(3.0)

@@ -17,16 +17,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from model_registry import register_test_model
 from torch import Tensor
 
-from physgen.models import GenerativeModel, register_model
+from physgen.models import GenerativeModel
 from physgen.nn.mlp import MLP
 from physgen.training import fit
 
 STEPS, EVERY, KILL_AT = 30, 10, 25
 
 
-@register_model("_resume-denoiser")
+@register_test_model("_resume-denoiser")
 class _NoisyDenoiser(GenerativeModel):
     """Denoising loss ||f(x + σ ε) − x||²: σ from NumPy, ε from torch, a mask from ``random``."""
 

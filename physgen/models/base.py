@@ -22,12 +22,15 @@ __all__ = [
     "TwoPlayerModel",
     "available_models",
     "get_model_class",
+    "lookup_also",
     "register_model",
+    "registered_name",
 ]
 
 ModelT = TypeVar("ModelT", bound=type["GenerativeModel"])
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
+_LOOKUPS: list[dict[str, type[GenerativeModel]]] = []  # other registries (lookup_also)
 
 
 class GenerativeModel(nn.Module, ABC):
@@ -202,16 +205,35 @@ class TwoPlayerModel(GenerativeModel):
         return self.generator_loss(x, cond)
 
 
-def register_model(name: str) -> Callable[[ModelT], ModelT]:
-    """Class decorator: make a family available as ``name`` to the CLI and contract test."""
+def register_model(
+    name: str, registry: dict[str, type[GenerativeModel]] | None = None
+) -> Callable[[ModelT], ModelT]:
+    """Class decorator: make a family available as ``name`` to the CLI and contract test.
+
+    ``registry`` is another mapping to register in (a test suite's own models, say), which
+    :func:`available_models` never lists; :func:`lookup_also` makes checkpoints of its
+    models loadable by name.
+    """
+    target = _REGISTRY if registry is None else registry
 
     def decorate(cls: ModelT) -> ModelT:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"model name {name!r} is already registered to {_REGISTRY[name]}")
-        _REGISTRY[name] = cls
+        if name in target and target[name] is not cls:
+            raise ValueError(f"model name {name!r} is already registered to {target[name]}")
+        target[name] = cls
         return cls
 
     return decorate
+
+
+def lookup_also(registry: dict[str, type[GenerativeModel]]) -> None:
+    """Let :func:`get_model_class` find the models of ``registry`` too (after the families).
+
+    For models that are not families of the package, such as a test suite's reference
+    models: their checkpoints reload by name, while the package's list of families
+    (:func:`available_models`, the CLI's help) stays free of them.
+    """
+    if all(registry is not other for other in _LOOKUPS):
+        _LOOKUPS.append(registry)
 
 
 def _import_families() -> None:
@@ -228,9 +250,21 @@ def available_models() -> dict[str, type[GenerativeModel]]:
     return dict(sorted(_REGISTRY.items()))
 
 
+def registered_name(cls: type[GenerativeModel]) -> str | None:
+    """The name ``cls`` is registered under (families first, then :func:`lookup_also`)."""
+    for registry in (available_models(), *_LOOKUPS):
+        for name, registered in registry.items():
+            if registered is cls:
+                return name
+    return None
+
+
 def get_model_class(name: str) -> type[GenerativeModel]:
     """The registered class called ``name``; a clear error lists the known names."""
     models = available_models()
-    if name not in models:
-        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(models) or 'none'}")
-    return models[name]
+    if name in models:
+        return models[name]
+    for registry in _LOOKUPS:
+        if name in registry:
+            return registry[name]
+    raise KeyError(f"unknown model {name!r}; registered models: {', '.join(models) or 'none'}")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from physgen.data.atomic import atomic_output, sweep_temporaries
-from physgen.models.base import GenerativeModel, available_models, get_model_class
+from physgen.models.base import GenerativeModel, get_model_class, registered_name
 
 __all__ = [
     "DIGEST_KEY",
@@ -248,10 +248,7 @@ def read_newest_valid(paths: list[Path]) -> tuple[Path, dict[str, Any]] | None:
 
 def registry_name(model: GenerativeModel) -> str | None:
     """The name ``model``'s class is registered under, or ``None``."""
-    for name, cls in available_models().items():
-        if cls is type(model):
-            return name
-    return None
+    return registered_name(type(model))
 
 
 def model_entries(model: GenerativeModel) -> dict[str, Any]:
