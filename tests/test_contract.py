@@ -214,6 +214,22 @@ def test_sample_draws_only_from_its_keyword_only_generator(name: str) -> None:
 
 
 @names
+def test_config_is_the_captured_constructor_call(name: str) -> None:
+    """One mechanism records ``config``: every named constructor argument (defaults filled
+    in) but the excluded objects, and nothing else unless the constructor takes ``**``."""
+    model, _, _ = _build(name)
+    parameters = inspect.signature(type(model).__init__).parameters
+    named = {
+        p for p, spec in parameters.items() if p != "self" and spec.kind is not spec.VAR_KEYWORD
+    }
+    takes_options = any(spec.kind is spec.VAR_KEYWORD for spec in parameters.values())
+    expected = named - set(type(model).config_exclude)
+    assert expected <= set(model.config), sorted(expected - set(model.config))
+    assert takes_options or set(model.config) <= expected, sorted(set(model.config) - expected)
+    assert not set(type(model).config_exclude) & set(model.config)
+
+
+@names
 def test_loss_under_no_grad_matches(name: str) -> None:
     """Validation computes losses under ``no_grad``; they must equal the training-time values."""
     model, x, cond = _build(name)

@@ -303,7 +303,9 @@ def _model_options(
         remedy = "choose a registered problem with problem = NAME in the [model] table of --config"
         named = problem_named_by(data.attrs, data.path, remedy)
         if named is not None:
-            options["problem"], options["problem_params"] = named
+            options["problem"] = named[0]
+            if named[1]:  # else the family sizes the problem to the data's grid
+                options["problem_params"] = named[1]
     norm = data.normalizer
     if norm is not None and {"channel_mean", "channel_std"} <= accepted.keys():
         options["channel_mean"] = norm.mean.flatten().tolist()

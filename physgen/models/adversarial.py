@@ -79,7 +79,7 @@ class AdversarialModel(TwoPlayerModel):
         cond_shape: Sequence[int] | None,
         latent_dim: int,
     ) -> None:
-        super().__init__(**config)
+        super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}; expected one of {', '.join(OBJECTIVES)}")
         if lipschitz not in LIPSCHITZ:

@@ -76,20 +76,7 @@ class Autoencoder(GenerativeModel):
         sparsity_target: float = 0.05,
         code_momentum: float = 0.01,
     ) -> None:
-        super().__init__(
-            sample_shape=list(sample_shape),
-            latent_dim=latent_dim,
-            arch=arch,
-            hidden=list(hidden),
-            channels=list(channels),
-            act=act,
-            noise=noise,
-            noise_level=noise_level,
-            sparsity=sparsity,
-            sparsity_weight=sparsity_weight,
-            sparsity_target=sparsity_target,
-            code_momentum=code_momentum,
-        )
+        super().__init__()
         if noise not in _NOISES:
             raise ValueError(f"noise must be one of {_NOISES}, got {noise!r}")
         if sparsity not in _SPARSITIES:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import json
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -45,8 +48,11 @@ class GenerativeModel(nn.Module, ABC):
       ``type(model).from_config(model.config)`` rebuilds an identical architecture, so a
       checkpoint holds config + state dicts and never pickled code.
 
-    Subclasses pass their constructor arguments to ``super().__init__(**config)``; the base
-    checks that they are JSON-able and keeps them.
+    ``config`` is captured once, by one mechanism: the arguments the outermost constructor
+    was called with, defaults filled in and ``**options`` merged (like diffusers'
+    ``register_to_config``). A family calls ``super().__init__()`` and never repeats its
+    keyword list; names in ``config_exclude`` (objects such as a physics penalty) are left
+    out and passed again after loading. The base checks that the rest is JSON-able.
 
     ``example_shape`` (and ``example_cond_shape`` for conditional families) name a small
     sample shape the family supports; the contract test and ``physgen train`` use
@@ -55,12 +61,22 @@ class GenerativeModel(nn.Module, ABC):
 
     example_shape: ClassVar[tuple[int, ...]] = (2,)
     example_cond_shape: ClassVar[tuple[int, ...] | None] = None
+    #: Constructor arguments that are not configuration (callables, tensors): not captured.
+    config_exclude: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _capturing_config(cls.__dict__["__init__"])  # type: ignore[method-assign]
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
+        captured = self.__dict__.pop("_captured_config", None)
+        if not config and captured is not None:
+            config = {k: v for k, v in captured.items() if k not in type(self).config_exclude}
         try:
             # Round-trip through JSON so tuples become lists exactly as they will on reload.
-            self._config = json.loads(json.dumps(config))
+            self._config = json.loads(json.dumps(config, default=_plain_array))
         except TypeError as err:
             raise TypeError(
                 f"{type(self).__name__}: constructor arguments must be JSON-able "
@@ -141,6 +157,42 @@ class GenerativeModel(nn.Module, ABC):
         for tensor in self.buffers():
             return tensor.device
         return torch.device("cpu")
+
+
+def _plain_array(value: Any) -> Any:
+    """Arrays and tensors (sensor positions, say) as lists; anything else is refused."""
+    if isinstance(value, (torch.Tensor, np.ndarray, np.generic)):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-able")
+
+
+def _capturing_config(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a family's ``__init__`` so that its outermost call records the call's arguments.
+
+    The record (``self._captured_config``: bound arguments with defaults, ``**options``
+    merged) is what :class:`GenerativeModel` keeps as ``config``; constructors further down
+    a subclass chain leave it alone.
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def capturing_init(self: GenerativeModel, *args: Any, **kwargs: Any) -> None:
+        if "_captured_config" not in self.__dict__:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            config: dict[str, Any] = {}
+            for name, value in list(bound.arguments.items())[1:]:  # without self
+                kind = signature.parameters[name].kind
+                if kind is inspect.Parameter.VAR_KEYWORD:
+                    config.update(value)
+                elif kind is inspect.Parameter.VAR_POSITIONAL:
+                    raise TypeError(f"{init.__qualname__}: *args cannot be a model's config")
+                else:
+                    config[name] = value
+            object.__setattr__(self, "_captured_config", config)  # before nn.Module.__init__
+        init(self, *args, **kwargs)
+
+    return capturing_init
 
 
 class DensityModel(GenerativeModel):

@@ -125,20 +125,7 @@ class EBM(GenerativeModel):
         init_std: float = 1.0,
         base_std: float | None = 3.0,
     ) -> None:
-        super().__init__(
-            sample_shape=[int(s) for s in sample_shape],
-            hidden=list(hidden),
-            act=act,
-            buffer_size=buffer_size,
-            reinit_prob=reinit_prob,
-            langevin_steps=langevin_steps,
-            sample_steps=sample_steps,
-            step_size=step_size,
-            noise_scale=noise_scale,
-            reg_weight=reg_weight,
-            init_std=init_std,
-            base_std=base_std,
-        )
+        super().__init__()
         if base_std is not None and base_std <= 0:
             raise ValueError(f"EBM: base_std must be positive or None; got {base_std}")
         if buffer_size < 1 or not 0.0 <= reinit_prob <= 1.0 or step_size <= 0:

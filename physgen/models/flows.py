@@ -195,17 +195,7 @@ class RealNVP(Flow):
         bound: float = 5.0,
         context_features: int = 16,
     ) -> None:
-        super().__init__(
-            features=features,
-            cond_shape=cond_shape,
-            transforms=transforms,
-            hidden=hidden,
-            act=act,
-            mask=mask,
-            bins=bins,
-            bound=bound,
-            context_features=context_features,
-        )
+        super().__init__()
         if features < 2:
             raise ValueError(f"RealNVP: features must be >= 2 to split, got {features}")
         if mask not in ("parity", "half"):
@@ -286,14 +276,7 @@ class _Autoregressive(Flow):
         act: str = "relu",
         context_features: int = 16,
     ) -> None:
-        super().__init__(
-            features=features,
-            cond_shape=cond_shape,
-            transforms=transforms,
-            hidden=hidden,
-            act=act,
-            context_features=context_features,
-        )
+        super().__init__()
         self.event_shape = (features,)
         self.encoder = _context(cond_shape, context_features, act)
         context = 0 if self.encoder is None else self.encoder.features

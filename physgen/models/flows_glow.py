@@ -215,9 +215,7 @@ class Glow(Flow):
         periodic: bool | Sequence[bool] = False,
         context_features: int = 16,
     ) -> None:
-        super().__init__(shape=shape, cond_shape=cond_shape, levels=levels, steps=steps,
-                         checker_steps=checker_steps, hidden=hidden, act=act, periodic=periodic,
-                         context_features=context_features)  # fmt: skip
+        super().__init__()
         shape = tuple(int(n) for n in shape)
         d = len(shape) - 1
         if d not in (1, 2):

@@ -146,26 +146,7 @@ class PIVAE(LatentGaussianModel):
         c = sample_shape[0]
         mean = list(channel_mean) if channel_mean is not None else [0.0] * c
         std = list(channel_std) if channel_std is not None else [1.0] * c
-        super().__init__(
-            sample_shape=list(sample_shape),
-            problem=problem,
-            problem_params=dict(problem_params or {}),
-            channel_mean=mean,
-            channel_std=std,
-            latent_dim=latent_dim,
-            arch=arch,
-            hidden=list(hidden),
-            channels=list(channels),
-            act=act,
-            sigma=sigma,
-            beta=beta,
-            alpha1=alpha1,
-            alpha2=alpha2,
-            n_syn=n_syn,
-            syn_sampling=syn_sampling,
-            syn_seed=syn_seed,
-            pretrain_steps=pretrain_steps,
-        )
+        super().__init__()
         self.problem = load_registered(problem, **(problem_params or {}))
         expected = tuple(self.problem.sample_shape())
         if tuple(sample_shape) != expected:
@@ -192,9 +173,10 @@ class PIVAE(LatentGaussianModel):
     ) -> PIVAE:
         if cond_shape is not None:
             raise ValueError("PIVAE is unconditional")
-        if "problem" not in overrides:
-            # The stochastic elliptic problem on a grid of the sample's length.
-            overrides = {"problem": "sde1d", "problem_params": {"n": sample_shape[-1]}, **overrides}
+        # Without a problem, the stochastic elliptic one; without its parameters, a grid of
+        # the sample's length (data naming a problem but not its parameters).
+        overrides = {"problem": "sde1d", **overrides}
+        overrides.setdefault("problem_params", {"n": sample_shape[-1]})
         defaults = {"arch": "conv" if len(sample_shape) >= 2 else "mlp", "n_syn": 256}
         return cls(sample_shape, **{**defaults, **overrides})
 
@@ -372,38 +354,7 @@ class SDEPIVAE(GenerativeModel):
         syn_seed: int = 0,
         pretrain_steps: int = 0,
     ) -> None:
-        super().__init__(
-            u_sensors=[float(v) for v in u_sensors],
-            k_sensors=[float(v) for v in k_sensors],
-            f_sensors=[float(v) for v in f_sensors],
-            form=form,
-            integration_nodes=integration_nodes,
-            exact_boundary=exact_boundary,
-            latent_dim=latent_dim,
-            width=width,
-            depth=depth,
-            decoder=decoder,
-            degree=degree,
-            spectral_decay=spectral_decay,
-            k_transform=k_transform,
-            encoder_logvar=encoder_logvar,
-            sensor_scale=None if sensor_scale is None else [float(v) for v in sensor_scale],
-            mmd_terms=mmd_terms,
-            mmd_k=mmd_k,
-            diffusion_scale=diffusion_scale,
-            domain=list(domain),
-            boundary_values=list(boundary_values),
-            kernel_mul=kernel_mul,
-            kernel_num=kernel_num,
-            moment_weight=moment_weight,
-            forcing_integrals=forcing_integrals,
-            alpha1=alpha1,
-            alpha2=alpha2,
-            n_syn=n_syn,
-            syn_sampling=syn_sampling,
-            syn_seed=syn_seed,
-            pretrain_steps=pretrain_steps,
-        )
+        super().__init__()
         if form not in ("u", "flux"):
             raise ValueError(f"form must be 'u' or 'flux' (decode q = k u' and k), got {form!r}")
         if integration_nodes < 2:

@@ -274,17 +274,7 @@ class VAE(LatentGaussianModel):
         sigma: float | None = None,
         beta: float = 1.0,
     ) -> None:
-        super().__init__(
-            sample_shape=list(sample_shape),
-            latent_dim=latent_dim,
-            arch=arch,
-            hidden=list(hidden),
-            channels=list(channels),
-            act=act,
-            likelihood=likelihood,
-            sigma=sigma,
-            beta=beta,
-        )
+        super().__init__()
         self._build(sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta)
 
     @classmethod
@@ -338,20 +328,7 @@ class CVAE(LatentGaussianModel):
         cond_features: int = 32,
         prior: str = "learned",
     ) -> None:
-        super().__init__(
-            sample_shape=list(sample_shape),
-            cond_shape=list(cond_shape),
-            latent_dim=latent_dim,
-            arch=arch,
-            hidden=list(hidden),
-            channels=list(channels),
-            act=act,
-            likelihood=likelihood,
-            sigma=sigma,
-            beta=beta,
-            cond_features=cond_features,
-            prior=prior,
-        )
+        super().__init__()
         self._cond_shape = tuple(cond_shape)
         self._build(
             sample_shape,
