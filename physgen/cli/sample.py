@@ -10,14 +10,12 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm import tqdm
+from physgen.cli._catalog import sampler_listing
 
-from physgen.data import FieldDataset, write_fields
-from physgen.training import build_model, read_checkpoint
-from physgen.training.fields import samples_to_fields, stats_table
+if TYPE_CHECKING:  # the command imports torch and the models only when it runs
+    import torch
 
 __all__ = ["count_network_calls", "draw", "parse_options", "register", "sampler_settings"]
 
@@ -29,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sample",
         help="draw samples from a trained checkpoint",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=sampler_listing(),
         description=(
             "Draw N samples from a checkpoint written by 'physgen train' and write them, "
             "de-normalized, as a physgen-field/1 file with the training data's field names, "
@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="sampler option passed to model.sample (repeatable; VALUE parsed as JSON if it can)",
+        help="sampler option passed to model.sample, e.g. steps=200 (repeatable; VALUE parsed "
+        "as JSON if it can; the keys of each family are listed below)",
     )
     parser.set_defaults(handler=_sample)
 
@@ -85,6 +86,9 @@ def draw(
     With conditions the result is ordered case by case: rows ``i*n ... i*n + n - 1`` are the
     draws for ``cond[i]``. ``progress`` shows a bar per batch on stderr.
     """
+    import torch
+    from tqdm import tqdm
+
     if cond is not None:
         cond = cond.repeat_interleave(n, dim=0)  # (cases * n, *cond_shape)
     total = n if cond is None else len(cond)
@@ -165,6 +169,11 @@ def count_network_calls(model: torch.nn.Module) -> Iterator[dict[str, int]]:
 
 def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
     """The normalized conditioning tensor of every sample in ``path``, and their indices."""
+    import torch
+
+    from physgen.data import FieldDataset
+    from physgen.training.fields import stats_table
+
     cond_file = FieldDataset(
         path,
         data["fields"],
@@ -184,6 +193,12 @@ def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from physgen.data import write_fields
+    from physgen.training import build_model, read_checkpoint
+    from physgen.training.fields import samples_to_fields
+
     if args.n < 1:
         raise ValueError(f"--n must be positive, got {args.n}")
     contents = read_checkpoint(args.checkpoint)

@@ -10,26 +10,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
-import torch
-
+from physgen.cli._catalog import FAMILIES, TRAIN_STEPS, check_family, family_listing
 from physgen.cli.data import add_split_options
-from physgen.data import (
-    DEFAULT_FRACTIONS,
-    FieldDataset,
-    FieldStats,
-    compute_stats,
-    field_names,
-    open_fields,
-    split_fields,
-)
-from physgen.models import get_model_class
 from physgen.paths import data_root, read_toml, runs_root
-from physgen.recipes import load_recipe, make_dataset
-from physgen.training import CHECKPOINT_NAME, NonFiniteLossError, fit
-from physgen.training.fields import describe_fields
+
+if TYPE_CHECKING:  # the command imports torch and the data layer only when it runs
+    from physgen.data import FieldDataset, FieldStats
 
 __all__ = ["load_config", "register", "resolve_data"]
 
@@ -42,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model on a field dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=family_listing(),
         description=(
             "Train a registered model family on the train split of a dataset folder (train.nc, "
             "optional valid.nc and stats.json, as written by 'physgen data make') or of a "
@@ -60,14 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recipe name or .toml, data-set folder, or one physgen-field .nc file (split "
         "into <run folder>/data)",
     )
-    parser.add_argument("--model", required=True, help="registered model family")
+    parser.add_argument("--model", required=True, help="model family (listed below)")
     parser.add_argument(
         "--config",
         type=Path,
         help="TOML file with tables [model] (for_shape overrides), [fit] (fit() keyword "
         "arguments) and [data] (fields, cond_fields, time, in_memory)",
     )
-    parser.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    parser.add_argument(
+        "--steps", type=int, help=f"optimizer steps (default {TRAIN_STEPS}; per family below)"
+    )
     parser.add_argument("--batch-size", type=int, help="global batch size (default 64)")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--seed", type=int, help="seed for data order and random draws")
@@ -104,6 +96,8 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ValueError(f"{path}: unknown tables {sorted(unknown)}; expected model, fit, data")
     config = {key: dict(doc.get(key, {})) for key in ("model", "fit", "data")}
+    from physgen.training import fit
+
     allowed = set(inspect.signature(fit).parameters) - _RESERVED
     for key in config["fit"]:
         if key not in allowed:
@@ -126,16 +120,19 @@ def resolve_data(
     spec: str,
     split_dir: Path | None = None,
     *,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] | None = None,
     seed: int = 0,
 ) -> tuple[Path, str]:
     """The dataset folder for ``spec`` and a short name.
 
     ``spec`` is a data-set folder, a recipe (name or ``.toml`` file; its data are made if
     missing) or a single physgen-field file, which is split into ``split_dir`` (default
-    ``<file stem>-split`` beside the file) with :func:`~physgen.data.split_fields`. Any other
-    file is refused with one line naming it and what was expected.
+    ``<file stem>-split`` beside the file) with :func:`~physgen.data.split_fields` by
+    ``fractions`` (default ``physgen.data.DEFAULT_FRACTIONS``). Any other file is refused
+    with one line naming it and what was expected.
     """
+    from physgen.recipes import load_recipe, make_dataset
+
     path = Path(spec)
     if path.is_dir():
         if not (path / "train.nc").is_file():
@@ -166,8 +163,14 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], seed: int) -> Path:
+def _split_file(
+    path: Path, split_dir: Path | None, fractions: Sequence[float] | None, seed: int
+) -> Path:
     """Split a single physgen-field file into a data-set folder; say where in one line."""
+    import h5py
+
+    from physgen.data import DEFAULT_FRACTIONS, split_fields
+
     if not h5py.is_hdf5(path):
         raise ValueError(
             f"--data {path}: not a physgen-field .nc file (no HDF5 signature); {_EXPECTED_DATA}"
@@ -178,6 +181,7 @@ def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], 
             f"{path} is not split yet; run 'physgen data split {path} --out {folder}' and pass "
             f"--data {folder} before launching several processes"
         )
+    fractions = DEFAULT_FRACTIONS if fractions is None else fractions
     result = split_fields(path, folder, fractions=fractions, seed=seed)
     print(f"physgen train: {path}: {result.summary()}", file=sys.stderr)
     return folder
@@ -187,6 +191,8 @@ def _dataset(
     path: Path, options: dict[str, Any], stats: Path | dict[str, FieldStats]
 ) -> FieldDataset:
     """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``."""
+    from physgen.data import FieldDataset
+
     return FieldDataset(
         path,
         options.get("fields"),
@@ -197,31 +203,32 @@ def _dataset(
     )
 
 
-class _Flat(torch.utils.data.Dataset):
-    """A field dataset whose samples (and conditions) are flattened to vectors."""
+def _flat(data: FieldDataset) -> Any:
+    """``data`` with every sample (and condition) flattened to a vector ``(C*N,)``."""
+    import torch
 
-    def __init__(self, data: FieldDataset) -> None:
-        self.data = data
+    class _Flat(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(data)
 
-    def __len__(self) -> int:
-        return len(self.data)
+        def __getitem__(self, i: int) -> Any:
+            item = data[i]
+            if data.cond_fields:
+                return item[0].flatten(), item[1].flatten()  # (C*N,), (C'*N,)
+            return item.flatten()
 
-    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        item = self.data[i]
-        if self.data.cond_fields:
-            return item[0].flatten(), item[1].flatten()  # (C*N,), (C'*N,)
-        return item.flatten()
+    return _Flat()
 
 
-def _tensors(
-    data: FieldDataset, flatten: bool = False
-) -> FieldDataset | _Flat | tuple[torch.Tensor, ...]:
+def _tensors(data: FieldDataset, flatten: bool = False) -> Any:
     """In-memory datasets as stacked tensors: fit then indexes batches directly (fast).
 
     With ``flatten`` every sample becomes a vector ``(C*N,)`` (``(B, C*N)`` when stacked).
     """
+    import torch
+
     if not data.in_memory:
-        return _Flat(data) if flatten else data
+        return _flat(data) if flatten else data
     items = [data[i] for i in range(len(data))]
     if data.cond_fields:
         x, c = torch.stack([x for x, _ in items]), torch.stack([c for _, c in items])
@@ -253,6 +260,8 @@ def _run_folder(args: argparse.Namespace) -> Path:
     spec = Path(args.data)
     name = spec.resolve().name if spec.is_dir() else spec.stem  # folder, file or recipe
     out = args.out or runs_root() / f"{args.model}-{name}"
+    from physgen.training import CHECKPOINT_NAME
+
     if (out / CHECKPOINT_NAME).is_file() and not args.resume:
         raise ValueError(
             f"{out / CHECKPOINT_NAME} exists; pass --resume to continue it or choose another --out"
@@ -268,6 +277,8 @@ def _statistics(
     ``stats.json`` when the folder has one; otherwise they are computed on ``train.nc`` (said
     in one line), never skipped: a model never trains on raw fields without a word.
     """
+    from physgen.data import compute_stats, field_names, open_fields
+
     path = folder / "stats.json"
     if path.is_file():
         return path, {"stats": str(path), "computed": False}
@@ -286,6 +297,13 @@ def _statistics(
 
 
 def _train(args: argparse.Namespace) -> int:
+    check_family(args.model)  # before anything slow: a wrong name answers at once
+    import torch
+
+    from physgen.models import get_model_class
+    from physgen.training import NonFiniteLossError, fit
+    from physgen.training.fields import describe_fields
+
     config = load_config(args.config)
     model_class = get_model_class(args.model)
     out = _run_folder(args)
@@ -302,7 +320,9 @@ def _train(args: argparse.Namespace) -> int:
         _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
     )
 
-    settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
+    family = FAMILIES.get(args.model)
+    steps = TRAIN_STEPS if family is None else family.train_steps
+    settings = {"steps": steps, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
     settings.update(config["fit"])
     for key in ("steps", "batch_size", "lr", "seed", "device"):
         if getattr(args, key) is not None:
