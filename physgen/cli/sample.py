@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "units and coordinates, and provenance (model config, checkpoint, sampler "
             "options). Conditional models need --cond: a field file (e.g. the dataset's "
             "test.nc) holding the conditioning variables; each of its samples then gets N "
-            "draws, stored along a 'member' dimension."
+            "draws, stored along a 'member' dimension. Samples holding NaN/Inf are written "
+            "as drawn, counted in the provenance and reported by a warning on stderr."
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="checkpoint.pt from physgen train")
@@ -235,6 +236,7 @@ def _sample(args: argparse.Namespace) -> int:
         sampler["nfe"] = int(sampler["nfe"])
     if flat:
         x = x.reshape(len(x), *data["sample_shape"])  # (B, C, *grid)
+    nonfinite = int((~torch.isfinite(x.flatten(1))).any(1).sum())
     ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
     provenance = {
         "generator": "physgen sample",
@@ -249,7 +251,14 @@ def _sample(args: argparse.Namespace) -> int:
     }
     if args.cond is not None:
         provenance["conditions"] = str(args.cond.resolve())
+    provenance["nonfinite_samples"] = nonfinite
     path = write_fields(ds, args.out, provenance=provenance)
+    if nonfinite:  # shown even with --quiet: the file is written, but these fields are broken
+        print(
+            f"physgen sample: warning: {nonfinite} of {len(x)} samples in {path} hold NaN/Inf "
+            "(written as drawn; 'physgen evaluate' scores only the finite ones)",
+            file=sys.stderr,
+        )
     shape = tuple(data["sample_shape"])
     drawn = f"{args.n} samples" if cond is None else f"{len(cond)} conditions × {args.n} members"
     print(f"wrote {path}: {drawn} of {shape} ({', '.join(data['fields'])})")
