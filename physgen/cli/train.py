@@ -380,4 +380,23 @@ def _train(args: argparse.Namespace) -> int:
         )
         print(f"checkpoint: {result.checkpoint}")
         print(f"sample:     physgen sample {result.checkpoint} --n 16 --out samples.nc")
+        _warn_if_still_falling(model, result.history, result.step)
     return 0
+
+
+def _warn_if_still_falling(model: Any, history: list[dict[str, Any]], step: int) -> None:
+    """Say on stderr when the loss was still falling steeply at the end (see
+    :mod:`physgen.training.trend`); a two-player loss is no measure of progress, so GANs are
+    not judged."""
+    from physgen.models import TwoPlayerModel
+    from physgen.training.trend import loss_trend
+
+    if isinstance(model, TwoPlayerModel):
+        return
+    trend = loss_trend(history)  # validation records carry no "loss": left out
+    if trend is not None and trend.steep:
+        print(
+            f"physgen train: note: {trend.describe()}; a longer run (--steps > {step}, or "
+            "--resume with more --steps) would likely lower it further",
+            file=sys.stderr,
+        )
