@@ -9,6 +9,7 @@ options); recipes and studies are read from their files on disk (the ``descripti
 
 from __future__ import annotations
 
+import argparse
 import ast
 import sys
 import textwrap
@@ -20,6 +21,7 @@ __all__ = [
     "FAMILIES",
     "TRAIN_STEPS",
     "Family",
+    "ListingFormatter",
     "check_family",
     "family_listing",
     "recipe_listing",
@@ -107,6 +109,20 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+class ListingFormatter(argparse.HelpFormatter):
+    """Wraps prose paragraphs as argparse does, but keeps a listing (a paragraph with indented
+    rows) line for line."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = []
+        for block in text.split("\n\n"):
+            if any(line.startswith("  ") for line in block.splitlines()):
+                paragraphs.append("\n".join(indent + line for line in block.splitlines()))
+            else:
+                paragraphs.append(super()._fill_text(block, width, indent))
+        return "\n\n".join(paragraphs)
+
+
 def check_family(name: str) -> None:
     """Refuse an unknown family name in one line listing the known ones, without torch.
 
@@ -135,9 +151,14 @@ def _table(rows: list[tuple[str, str]], indent: int = 2) -> str:
 
 
 def family_listing() -> str:
-    """The ``train --help`` epilog: every family, its purpose and its default steps."""
-    rows = [(name, f"{f.purpose} [{f.train_steps} steps]") for name, f in FAMILIES.items()]
-    return "model families (--model NAME), default training steps in brackets:\n" + _table(rows)
+    """The ``train --help`` epilog: every family, its default steps and its purpose."""
+    width = max(len(name) for name in FAMILIES) + 2
+    rows = [("NAME".ljust(width) + "STEPS", "PURPOSE")]
+    rows += [(name.ljust(width) + str(f.train_steps), f.purpose) for name, f in FAMILIES.items()]
+    return (
+        "model families (--model NAME), with the optimizer steps a run takes without "
+        "--steps:\n" + _table(rows)
+    )
 
 
 def sampler_listing() -> str:

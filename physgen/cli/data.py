@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from physgen.cli._catalog import recipe_listing
+from physgen.cli._catalog import ListingFormatter, recipe_listing
 
 if TYPE_CHECKING:  # the commands import numpy, xarray and the data layer only when they run
     import numpy as np
@@ -242,7 +242,7 @@ def add_make(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "make",
         help="generate a dataset from a recipe in datasets/ (train/valid/test + stats.json)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ListingFormatter,
         epilog=recipe_listing(),
         description=(
             "Generate the train/valid/test physgen-field/1 files and stats.json (training "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from physgen.cli._catalog import study_listing
+from physgen.cli._catalog import ListingFormatter, study_listing
 from physgen.paths import find_project_dir, load_module_from_path
 
 __all__ = ["register"]
@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="run a study (default: quickstart)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ListingFormatter,
         epilog=study_listing() + "\n\n'physgen run STUDY --help' shows a study's own options.",
         description=(
             "Run a study from the studies/ folder. With no argument, runs 'quickstart': a small "

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from physgen.cli._catalog import sampler_listing
+from physgen.cli._catalog import ListingFormatter, sampler_listing
 
 if TYPE_CHECKING:  # the command imports torch and the models only when it runs
     import torch
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sample",
         help="draw samples from a trained checkpoint",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ListingFormatter,
         epilog=sampler_listing(),
         description=(
             "Draw N samples from a checkpoint written by 'physgen train' and write them, "

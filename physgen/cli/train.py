@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from physgen.cli._catalog import FAMILIES, TRAIN_STEPS, check_family, family_listing
+from physgen.cli._catalog import (
+    FAMILIES,
+    TRAIN_STEPS,
+    ListingFormatter,
+    check_family,
+    family_listing,
+)
 from physgen.cli.data import add_split_options
 from physgen.paths import data_root, read_toml, runs_root
 
@@ -30,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model on a field dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=ListingFormatter,
         epilog=family_listing(),
         description=(
             "Train a registered model family on the train split of a dataset folder (train.nc, "
@@ -58,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "arguments) and [data] (fields, cond_fields, time, in_memory)",
     )
     parser.add_argument(
-        "--steps", type=int, help=f"optimizer steps (default {TRAIN_STEPS}; per family below)"
+        "--steps", type=int, help="optimizer steps (default: the family's, listed below)"
     )
     parser.add_argument("--batch-size", type=int, help="global batch size (default 64)")
     parser.add_argument("--lr", type=float, help="learning rate")
