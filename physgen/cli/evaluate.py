@@ -427,6 +427,7 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
         float(np.ptp(ref[d].values)) * len(ref[d]) / max(len(ref[d]) - 1, 1) for d in spatial
     ]
     units = str(ref[spatial[0]].attrs.get("units", "1"))
+    field_units = str(ref.attrs.get("units", ""))
     kw = {"spatial_dims": len(spatial), "window": window, "lengths": lengths}
     k, p_gen = energy_spectrum(gen_v, **kw)
     _, p_ref = energy_spectrum(ref_v, **kw)
@@ -439,15 +440,22 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
         },
         out / f"{name}_spectrum.png",
         xlabel=f"wavenumber k [{units}-1]" if units != "1" else "wavenumber k",
-        title=f"{name}: radially averaged power spectrum",
+        # Parseval: the shell sums add up to the mean square of the field.
+        ylabel=f"power P(k) [({field_units})²]" if field_units not in ("", "1") else "power P(k)",
+        title=f"{name}: radially averaged power spectrum (mean over samples)",
     )
-    label = f"{ref.attrs.get('long_name', name)} [{ref.attrs.get('units', '')}]"
     plot_marginals(
-        {"generated": gen_v, "reference": ref_v}, out / f"{name}_marginals.png", xlabel=label
+        {"generated": gen_v, "reference": ref_v},
+        out / f"{name}_marginals.png",
+        xlabel=str(ref.attrs.get("long_name", name)),
+        units=field_units,
+        title=f"{name}: pointwise values",
     )
     if ensemble:
         plot_rank_histogram(
-            entry["rank_histogram"], out / f"{name}_rank_histogram.png", title=f"{name}: ranks"
+            entry["rank_histogram"],
+            out / f"{name}_rank_histogram.png",
+            title=f"{name}: rank histogram",
         )
 
 
