@@ -132,3 +132,31 @@ def test_help_texts_teach_the_choices(capsys: pytest.CaptureFixture[str]) -> Non
     assert all(name in make for name, _ in recipes())
     run = _help(["run"], capsys)
     assert all(name in run for name, _ in studies())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--data", "nope", "--model", "vae"],
+        ["data", "make", "nope"],
+        ["sample", "/nonexistent/checkpoint.pt", "--n", "2", "--out", "x.nc"],
+        ["evaluate", "/nonexistent/a.nc", "--ref", "/nonexistent/b.nc"],
+        ["infer", "/nonexistent/c.pt", "--task", "sr2", "--obs", "o.nc", "--out", "e.nc"],
+    ],
+)
+def test_missing_inputs_are_refused_without_torch(argv: list[str]) -> None:
+    code = f"from physgen.cli import main\nassert main({argv!r}) == 1"
+    assert _imports_after(code) == []
+
+
+def test_fast_recipe_check_says_what_load_recipe_says() -> None:
+    from physgen.cli._catalog import check_recipe
+    from physgen.recipes import load_recipe
+
+    with pytest.raises(FileNotFoundError) as fast:
+        check_recipe("nope")
+    with pytest.raises(FileNotFoundError) as slow:
+        load_recipe("nope")
+    assert str(fast.value) == str(slow.value)
+    check_recipe("grf1d")  # a shipped recipe passes
+    check_recipe("some/file.nc")  # a path is left to the command

@@ -1,4 +1,4 @@
-"""Torch-free listings for ``--help``: model families, dataset recipes and studies.
+"""Torch-free listings and checks for ``--help`` and errors: families, recipes, studies.
 
 ``--help`` and argument errors must answer in well under a second, so nothing here imports
 torch, numpy or a model module. The model families are a static table, kept equal to the
@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import textwrap
 from dataclasses import dataclass
+from pathlib import Path
 
 from physgen.paths import find_project_dir, read_toml
 
@@ -23,9 +25,11 @@ __all__ = [
     "Family",
     "ListingFormatter",
     "check_family",
+    "check_recipe",
     "family_listing",
     "recipe_listing",
     "recipes",
+    "require_files",
     "sampler_listing",
     "studies",
     "study_listing",
@@ -139,6 +143,29 @@ def check_family(name: str) -> None:
     raise KeyError(f"unknown model {name!r}; registered models: {', '.join(sorted(FAMILIES))}")
 
 
+def check_recipe(spec: str) -> None:
+    """Refuse, without torch, a recipe name with no ``datasets/<name>.toml`` (the message of
+    ``physgen.recipes.load_recipe``). Anything that looks like a path is left to the command.
+    """
+    if spec.endswith((".toml", ".nc", ".h5", ".hdf5")) or os.sep in spec or Path(spec).exists():
+        return
+    try:
+        folder = find_project_dir("datasets")
+    except FileNotFoundError:
+        return
+    if not (folder / f"{spec}.toml").is_file():
+        known = ", ".join(name for name, _ in recipes())
+        raise FileNotFoundError(f"no recipe {spec!r} in {folder} (known: {known})")
+
+
+def require_files(*checks: tuple[Path | None, str]) -> None:
+    """Refuse a missing input file before a command imports torch: ``(path, message)`` pairs,
+    the message naming the path as the slower check would (None paths are skipped)."""
+    for path, message in checks:
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(message)
+
+
 def _table(rows: list[tuple[str, str]], indent: int = 2) -> str:
     """Two columns, the second wrapped under itself at 88 characters."""
     width = max((len(name) for name, _ in rows), default=0) + 2
@@ -156,8 +183,8 @@ def family_listing() -> str:
     rows = [("NAME".ljust(width) + "STEPS", "PURPOSE")]
     rows += [(name.ljust(width) + str(f.train_steps), f.purpose) for name, f in FAMILIES.items()]
     return (
-        "model families (--model NAME), with the optimizer steps a run takes without "
-        "--steps:\n" + _table(rows)
+        "model families (--model NAME), with the optimizer steps a run takes\n"
+        "without --steps (or a config's [fit] steps):\n" + _table(rows)
     )
 
 

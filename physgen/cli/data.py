@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from physgen.cli._catalog import ListingFormatter, recipe_listing
+from physgen.cli._catalog import ListingFormatter, check_recipe, recipe_listing
 
 if TYPE_CHECKING:  # the commands import numpy, xarray and the data layer only when they run
     import numpy as np
@@ -270,6 +270,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _make(args: argparse.Namespace) -> int:
+    check_recipe(args.recipe)  # a wrong name answers before the data layer is imported
     from physgen.recipes import make_dataset
     from physgen.workers import sigterm_exits
 

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from physgen.cli._catalog import require_files
+
 if TYPE_CHECKING:  # the command imports numpy, xarray and the metrics only when it runs
     import numpy as np
     import xarray as xr
@@ -516,6 +518,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--splits must be ≥ 1, got {args.splits}")
     if args.permutations < 0:
         raise ValueError(f"--permutations must be ≥ 0 (0 skips the test), got {args.permutations}")
+    require_files(*((path, f"no such file: {path}") for path in (args.samples, args.ref)))
     out = args.out or args.samples.with_name(f"{args.samples.stem}-evaluation")
     result = evaluate_files(
         args.samples,

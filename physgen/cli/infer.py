@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # the command imports torch, the data layer and the solvers w
     from physgen.grids import Grid
     from physgen.inverse import Task
 
+from physgen.cli._catalog import require_files
+
 __all__ = ["inverse_metadata", "register", "run_inference"]
 
 
@@ -397,6 +399,10 @@ def _residual(problem_name: str | None, ds: xr.Dataset, fields: list[str], norm:
 def _run(args: argparse.Namespace) -> int:
     if args.n_samples < 2:
         raise ValueError(f"--n-samples must be ≥ 2 for an ensemble, got {args.n_samples}")
+    require_files(
+        (args.checkpoint, f"no checkpoint file at {args.checkpoint}"),
+        (args.obs, f"no such file: {args.obs}"),
+    )
     guidance = {
         "sampler": args.sampler,
         "steps": args.steps,

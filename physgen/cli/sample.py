@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from physgen.cli._catalog import ListingFormatter, sampler_listing
+from physgen.cli._catalog import ListingFormatter, require_files, sampler_listing
 
 if TYPE_CHECKING:  # the command imports torch and the models only when it runs
     import torch
@@ -194,14 +194,18 @@ def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
 
 
 def _sample(args: argparse.Namespace) -> int:
+    if args.n < 1:
+        raise ValueError(f"--n must be positive, got {args.n}")
+    require_files(
+        (args.checkpoint, f"no checkpoint file at {args.checkpoint}"),
+        (args.cond, f"no such file: {args.cond}"),
+    )
     import torch
 
     from physgen.data import write_fields
     from physgen.training import build_model, read_checkpoint
     from physgen.training.fields import samples_to_fields
 
-    if args.n < 1:
-        raise ValueError(f"--n must be positive, got {args.n}")
     contents = read_checkpoint(args.checkpoint)
     data = contents.get("metadata", {}).get("data")
     if data is None:

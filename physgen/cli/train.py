@@ -17,6 +17,7 @@ from physgen.cli._catalog import (
     TRAIN_STEPS,
     ListingFormatter,
     check_family,
+    check_recipe,
     family_listing,
 )
 from physgen.cli.data import add_split_options
@@ -102,7 +103,7 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ValueError(f"{path}: unknown tables {sorted(unknown)}; expected model, fit, data")
     config = {key: dict(doc.get(key, {})) for key in ("model", "fit", "data")}
-    from physgen.training import fit
+    from physgen.training import fit  # only a config file needs fit's signature (torch)
 
     allowed = set(inspect.signature(fit).parameters) - _RESERVED
     for key in config["fit"]:
@@ -263,11 +264,11 @@ def _number(values: list[Any]) -> str:
 
 def _run_folder(args: argparse.Namespace) -> Path:
     """The run folder: ``--out`` or ``runs/<model>-<data name>``; refuses to overwrite a run."""
+    from physgen.training import CHECKPOINT_NAME
+
     spec = Path(args.data)
     name = spec.resolve().name if spec.is_dir() else spec.stem  # folder, file or recipe
     out = args.out or runs_root() / f"{args.model}-{name}"
-    from physgen.training import CHECKPOINT_NAME
-
     if (out / CHECKPOINT_NAME).is_file() and not args.resume:
         raise ValueError(
             f"{out / CHECKPOINT_NAME} exists; pass --resume to continue it or choose another --out"
@@ -304,6 +305,7 @@ def _statistics(
 
 def _train(args: argparse.Namespace) -> int:
     check_family(args.model)  # before anything slow: a wrong name answers at once
+    check_recipe(args.data)
     import torch
 
     from physgen.models import get_model_class
