@@ -1,4 +1,10 @@
-"""Headless figures for fields: sample grids, spectra, marginals, rank histograms, loss curves."""
+"""Headless figures for fields: sample grids, spectra, marginals, rank histograms, loss curves.
+
+Each ``*_figure`` function builds a :class:`matplotlib.figure.Figure` (no pyplot, no display)
+and each ``plot_*`` function writes that figure to a file. Every axis is labelled, with units
+where the data carry them; a band is explained in its legend; a diverging colour map is kept
+for signed fields (see :func:`colour_scale`).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -15,17 +22,30 @@ from matplotlib.figure import Figure
 from physgen.data.atomic import atomic_output
 
 __all__ = [
+    "axis_label",
+    "colour_scale",
+    "loss_curves_figure",
+    "marginals_figure",
+    "mean_std_figure",
     "plot_loss_curves",
     "plot_marginals",
     "plot_rank_histogram",
     "plot_sample_grid",
     "plot_spectra",
+    "rank_histogram_figure",
     "read_training_log",
+    "sample_grid_figure",
     "save_figure",
+    "spectra_figure",
 ]
 
 # Dimensions that index samples rather than space; everything else in a field is a grid axis.
 _NON_SPATIAL = ("sample", "member", "time")
+# Robust colour limits: these percentiles of the pooled values, so a few outliers do not
+# wash out every panel.
+_PERCENTILES = (1.0, 99.0)
+# A field is signed when its smaller tail (beyond zero) reaches this fraction of its larger.
+_SIGNED_FRACTION = 0.1
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) -> Path:
@@ -42,11 +62,13 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 110) ->
     return path
 
 
-def _label(obj: xr.DataArray, fallback: str) -> str:
-    """'long name [units]' from CF attributes."""
+def axis_label(obj: xr.DataArray, fallback: str) -> str:
+    """'long name [units]' from CF attributes; CF's units "1" read "(dimensionless)"."""
     name = obj.attrs.get("long_name", obj.name if obj.name is not None else fallback)
     units = obj.attrs.get("units")
-    return f"{name} [{units}]" if units not in (None, "") else str(name)
+    if units in (None, ""):
+        return str(name)
+    return f"{name} (dimensionless)" if str(units) == "1" else f"{name} [{units}]"
 
 
 def _frames(da: xr.DataArray, n: int, time_index: int) -> xr.DataArray:
@@ -67,53 +89,81 @@ def _frames(da: xr.DataArray, n: int, time_index: int) -> xr.DataArray:
 
 def _coord(da: xr.DataArray, dim: str) -> tuple[np.ndarray, str]:
     if dim in da.coords:
-        return np.asarray(da[dim].values, dtype=float), _label(da[dim], dim)
+        return np.asarray(da[dim].values, dtype=float), axis_label(da[dim], dim)
     return np.arange(da.sizes[dim], dtype=float), dim
 
 
-def plot_sample_grid(
+def colour_scale(values: np.ndarray, diverging: bool | None = None) -> tuple[str, float, float]:
+    r"""Colour map and limits for an image of ``values``: ``(cmap, vmin, vmax)``.
+
+    The limits are the 1st and 99th percentiles :math:`(p_1, p_{99})` of the finite values.
+    A field is *signed* when both tails reach past zero substantially,
+    :math:`p_1 < 0 < p_{99}` and :math:`\min(|p_1|, p_{99}) \ge 0.1 \max(|p_1|, p_{99})`;
+    it then gets the diverging map ``RdBu_r`` on the symmetric range
+    :math:`\pm\max(|p_1|, p_{99})`, so white is zero. Any other field (a permeability, a
+    density, a positive field with round-off below zero) gets ``viridis`` on
+    :math:`[p_1, p_{99}]`. ``diverging`` forces the choice.
+    """
+    finite = np.asarray(values, dtype=float).ravel()
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        raise ValueError("no finite values to draw")
+    lo, hi = (float(v) for v in np.percentile(finite, _PERCENTILES))
+    if diverging is None:
+        small, large = sorted((abs(lo), abs(hi)))
+        diverging = lo < 0 < hi and small >= _SIGNED_FRACTION * large
+    if diverging:
+        edge = max(abs(lo), abs(hi)) or 1.0
+        return "RdBu_r", -edge, edge
+    if lo == hi:  # a constant field: a visible, centred range
+        lo, hi = lo - 0.5, hi + 0.5
+    return "viridis", lo, hi
+
+
+def sample_grid_figure(
     samples: xr.DataArray,
-    path: str | os.PathLike[str],
     *,
     ref: xr.DataArray | None = None,
     n: int = 4,
     time_index: int = -1,
     title: str | None = None,
-) -> Path:
-    """Draw the first ``n`` samples of a 1-D or 2-D field (and of a reference set below them).
+    label: str = "generated",
+    ref_label: str = "reference",
+    diverging: bool | None = None,
+) -> Figure:
+    """The first ``n`` samples of a 1-D or 2-D field (and of a reference set below them).
 
-    Axes use the file's coordinates and their ``units``/``long_name`` attributes; 2-D fields
-    use ``imshow(u.T, origin="lower")`` (fields are stored with ``indexing="ij"``) and one
-    colour scale for every panel, so generated and reference samples compare at a glance.
+    Panels are titled ``label`` (default "generated"; pass e.g. "training data" when the
+    samples are data) and ``ref_label``. Axes use the file's coordinates and their
+    ``units``/``long_name`` attributes; 2-D fields use ``imshow(u.T, origin="lower")``
+    (fields are stored with ``indexing="ij"``) and one colour scale for every panel
+    (:func:`colour_scale`), so generated and reference samples compare at a glance.
     Time-dependent fields are drawn at ``time_index``; ensembles show their first member.
     """
-    sets = {"generated": _frames(samples, n, time_index)}
+    sets = {label: _frames(samples, n, time_index)}
     if ref is not None:
-        sets["reference"] = _frames(ref, n, time_index)
-    first = sets["generated"]
+        sets[ref_label] = _frames(ref, n, time_index)
+    first = sets[label]
     spatial = [d for d in first.dims if d != "sample"]
-    value_label = _label(samples, "value")
-    finite = np.concatenate([np.asarray(s.values, dtype=float).ravel() for s in sets.values()])
-    finite = finite[np.isfinite(finite)]
+    value_label = axis_label(samples, "value")
+    pooled = np.concatenate([np.asarray(s.values, dtype=float).ravel() for s in sets.values()])
+    finite = pooled[np.isfinite(pooled)]
     if finite.size == 0:
         raise ValueError(f"field {samples.name!r}: no finite values to draw")
-    vmin, vmax = np.percentile(finite, [0.5, 99.5])
-    # Signed fields (vorticity, anomalies) get a diverging map centred on zero; others viridis.
-    cmap = "viridis"
-    if vmin < 0 < vmax:
-        cmap, vmax = "RdBu_r", max(-vmin, vmax)
-        vmin = -vmax
     if len(spatial) == 1:
         fig = Figure(layout="constrained", figsize=(5.0 * len(sets), 3.2))
         axes = fig.subplots(1, len(sets), squeeze=False)[0]
         x, xlabel = _coord(first, spatial[0])
-        for ax, (label, frames) in zip(axes, sets.items(), strict=True):
+        lo, hi = np.percentile(finite, [0.0, 100.0])
+        pad = 0.05 * (hi - lo or 1.0)
+        for ax, (name, frames) in zip(axes, sets.items(), strict=True):
             for curve in np.asarray(frames.values, dtype=float):
                 ax.plot(x, curve, lw=1.0)
-            pad = 0.05 * (finite.max() - finite.min() or 1.0)
-            ax.set(title=label, xlabel=xlabel, ylabel=value_label)
-            ax.set_ylim(finite.min() - pad, finite.max() + pad)
+            count = frames.sizes["sample"]
+            ax.set(title=f"{name} ({count} samples)", xlabel=xlabel, ylabel=value_label)
+            ax.set_ylim(lo - pad, hi + pad)
     else:
+        cmap, vmin, vmax = colour_scale(finite, diverging)
         count = max(s.sizes["sample"] for s in sets.values())
         fig = Figure(layout="constrained", figsize=(2.6 * count + 0.8, 2.5 * len(sets)))
         axes = fig.subplots(len(sets), count, squeeze=False)
@@ -124,7 +174,7 @@ def plot_sample_grid(
         dy = (y[-1] - y[0]) / max(len(y) - 1, 1)
         extent = (x[0] - dx / 2, x[-1] + dx / 2, y[0] - dy / 2, y[-1] + dy / 2)
         image = None
-        for row, (label, frames) in zip(axes, sets.items(), strict=True):
+        for row, (name, frames) in zip(axes, sets.items(), strict=True):
             values = np.asarray(frames.values, dtype=float)
             for j, ax in enumerate(row):
                 if j >= len(values):
@@ -133,9 +183,9 @@ def plot_sample_grid(
                 image = ax.imshow(
                     values[j].T, origin="lower", extent=extent, vmin=vmin, vmax=vmax, cmap=cmap
                 )
-                ax.set_title(f"{label} {j}", fontsize=9)
+                ax.set_title(f"{name} {j}", fontsize=9)
                 ax.set_xlabel(xlabel, fontsize=8)
-                ax.set_ylabel(ylabel if j == 0 else "", fontsize=8)
+                ax.set_ylabel(ylabel, fontsize=8)
                 ax.tick_params(labelsize=7)
         if image is not None:
             fig.colorbar(image, ax=axes, shrink=0.8, label=value_label)
@@ -145,18 +195,60 @@ def plot_sample_grid(
         title = f"{title}, {stamp}" if title else stamp
     if title:
         fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_spectra(
+def plot_sample_grid(samples: xr.DataArray, path: str | os.PathLike[str], **options: Any) -> Path:
+    """Write :func:`sample_grid_figure` (same keyword options) to ``path``."""
+    return save_figure(sample_grid_figure(samples, **options), path)
+
+
+def mean_std_figure(
+    x: Sequence[float] | np.ndarray,
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[float]] | np.ndarray]],
+    *,
+    xlabel: str,
+    ylabels: Mapping[str, str],
+    title: str | None = None,
+) -> Figure:
+    """Mean curve and a ±1 standard-deviation band of sets of 1-D samples, one panel per field.
+
+    ``panels[field][label]`` holds samples ``(N, len(x))``; each set is drawn as its mean
+    with a shaded band ``mean ± std`` (standard deviation over the N samples, ``ddof=1``),
+    and its legend entry reads ``"<label>: mean ± 1 std over N samples"``. ``ylabels`` gives
+    each field's axis label (with units).
+    """
+    x = np.asarray(x, dtype=float)
+    fig = Figure(layout="constrained", figsize=(4.5 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (name, sets) in zip(axes, panels.items(), strict=True):
+        handles, labels = [], []
+        for i, (label, values) in enumerate(sets.items()):
+            values = np.asarray(values, dtype=float)
+            if values.ndim != 2 or values.shape[1] != x.size or values.shape[0] < 2:
+                raise ValueError(
+                    f"{name}/{label}: expected samples (N >= 2, {x.size}), got {values.shape}"
+                )
+            mean, std = values.mean(0), values.std(0, ddof=1)
+            (line,) = ax.plot(x, mean, color=f"C{i}", lw=1.4)
+            band = ax.fill_between(x, mean - std, mean + std, color=f"C{i}", alpha=0.25, lw=0)
+            handles.append((band, line))  # one legend entry: the line over its band
+            labels.append(f"{label}: mean ± 1 std over {len(values)} samples")
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabels[name])
+        ax.legend(handles, labels, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def spectra_figure(
     k: Sequence[float] | np.ndarray,
     spectra: Mapping[str, Sequence[float] | np.ndarray],
-    path: str | os.PathLike[str],
     *,
     xlabel: str = "wavenumber k",
     ylabel: str = "power P(k)",
     title: str | None = None,
-) -> Path:
+) -> Figure:
     """Log–log plot of radially averaged spectra (e.g. generated vs reference), k > 0 only."""
     k = np.asarray(k, dtype=float)
     fig = Figure(layout="constrained", figsize=(5.0, 3.8))
@@ -170,18 +262,33 @@ def plot_spectra(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
     ax.legend()
     ax.grid(True, which="both", alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_marginals(
-    values: Mapping[str, Sequence[float] | np.ndarray],
+def plot_spectra(
+    k: Sequence[float] | np.ndarray,
+    spectra: Mapping[str, Sequence[float] | np.ndarray],
     path: str | os.PathLike[str],
+    **options: Any,
+) -> Path:
+    """Write :func:`spectra_figure` (same keyword options) to ``path``."""
+    return save_figure(spectra_figure(k, spectra, **options), path)
+
+
+def marginals_figure(
+    values: Mapping[str, Sequence[float] | np.ndarray],
     *,
     bins: int = 60,
     xlabel: str = "value",
+    units: str | None = None,
     title: str | None = None,
-) -> Path:
-    """Density histograms of pooled pointwise values of several sets on shared bins."""
+) -> Figure:
+    """Density histograms of pooled pointwise values of several sets on shared bins.
+
+    The bins span the 0.1st to 99.9th percentiles of the pooled finite values. With ``units``
+    the x label gains ``[units]`` and the density axis ``[1/units]``; each legend entry
+    counts its values.
+    """
     arrays = {k: np.asarray(v, dtype=float).ravel() for k, v in values.items()}
     pooled = np.concatenate([a[np.isfinite(a)] for a in arrays.values()])
     if pooled.size == 0:
@@ -192,29 +299,54 @@ def plot_marginals(
     fig = Figure(layout="constrained", figsize=(5.0, 3.6))
     ax = fig.subplots()
     for label, a in arrays.items():
-        ax.hist(a[np.isfinite(a)], bins=edges, density=True, histtype="step", lw=1.5, label=label)
-    ax.set(xlabel=xlabel, ylabel="density", title=title or "")
+        a = a[np.isfinite(a)]
+        ax.hist(
+            a, bins=edges, density=True, histtype="step", lw=1.5, label=f"{label} (n = {a.size})"
+        )
+    has_units = units not in (None, "", "1")
+    ax.set(
+        xlabel=f"{xlabel} [{units}]" if has_units else xlabel,
+        ylabel=f"probability density [1/({units})]" if has_units else "probability density",
+        title=title or "",
+    )
     ax.legend()
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_rank_histogram(
-    frequencies: Sequence[float] | np.ndarray,
+def plot_marginals(
+    values: Mapping[str, Sequence[float] | np.ndarray],
     path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
+    **options: Any,
 ) -> Path:
+    """Write :func:`marginals_figure` (same keyword options) to ``path``."""
+    return save_figure(marginals_figure(values, **options), path)
+
+
+def rank_histogram_figure(
+    frequencies: Sequence[float] | np.ndarray, *, title: str | None = None
+) -> Figure:
     """Bar chart of rank frequencies (M + 1 bins) with the flat line of a calibrated ensemble."""
     freq = np.asarray(frequencies, dtype=float).ravel()
     if freq.size < 2:
         raise ValueError(f"a rank histogram needs ≥ 2 bins, got {freq.size}")
     fig = Figure(layout="constrained", figsize=(5.0, 3.4))
     ax = fig.subplots()
-    ax.bar(np.arange(freq.size), freq, width=0.85, color="tab:blue")
-    ax.axhline(1 / freq.size, color="k", ls="--", lw=1, label="calibrated")
-    ax.set(xlabel="rank of truth among members", ylabel="frequency", title=title or "")
+    ax.bar(np.arange(freq.size), freq, width=0.85, color="tab:blue", label="observed")
+    ax.axhline(1 / freq.size, color="k", ls="--", lw=1, label="calibrated (flat)")
+    ax.set(
+        xlabel=f"rank of the truth among {freq.size - 1} members",
+        ylabel="relative frequency",
+        title=title or "",
+    )
     ax.legend()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_rank_histogram(
+    frequencies: Sequence[float] | np.ndarray, path: str | os.PathLike[str], **options: Any
+) -> Path:
+    """Write :func:`rank_histogram_figure` (same keyword options) to ``path``."""
+    return save_figure(rank_histogram_figure(frequencies, **options), path)
 
 
 def read_training_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
@@ -243,19 +375,20 @@ def read_training_log(path: str | os.PathLike[str]) -> list[dict[str, float]]:
     return records
 
 
-def plot_loss_curves(
+def loss_curves_figure(
     log_path: str | os.PathLike[str],
-    path: str | os.PathLike[str],
     *,
     keys: Sequence[str] | None = None,
     x_key: str = "step",
+    xlabel: str | None = None,
     title: str | None = None,
-) -> Path:
-    """Plot loss curves from a JSON-lines training log against ``step`` (or the record index).
+) -> Figure:
+    """Loss curves from a JSON-lines training log against ``step`` (or the record index).
 
     Default keys: every numeric key whose name contains "loss". Records lacking a key
     (validation losses logged every few steps) are skipped for that curve only. The y axis is
-    logarithmic when every plotted value is positive.
+    logarithmic when every plotted value is positive. The x axis reads "optimizer step" for
+    ``step`` (``xlabel`` overrides it).
     """
     records = read_training_log(log_path)
     if keys is None:
@@ -278,10 +411,20 @@ def plot_loss_curves(
         ax.plot(xs, ys, label=key, lw=1.2, marker="o" if len(xs) < 30 else None, ms=3)
     if positive:
         ax.set_yscale("log")
-    ax.set(xlabel=x_key, ylabel="loss", title=title or "")
+    if xlabel is None:
+        xlabel = "optimizer step" if x_key == "step" else x_key
+    ylabel = "loss (log scale)" if positive else "loss"
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title or "")
     ax.legend()
     ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_loss_curves(
+    log_path: str | os.PathLike[str], path: str | os.PathLike[str], **options: Any
+) -> Path:
+    """Write :func:`loss_curves_figure` (same keyword options) to ``path``."""
+    return save_figure(loss_curves_figure(log_path, **options), path)
 
 
 def _is_number(v: object) -> bool:

@@ -9,8 +9,8 @@ import torch
 from test_training_cli import _train_argv, dataset  # noqa: F401 - the fixture is used
 from test_training_fit import _Exploding, _fresh_state, _linear_gaussian_data
 
+import physgen.training
 from physgen.cli import main
-from physgen.cli import train as train_cli
 from physgen.training import FitResult, NonFiniteLossError, fit, read_checkpoint, save_checkpoint
 
 
@@ -86,7 +86,7 @@ def test_train_summary_survives_a_last_loss_that_was_not_finite(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The log writes NaN as null: the summary prints n/a instead of failing to format it."""
-    real_fit = train_cli.fit
+    real_fit = physgen.training.fit
 
     def fit_whose_last_window_was_skipped(model, data, **kwargs) -> FitResult:
         result = real_fit(model, data, **kwargs)
@@ -94,7 +94,7 @@ def test_train_summary_survives_a_last_loss_that_was_not_finite(
         result.skipped = 7
         return result
 
-    monkeypatch.setattr(train_cli, "fit", fit_whose_last_window_was_skipped)
+    monkeypatch.setattr(physgen.training, "fit", fit_whose_last_window_was_skipped)
     argv = _train_argv(dataset, tmp_path / "run", "vae", "--steps", "2", "--flatten")
     assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

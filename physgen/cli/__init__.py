@@ -1,4 +1,15 @@
-"""The ``physgen`` command: one subcommand per module of this package."""
+"""The ``physgen`` command: one subcommand per module of this package.
+
+Every module here whose name does not start with ``_`` is imported to build the parser and
+must define ``register(subparsers)``. ``--help`` and argument errors answer in a fraction
+of a second because building the parser imports nothing heavy: **a command module keeps its
+top-level imports torch-free** (no torch, numpy, xarray, h5py, matplotlib, nor a physgen
+module that imports them, such as ``physgen.data``, ``physgen.models`` or
+``physgen.training``), and imports them inside the functions that run the command. Help
+listings come from ``physgen.cli._catalog``, which reads no model code.
+``tests/test_cli_help.py`` checks that ``import physgen.cli`` and building the parser load
+no torch.
+"""
 
 from __future__ import annotations
 

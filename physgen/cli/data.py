@@ -5,23 +5,27 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import xarray as xr
+from physgen.cli._catalog import ListingFormatter, check_recipe, recipe_listing
 
-from physgen.data import (
-    DEFAULT_FRACTIONS,
-    FIELDS_ATTR,
-    SAMPLE_DIM,
-    SCHEMA_ATTR,
-    field_names,
-    import_fields,
-    iter_sample_blocks,
-    open_fields,
-    split_fields,
-)
+if TYPE_CHECKING:  # the commands import numpy, xarray and the data layer only when they run
+    import numpy as np
+    import xarray as xr
 
-__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "add_split", "register"]
+__all__ = [
+    "SPLIT_FRACTIONS",
+    "SUBCOMMANDS",
+    "add_import",
+    "add_inspect",
+    "add_make",
+    "add_split",
+    "register",
+]
+
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+"""``physgen.data.DEFAULT_FRACTIONS``, repeated here so that ``--help`` needs no data layer
+(a test keeps the two equal)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,6 +67,10 @@ def add_inspect(commands: argparse._SubParsersAction) -> None:
 
 def _ranges(var: xr.DataArray) -> tuple[float, float, float, int]:
     """min, max and mean over the finite values (float64), and the count of NaN/Inf."""
+    import numpy as np
+
+    from physgen.data import iter_sample_blocks
+
     lo, hi, total, count, bad = np.inf, -np.inf, 0.0, 0, 0
     for _, block in iter_sample_blocks(var):
         values = block.astype(np.float64, copy=False)
@@ -81,6 +89,8 @@ def _dims(var: xr.DataArray) -> str:
 
 def _format_value(value: np.generic) -> str:
     """Integers exactly (sample indices, 64-bit seeds), floats to 6 significant digits."""
+    import numpy as np
+
     return str(int(value)) if np.issubdtype(type(value), np.integer) else f"{value:.6g}"
 
 
@@ -94,6 +104,10 @@ def _format_range(values: np.ndarray) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from physgen.data import FIELDS_ATTR, SCHEMA_ATTR, field_names, open_fields
+
     path: Path = args.file
     with open_fields(path, nonfinite="ignore") as ds:
         names = field_names(ds)
@@ -208,6 +222,8 @@ def add_import(commands: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from physgen.data import SAMPLE_DIM, field_names, import_fields, open_fields
+
     options: dict[str, object] = {"samples": args.samples}
     if getattr(args, "channel_names", None):
         options["channel_names"] = [n.strip() for n in args.channel_names.split(",")]
@@ -226,6 +242,8 @@ def add_make(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "make",
         help="generate a dataset from a recipe in datasets/ (train/valid/test + stats.json)",
+        formatter_class=ListingFormatter,
+        epilog=recipe_listing(),
         description=(
             "Generate the train/valid/test physgen-field/1 files and stats.json (training "
             "split only) of a dataset recipe: a name in datasets/ or a .toml file. Deterministic "
@@ -233,7 +251,7 @@ def add_make(commands: argparse._SubParsersAction) -> None:
             "of N parts of every split (files train-00I-of-00N.nc ...), for cluster job arrays."
         ),
     )
-    parser.add_argument("recipe", help="recipe name (datasets/<name>.toml) or path")
+    parser.add_argument("recipe", help="recipe name (listed below) or path to a .toml recipe")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--shard", type=_shard, default=None, help="I/N: make shard I of N")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
@@ -252,6 +270,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _make(args: argparse.Namespace) -> int:
+    check_recipe(args.recipe)  # a wrong name answers before the data layer is imported
     from physgen.recipes import make_dataset
     from physgen.workers import sigterm_exits
 
@@ -290,7 +309,7 @@ def add_split_options(parser: argparse.ArgumentParser, fractions: str, seed: str
         fractions,
         type=float,
         nargs=3,
-        default=list(DEFAULT_FRACTIONS),
+        default=list(SPLIT_FRACTIONS),
         metavar=("TRAIN", "VALID", "TEST"),
         help="fractions of the samples per split, summing to 1 (default 0.8 0.1 0.1)",
     )
@@ -298,6 +317,8 @@ def add_split_options(parser: argparse.ArgumentParser, fractions: str, seed: str
 
 
 def _split(args: argparse.Namespace) -> int:
+    from physgen.data import split_fields
+
     result = split_fields(args.file, args.out, fractions=args.fractions, seed=args.seed)
     print(f"{args.file}: {result.summary()}")
     return 0

@@ -6,14 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import xarray as xr
-from tqdm import tqdm
+from physgen.cli._catalog import require_files
 
-from physgen.data import field_names, open_fields
-from physgen.data.atomic import write_json_atomic
+if TYPE_CHECKING:  # the command imports numpy, xarray and the metrics only when it runs
+    import numpy as np
+    import xarray as xr
 
 __all__ = ["evaluate_files", "format_table", "register"]
 
@@ -30,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "correlations, MMD with a permutation test, sliced Wasserstein, W1, energy and "
             "Fréchet-PCA distances), each beside its reference-vs-reference floor; files with a "
             "'member' dimension get ensemble scores (fair CRPS, spread-skill, rank histogram, "
-            "coverage). Writes metrics.json and figures to --out and prints a table."
+            "coverage). Samples holding NaN/Inf are counted (their fraction is reported) and "
+            "left out of the scores; the reference must be finite. Writes metrics.json and "
+            "figures to --out and prints a table."
         ),
     )
     parser.add_argument("samples", type=Path, help="generated fields (physgen-field/1 file)")
@@ -67,8 +68,69 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open(path: Path) -> xr.Dataset:
-    """Open and validate a physgen-field/1 file (errors name the file and the defect)."""
-    return open_fields(path)
+    """Open and validate a physgen-field/1 file (errors name the file and the defect).
+
+    Values are not scanned here: :func:`_finite_draws` scans the fields that are evaluated.
+    """
+    from physgen.data import open_fields
+
+    return open_fields(path, nonfinite="ignore")
+
+
+def _finite_draws(ds: xr.Dataset, names: list[str]) -> np.ndarray:
+    """Which generated fields are finite in every one of ``names``: a boolean array
+    ``(sample,)``, or ``(sample, member)`` for an ensemble file, read in blocks of samples."""
+    import numpy as np
+
+    from physgen.data import iter_sample_blocks
+
+    ensemble = any("member" in ds[f].dims for f in names)
+    shape = (ds.sizes["sample"], ds.sizes["member"]) if ensemble else (ds.sizes["sample"],)
+    finite = np.ones(shape, dtype=bool)
+    for f in names:
+        var = ds[f].transpose("sample", "member", ...) if ensemble else ds[f]
+        keep = 2 if ensemble else 1  # the leading axes that index draws
+        for start, block in iter_sample_blocks(var):
+            ok = np.isfinite(block).all(axis=tuple(range(keep, block.ndim)))
+            finite[start : start + len(block)] &= ok
+    return finite
+
+
+def _drop_nonfinite(
+    gen_ds: xr.Dataset, ref_ds: xr.Dataset, names: list[str], paths: tuple[Path, Path]
+) -> tuple[xr.Dataset, dict[str, Any]]:
+    """Refuse a non-finite reference; keep the generated samples that are finite.
+
+    A generated field counts as non-finite when any evaluated field holds NaN or Inf in it;
+    an ensemble keeps only the cases whose members are all finite (every case needs the same
+    members). Returns the kept samples and ``{"count", "total", "fraction"}`` of non-finite
+    generated fields (plus ``cases_dropped`` for an ensemble).
+    """
+    import numpy as np
+
+    bad_ref = ~_finite_draws(ref_ds, names)
+    if bad_ref.any():
+        where = np.flatnonzero(bad_ref)
+        shown = ", ".join(map(str, where[:10])) + (", ..." if where.size > 10 else "")
+        raise ValueError(
+            f"{paths[1]}: the reference holds NaN/Inf in {where.size} sample(s) (positions "
+            f"[{shown}]) of fields {names}; a reference must be finite (remove those samples)"
+        )
+    finite = _finite_draws(gen_ds, names)
+    count = int(finite.size - finite.sum())
+    report: dict[str, Any] = {
+        "count": count,
+        "total": int(finite.size),
+        "fraction": count / max(finite.size, 1),
+    }
+    keep = finite.all(axis=1) if finite.ndim == 2 else finite
+    if finite.ndim == 2:
+        report["cases_dropped"] = int(keep.size - keep.sum())
+    if not keep.any():
+        raise ValueError(f"{paths[0]}: every generated sample holds NaN/Inf; nothing to score")
+    if count:
+        gen_ds = gen_ds.isel(sample=np.flatnonzero(keep))
+    return gen_ds, report
 
 
 def _is_periodic(ds: xr.Dataset, spatial: list[str]) -> bool:
@@ -101,6 +163,8 @@ def _check_inputs(
     paired: bool,
 ) -> None:
     """Check every field's layout and the shared samples before anything is written."""
+    import numpy as np
+
     for f in names:
         gen, ref = gen_ds[f], ref_ds[f]
         _check_layout(f, gen, ref, paths)
@@ -141,8 +205,16 @@ def evaluate_files(
     ``progress`` shows a bar on stderr, one step per metric group (a field's metrics, its
     figures, the residual).
 
+    Generated samples holding NaN or Inf are left out of every score and counted in
+    ``nonfinite`` (see :func:`_drop_nonfinite`); a reference holding any is refused.
+
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
+    import numpy as np
+    from tqdm import tqdm
+
+    from physgen.data import field_names
+    from physgen.data.atomic import write_json_atomic
     from physgen.metrics.report import distribution_report, ensemble_report, paired_report
 
     gen_ds, ref_ds = _open(samples_path), _open(ref_path)
@@ -176,6 +248,7 @@ def evaluate_files(
         "fields": {},
     }
     _check_inputs(names, gen_ds, ref_ds, (samples_path, ref_path), ensemble, paired)
+    gen_ds, result["nonfinite"] = _drop_nonfinite(gen_ds, ref_ds, names, (samples_path, ref_path))
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to fit
     groups = len(names) * (2 if figures else 1) + int(residual)
     bar = tqdm(total=groups, desc="evaluate", unit="group", file=sys.stderr, disable=not progress)
@@ -312,6 +385,8 @@ def _residual_entry(
 
 
 def _residual(problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, max_samples: int):
+    import numpy as np
+
     from physgen.metrics import residual_metric
 
     channels = list(problem.field_names)
@@ -334,6 +409,8 @@ def _residual(problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, max_samples:
 
 
 def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
+    import numpy as np
+
     from physgen.metrics import energy_spectrum
     from physgen.plotting import (
         plot_marginals,
@@ -352,6 +429,7 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
         float(np.ptp(ref[d].values)) * len(ref[d]) / max(len(ref[d]) - 1, 1) for d in spatial
     ]
     units = str(ref[spatial[0]].attrs.get("units", "1"))
+    field_units = str(ref.attrs.get("units", ""))
     kw = {"spatial_dims": len(spatial), "window": window, "lengths": lengths}
     k, p_gen = energy_spectrum(gen_v, **kw)
     _, p_ref = energy_spectrum(ref_v, **kw)
@@ -364,15 +442,22 @@ def _figures(name, gen, ref, entry, out, spatial, ensemble, periodic) -> None:
         },
         out / f"{name}_spectrum.png",
         xlabel=f"wavenumber k [{units}-1]" if units != "1" else "wavenumber k",
-        title=f"{name}: radially averaged power spectrum",
+        # Parseval: the shell sums add up to the mean square of the field.
+        ylabel=f"power P(k) [({field_units})²]" if field_units not in ("", "1") else "power P(k)",
+        title=f"{name}: radially averaged power spectrum (mean over samples)",
     )
-    label = f"{ref.attrs.get('long_name', name)} [{ref.attrs.get('units', '')}]"
     plot_marginals(
-        {"generated": gen_v, "reference": ref_v}, out / f"{name}_marginals.png", xlabel=label
+        {"generated": gen_v, "reference": ref_v},
+        out / f"{name}_marginals.png",
+        xlabel=str(ref.attrs.get("long_name", name)),
+        units=field_units,
+        title=f"{name}: pointwise values",
     )
     if ensemble:
         plot_rank_histogram(
-            entry["rank_histogram"], out / f"{name}_rank_histogram.png", title=f"{name}: ranks"
+            entry["rank_histogram"],
+            out / f"{name}_rank_histogram.png",
+            title=f"{name}: rank histogram",
         )
 
 
@@ -433,6 +518,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--splits must be ≥ 1, got {args.splits}")
     if args.permutations < 0:
         raise ValueError(f"--permutations must be ≥ 0 (0 skips the test), got {args.permutations}")
+    require_files(*((path, f"no such file: {path}") for path in (args.samples, args.ref)))
     out = args.out or args.samples.with_name(f"{args.samples.stem}-evaluation")
     result = evaluate_files(
         args.samples,
@@ -450,6 +536,13 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
+    bad = result["nonfinite"]
+    if bad["count"]:
+        dropped = f" ({bad['cases_dropped']} cases left out)" if "cases_dropped" in bad else ""
+        print(
+            f"non-finite: {bad['count']} of {bad['total']} generated fields "
+            f"({100 * bad['fraction']:.1f}%) hold NaN/Inf and are not scored{dropped}"
+        )
     print(format_table(result))
     if "skipped" in result.get("residual", {}):
         print(f"PDE residual skipped ({result['residual']['problem']}): ", end="")

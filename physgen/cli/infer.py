@@ -22,16 +22,18 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import xarray as xr
+if TYPE_CHECKING:  # the command imports torch, the data layer and the solvers when it runs
+    import numpy as np
+    import torch
+    import xarray as xr
 
-from physgen.data import FieldStats, Normalizer, field_names, open_fields, write_fields
-from physgen.grids import Grid
-from physgen.inverse import BlockAverage, Subsample, Task, parse_task, solve
-from physgen.inverse.solve import is_conditional
+    from physgen.data import FieldStats, Normalizer
+    from physgen.grids import Grid
+    from physgen.inverse import Task
+
+from physgen.cli._catalog import require_files
 
 __all__ = ["inverse_metadata", "register", "run_inference"]
 
@@ -127,6 +129,8 @@ def _describe(meta: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def _normalizer(meta: Mapping[str, Any], fields: list[str], ndim: int) -> Normalizer:
+    from physgen.data import Normalizer
+
     stats = meta.get("stats")
     if not stats:
         return Normalizer([0.0] * len(fields), [1.0] * len(fields), ndim)
@@ -143,6 +147,8 @@ def _grid(meta: Mapping[str, Any], ds: xr.Dataset, dims: tuple[str, ...]) -> Gri
     Checkpoints of ``physgen train`` know the training grid's shape but not its boundary
     conditions or centering; those are read from the observation file's attributes.
     """
+    from physgen.grids import Grid
+
     info = meta.get("grid")
     if info is not None:
         return Grid(tuple(info["shape"]), bc=tuple(info["bc"]), centering=info["centering"])
@@ -168,6 +174,11 @@ def _check_observation_file(
     dimension names and, where the checkpoint stored them, the same coordinates; the file
     must hold the fields the task observes. Each refusal is one line naming both files.
     """
+    import numpy as np
+
+    from physgen.data import field_names
+    from physgen.inverse import BlockAverage, Subsample
+
     dims = tuple(d for d in ("x", "y", "z") if d in ds.dims)
     shape = tuple(ds.sizes[d] for d in dims)
     trained = meta.get("training_grid") or {}
@@ -203,6 +214,8 @@ def _check_observation_file(
 
 def _same_axis(a: np.ndarray, b: np.ndarray) -> bool:
     """Equal coordinate axes up to rounding (relative to the axis' extent)."""
+    import numpy as np
+
     if a.shape != b.shape:
         return False
     extent = max(float(np.ptp(b)) if b.size else 0.0, 1e-300)
@@ -210,6 +223,10 @@ def _same_axis(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _stack(ds: xr.Dataset, names: list[str], source: Path) -> np.ndarray:
+    import numpy as np
+
+    from physgen.data import field_names
+
     missing = [f for f in names if f not in ds.data_vars]
     if missing:
         raise KeyError(f"{source}: no field(s) {missing} (fields: {field_names(ds)})")
@@ -237,6 +254,12 @@ def run_inference(
     The observation file's grid and fields are checked against the checkpoint's training data
     first; ``progress`` shows a bar on stderr, one step per batch of observations.
     """
+    import torch
+    import xarray as xr
+
+    from physgen.data import open_fields, write_fields
+    from physgen.inverse import parse_task, solve
+    from physgen.inverse.solve import is_conditional
     from physgen.training import build_model, read_checkpoint
 
     contents = read_checkpoint(checkpoint)
@@ -328,6 +351,10 @@ def _observations(
     task: Task, ds: xr.Dataset, source: Path, norm: Normalizer, seed: int
 ) -> tuple[torch.Tensor, bool]:
     """Normalized observations ``(B, *obs)`` and whether they were taken from full fields."""
+    import torch
+
+    from physgen.inverse import BlockAverage, Subsample
+
     grid_dims = tuple(d for d in ("x", "y", "z") if d in ds.dims)
     shape = tuple(ds.sizes[d] for d in grid_dims)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -372,6 +399,10 @@ def _residual(problem_name: str | None, ds: xr.Dataset, fields: list[str], norm:
 def _run(args: argparse.Namespace) -> int:
     if args.n_samples < 2:
         raise ValueError(f"--n-samples must be ≥ 2 for an ensemble, got {args.n_samples}")
+    require_files(
+        (args.checkpoint, f"no checkpoint file at {args.checkpoint}"),
+        (args.obs, f"no such file: {args.obs}"),
+    )
     guidance = {
         "sampler": args.sampler,
         "steps": args.steps,

@@ -10,14 +10,12 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from tqdm import tqdm
+from physgen.cli._catalog import ListingFormatter, require_files, sampler_listing
 
-from physgen.data import FieldDataset, write_fields
-from physgen.training import build_model, read_checkpoint
-from physgen.training.fields import samples_to_fields, stats_table
+if TYPE_CHECKING:  # the command imports torch and the models only when it runs
+    import torch
 
 __all__ = ["count_network_calls", "draw", "parse_options", "register", "sampler_settings"]
 
@@ -29,13 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sample",
         help="draw samples from a trained checkpoint",
+        formatter_class=ListingFormatter,
+        epilog=sampler_listing(),
         description=(
             "Draw N samples from a checkpoint written by 'physgen train' and write them, "
             "de-normalized, as a physgen-field/1 file with the training data's field names, "
             "units and coordinates, and provenance (model config, checkpoint, sampler "
             "options). Conditional models need --cond: a field file (e.g. the dataset's "
             "test.nc) holding the conditioning variables; each of its samples then gets N "
-            "draws, stored along a 'member' dimension."
+            "draws, stored along a 'member' dimension. Samples holding NaN/Inf are written "
+            "as drawn, counted in the provenance and reported by a warning on stderr."
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="checkpoint.pt from physgen train")
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="sampler option passed to model.sample (repeatable; VALUE parsed as JSON if it can)",
+        help="sampler option passed to model.sample, e.g. steps=200 (repeatable; VALUE parsed "
+        "as JSON if it can; the keys of each family are listed below)",
     )
     parser.set_defaults(handler=_sample)
 
@@ -85,6 +87,9 @@ def draw(
     With conditions the result is ordered case by case: rows ``i*n ... i*n + n - 1`` are the
     draws for ``cond[i]``. ``progress`` shows a bar per batch on stderr.
     """
+    import torch
+    from tqdm import tqdm
+
     if cond is not None:
         cond = cond.repeat_interleave(n, dim=0)  # (cases * n, *cond_shape)
     total = n if cond is None else len(cond)
@@ -165,6 +170,11 @@ def count_network_calls(model: torch.nn.Module) -> Iterator[dict[str, int]]:
 
 def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
     """The normalized conditioning tensor of every sample in ``path``, and their indices."""
+    import torch
+
+    from physgen.data import FieldDataset
+    from physgen.training.fields import stats_table
+
     cond_file = FieldDataset(
         path,
         data["fields"],
@@ -186,6 +196,16 @@ def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
 def _sample(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"--n must be positive, got {args.n}")
+    require_files(
+        (args.checkpoint, f"no checkpoint file at {args.checkpoint}"),
+        (args.cond, f"no such file: {args.cond}"),
+    )
+    import torch
+
+    from physgen.data import write_fields
+    from physgen.training import build_model, read_checkpoint
+    from physgen.training.fields import samples_to_fields
+
     contents = read_checkpoint(args.checkpoint)
     data = contents.get("metadata", {}).get("data")
     if data is None:
@@ -220,6 +240,7 @@ def _sample(args: argparse.Namespace) -> int:
         sampler["nfe"] = int(sampler["nfe"])
     if flat:
         x = x.reshape(len(x), *data["sample_shape"])  # (B, C, *grid)
+    nonfinite = int((~torch.isfinite(x.flatten(1))).any(1).sum())
     ds = samples_to_fields(x, data, members=args.n if conditional else None, sample_coord=index)
     provenance = {
         "generator": "physgen sample",
@@ -234,7 +255,14 @@ def _sample(args: argparse.Namespace) -> int:
     }
     if args.cond is not None:
         provenance["conditions"] = str(args.cond.resolve())
+    provenance["nonfinite_samples"] = nonfinite
     path = write_fields(ds, args.out, provenance=provenance)
+    if nonfinite:  # shown even with --quiet: the file is written, but these fields are broken
+        print(
+            f"physgen sample: warning: {nonfinite} of {len(x)} samples in {path} hold NaN/Inf "
+            "(written as drawn; 'physgen evaluate' scores only the finite ones)",
+            file=sys.stderr,
+        )
     shape = tuple(data["sample_shape"])
     drawn = f"{args.n} samples" if cond is None else f"{len(cond)} conditions × {args.n} members"
     print(f"wrote {path}: {drawn} of {shape} ({', '.join(data['fields'])})")

@@ -10,27 +10,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import h5py
-import torch
-
-from physgen.cli.data import add_split_options
-from physgen.data import (
-    DEFAULT_FRACTIONS,
-    FieldDataset,
-    FieldStats,
-    compute_stats,
-    field_names,
-    open_fields,
-    split_fields,
+from physgen.cli._catalog import (
+    FAMILIES,
+    TRAIN_STEPS,
+    ListingFormatter,
+    check_family,
+    check_recipe,
+    family_listing,
 )
-from physgen.models import get_model_class
+from physgen.cli.data import add_split_options
 from physgen.paths import data_root, read_toml, runs_root
-from physgen.problem import problem_named_by
-from physgen.recipes import load_recipe, make_dataset
-from physgen.training import CHECKPOINT_NAME, NonFiniteLossError, fit
-from physgen.training.fields import describe_fields
+
+if TYPE_CHECKING:  # the command imports torch and the data layer only when it runs
+    from physgen.data import FieldDataset, FieldStats
 
 __all__ = ["load_config", "register", "resolve_data"]
 
@@ -43,6 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train a model on a field dataset",
+        formatter_class=ListingFormatter,
+        epilog=family_listing(),
         description=(
             "Train a registered model family on the train split of a dataset folder (train.nc, "
             "optional valid.nc and stats.json, as written by 'physgen data make') or of a "
@@ -61,14 +57,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recipe name or .toml, data-set folder, or one physgen-field .nc file (split "
         "into <run folder>/data)",
     )
-    parser.add_argument("--model", required=True, help="registered model family")
+    parser.add_argument("--model", required=True, help="model family (listed below)")
     parser.add_argument(
         "--config",
         type=Path,
         help="TOML file with tables [model] (for_shape overrides), [fit] (fit() keyword "
         "arguments) and [data] (fields, cond_fields, time, in_memory)",
     )
-    parser.add_argument("--steps", type=int, help="optimizer steps (default 1000)")
+    parser.add_argument(
+        "--steps", type=int, help="optimizer steps (default: the family's, listed below)"
+    )
     parser.add_argument("--batch-size", type=int, help="global batch size (default 64)")
     parser.add_argument("--lr", type=float, help="learning rate")
     parser.add_argument("--seed", type=int, help="seed for data order and random draws")
@@ -105,6 +103,8 @@ def load_config(path: Path | None) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ValueError(f"{path}: unknown tables {sorted(unknown)}; expected model, fit, data")
     config = {key: dict(doc.get(key, {})) for key in ("model", "fit", "data")}
+    from physgen.training import fit  # only a config file needs fit's signature (torch)
+
     allowed = set(inspect.signature(fit).parameters) - _RESERVED
     for key in config["fit"]:
         if key not in allowed:
@@ -127,16 +127,19 @@ def resolve_data(
     spec: str,
     split_dir: Path | None = None,
     *,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    fractions: Sequence[float] | None = None,
     seed: int = 0,
 ) -> tuple[Path, str]:
     """The dataset folder for ``spec`` and a short name.
 
     ``spec`` is a data-set folder, a recipe (name or ``.toml`` file; its data are made if
     missing) or a single physgen-field file, which is split into ``split_dir`` (default
-    ``<file stem>-split`` beside the file) with :func:`~physgen.data.split_fields`. Any other
-    file is refused with one line naming it and what was expected.
+    ``<file stem>-split`` beside the file) with :func:`~physgen.data.split_fields` by
+    ``fractions`` (default ``physgen.data.DEFAULT_FRACTIONS``). Any other file is refused
+    with one line naming it and what was expected.
     """
+    from physgen.recipes import load_recipe, make_dataset
+
     path = Path(spec)
     if path.is_dir():
         if not (path / "train.nc").is_file():
@@ -167,8 +170,14 @@ def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], seed: int) -> Path:
+def _split_file(
+    path: Path, split_dir: Path | None, fractions: Sequence[float] | None, seed: int
+) -> Path:
     """Split a single physgen-field file into a data-set folder; say where in one line."""
+    import h5py
+
+    from physgen.data import DEFAULT_FRACTIONS, split_fields
+
     if not h5py.is_hdf5(path):
         raise ValueError(
             f"--data {path}: not a physgen-field .nc file (no HDF5 signature); {_EXPECTED_DATA}"
@@ -179,6 +188,7 @@ def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], 
             f"{path} is not split yet; run 'physgen data split {path} --out {folder}' and pass "
             f"--data {folder} before launching several processes"
         )
+    fractions = DEFAULT_FRACTIONS if fractions is None else fractions
     result = split_fields(path, folder, fractions=fractions, seed=seed)
     print(f"physgen train: {path}: {result.summary()}", file=sys.stderr)
     return folder
@@ -188,6 +198,8 @@ def _dataset(
     path: Path, options: dict[str, Any], stats: Path | dict[str, FieldStats]
 ) -> FieldDataset:
     """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``."""
+    from physgen.data import FieldDataset
+
     return FieldDataset(
         path,
         options.get("fields"),
@@ -198,31 +210,32 @@ def _dataset(
     )
 
 
-class _Flat(torch.utils.data.Dataset):
-    """A field dataset whose samples (and conditions) are flattened to vectors."""
+def _flat(data: FieldDataset) -> Any:
+    """``data`` with every sample (and condition) flattened to a vector ``(C*N,)``."""
+    import torch
 
-    def __init__(self, data: FieldDataset) -> None:
-        self.data = data
+    class _Flat(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(data)
 
-    def __len__(self) -> int:
-        return len(self.data)
+        def __getitem__(self, i: int) -> Any:
+            item = data[i]
+            if data.cond_fields:
+                return item[0].flatten(), item[1].flatten()  # (C*N,), (C'*N,)
+            return item.flatten()
 
-    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        item = self.data[i]
-        if self.data.cond_fields:
-            return item[0].flatten(), item[1].flatten()  # (C*N,), (C'*N,)
-        return item.flatten()
+    return _Flat()
 
 
-def _tensors(
-    data: FieldDataset, flatten: bool = False
-) -> FieldDataset | _Flat | tuple[torch.Tensor, ...]:
+def _tensors(data: FieldDataset, flatten: bool = False) -> Any:
     """In-memory datasets as stacked tensors: fit then indexes batches directly (fast).
 
     With ``flatten`` every sample becomes a vector ``(C*N,)`` (``(B, C*N)`` when stacked).
     """
+    import torch
+
     if not data.in_memory:
-        return _Flat(data) if flatten else data
+        return _flat(data) if flatten else data
     items = [data[i] for i in range(len(data))]
     if data.cond_fields:
         x, c = torch.stack([x for x, _ in items]), torch.stack([c for _, c in items])
@@ -251,6 +264,8 @@ def _number(values: list[Any]) -> str:
 
 def _run_folder(args: argparse.Namespace) -> Path:
     """The run folder: ``--out`` or ``runs/<model>-<data name>``; refuses to overwrite a run."""
+    from physgen.training import CHECKPOINT_NAME
+
     spec = Path(args.data)
     name = spec.resolve().name if spec.is_dir() else spec.stem  # folder, file or recipe
     out = args.out or runs_root() / f"{args.model}-{name}"
@@ -269,6 +284,8 @@ def _statistics(
     ``stats.json`` when the folder has one; otherwise they are computed on ``train.nc`` (said
     in one line), never skipped: a model never trains on raw fields without a word.
     """
+    from physgen.data import compute_stats, field_names, open_fields
+
     path = folder / "stats.json"
     if path.is_file():
         return path, {"stats": str(path), "computed": False}
@@ -297,6 +314,8 @@ def _model_options(
     sees physical units although it trains on z-scored fields. Options set in ``configured``
     win (a problem set there is used without reading the data's attribute).
     """
+    from physgen.problem import problem_named_by
+
     accepted = inspect.signature(model_class.__init__).parameters
     options: dict[str, Any] = {}
     if "problem" in accepted and "problem" not in configured:
@@ -314,6 +333,14 @@ def _model_options(
 
 
 def _train(args: argparse.Namespace) -> int:
+    check_family(args.model)  # before anything slow: a wrong name answers at once
+    check_recipe(args.data)
+    import torch
+
+    from physgen.models import get_model_class
+    from physgen.training import NonFiniteLossError, fit
+    from physgen.training.fields import describe_fields
+
     config = load_config(args.config)
     model_class = get_model_class(args.model)
     out = _run_folder(args)
@@ -330,7 +357,9 @@ def _train(args: argparse.Namespace) -> int:
         _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
     )
 
-    settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
+    family = FAMILIES.get(args.model)
+    steps = TRAIN_STEPS if family is None else family.train_steps
+    settings = {"steps": steps, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
     settings.update(config["fit"])
     for key in ("steps", "batch_size", "lr", "seed", "device"):
         if getattr(args, key) is not None:
@@ -389,4 +418,23 @@ def _train(args: argparse.Namespace) -> int:
         )
         print(f"checkpoint: {result.checkpoint}")
         print(f"sample:     physgen sample {result.checkpoint} --n 16 --out samples.nc")
+        _warn_if_still_falling(model, result.history, result.step)
     return 0
+
+
+def _warn_if_still_falling(model: Any, history: list[dict[str, Any]], step: int) -> None:
+    """Say on stderr when the loss was still falling steeply at the end (see
+    :mod:`physgen.training.trend`); a two-player loss is no measure of progress, so GANs are
+    not judged."""
+    from physgen.models import TwoPlayerModel
+    from physgen.training.trend import loss_trend
+
+    if isinstance(model, TwoPlayerModel):
+        return
+    trend = loss_trend(history)  # validation records carry no "loss": left out
+    if trend is not None and trend.steep:
+        print(
+            f"physgen train: note: {trend.describe()}; a longer run (--steps > {step}, or "
+            "--resume with more --steps) would likely lower it further",
+            file=sys.stderr,
+        )

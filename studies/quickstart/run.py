@@ -26,13 +26,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from physgen.data import open_fields, write_fields
 from physgen.data.atomic import atomic_output
 from physgen.models.pivae import SDEPIVAE, evaluate_sde, sensor_data
 from physgen.paths import runs_root
-from physgen.plotting import plot_loss_curves, plot_marginals, plot_sample_grid, save_figure
+from physgen.plotting import (
+    axis_label,
+    mean_std_figure,
+    plot_loss_curves,
+    plot_marginals,
+    plot_sample_grid,
+    read_training_log,
+    save_figure,
+)
 from physgen.problem import Problem, load
 from physgen.training import fit
 
@@ -104,13 +111,25 @@ def physics(ctx: Context) -> None:
     ctx.sections.append(text)
 
 
+def figure(ctx: Context, path: Path, caption: str) -> str:
+    """The report's Markdown for a figure: the image and its numbered caption."""
+    number = int(ctx.results.get("figures", 0)) + 1  # figures are numbered through the report
+    ctx.results["figures"] = number
+    return f"![Figure {number}]({path.name})\n\n*Figure {number}.* {caption}"
+
+
 def figures(ctx: Context) -> None:
     """Sample panels for every field and the residual histogram of the stored data."""
     ds = open_fields(ctx.files["train"], load=True)
-    lines = ["## Figures\n"]
+    lines = ["## Figures"]
     for name in ctx.problem.field_names:
-        path = plot_sample_grid(ds[name], ctx.out / f"samples_{name}.png", n=4, title=name)
-        lines.append(f"![{name}]({path.name})")
+        path = plot_sample_grid(
+            ds[name], ctx.out / f"samples_{name}.png", n=4, title=name, label="training data"
+        )
+        what = ds[name].attrs.get("long_name", name)
+        lines.append(
+            figure(ctx, path, f"The first four training samples of {name} ({what}), as stored.")
+        )
     if "residual_float32" in ctx.results:
         residual = np.log10(np.asarray(ctx.results["residual_float32"]))
         path = plot_marginals(
@@ -118,9 +137,18 @@ def figures(ctx: Context) -> None:
             ctx.out / "residual_histogram.png",
             bins=30,
             xlabel="log10 relative residual",
+            title="PDE residual of the stored training data",
         )
-        lines.append(f"![residual]({path.name})")
-    ctx.sections.append("\n".join(lines))
+        lines.append(
+            figure(
+                ctx,
+                path,
+                f"Histogram of the per-sample relative PDE residual RMS(r)/scale of the "
+                f"{len(residual)} stored (float32) training samples, on a log10 scale: the "
+                "floor any generated sample is compared with.",
+            )
+        )
+    ctx.sections.append("\n\n".join(lines))
 
 
 # The study's PI-VAE (studies/pivae_sde: flux form with exact walls, log k in the MMD),
@@ -176,36 +204,54 @@ def pivae(ctx: Context) -> None:
     grid = torch.as_tensor(problem.grid.coords(0), dtype=torch.float32)
     z = torch.randn(2000, model.latent_dim, generator=torch.Generator().manual_seed(ctx.seed))
     generated = model.sample_fields(0, grid, z=z)  # (2000, 3, n): u, k, f̂
-    fig = Figure(layout="constrained", figsize=(9, 3.4))
-    x = grid.numpy()
-    for ax, name, gen, ref in zip(
-        fig.subplots(1, 2),
-        ("u", "k"),
-        generated[:, :2].unbind(1),
-        (fields[:, 1], fields[:, 0]),
-        strict=True,
-    ):
-        for label, values, colour in (("data", ref, "k"), ("PI-VAE", gen, "C1")):
-            mean, std = values.mean(0).numpy(), values.std(0).numpy()
-            ax.plot(x, mean, color=colour, label=f"{label} mean")
-            ax.fill_between(x, mean - std, mean + std, color=colour, alpha=0.2)
-        ax.set(title=name, xlabel="x")
-        ax.legend(fontsize=8)
+    with open_fields(ctx.files["train"], nonfinite="ignore") as stored:
+        xlabel = axis_label(stored["x"], "x")
+        ylabels = {name: axis_label(stored[name], name) for name in ("u", "k")}
+    panels = {
+        name: {"data": ref.numpy(), "PI-VAE": gen.numpy()}
+        for name, gen, ref in zip(
+            ("u", "k"), generated[:, :2].unbind(1), (fields[:, 1], fields[:, 0]), strict=True
+        )
+    }
+    fig = mean_std_figure(
+        grid.numpy(),
+        panels,
+        xlabel=xlabel,
+        ylabels=ylabels,
+    )
     mean_std = save_figure(fig, ctx.out / "pivae_mean_std.png")
-    loss = plot_loss_curves(log, ctx.out / "pivae_loss.png", keys=["loss"])
+    loss = plot_loss_curves(
+        log, ctx.out / "pivae_loss.png", keys=["loss"], title="PI-VAE training loss"
+    )
+    steps = int(read_training_log(log)[-1]["step"])
     ctx.results["pivae"] = scores
     ctx.sections.append(
         "## PI-VAE\n\n"
-        f"physgen PI-VAE trained {ctx.epochs} epochs on the forward sensors of {len(data)} "
-        f"samples (u at the 2 boundaries, k at {len(coords['k'])}, f at {len(coords['f'])} "
-        f"points) in {train_s:.0f} s. Errors of 2000 generated fields against the data "
+        f"physgen PI-VAE trained {ctx.epochs} epochs ({steps} optimizer steps of batch "
+        f"{batch}) on the forward sensors of {len(data)} samples (u at the 2 boundaries, k at "
+        f"{len(coords['k'])}, f at {len(coords['f'])} points); the training took "
+        f"{train_s:.0f} s of this step (the timings below also count sampling and scoring). "
+        "Errors of 2000 generated fields against the data "
         "(relative L2 error of the mean curve, relative error of the total std), the median "
         "relative residual of the decoded (k, u, f̂) under the generator's discrete operator, "
         "and the mean |u(−1)| + |u(1)|:\n\n"
         "| u-mean | u-std | k-mean | k-std | residual | \\|u(±1)\\| |\n|---|---|---|---|---|---|\n"
         f"| {scores['u_mean_err']:.3f} | {scores['u_std_err']:.3f} | {scores['k_mean_err']:.3f} "
         f"| {scores['k_std_err']:.3f} | {scores['residual']:.1e} | {scores['boundary']:.1e} |\n\n"
-        f"![mean ± std]({mean_std.name})\n![loss]({loss.name})"
+        + figure(
+            ctx,
+            mean_std,
+            "Mean (line) and ±1 standard deviation (band) across samples, as functions of x, "
+            f"of the solution u and the diffusion coefficient k: the {len(fields)} training "
+            "samples against 2000 PI-VAE samples.",
+        )
+        + "\n\n"
+        + figure(
+            ctx,
+            loss,
+            "PI-VAE training loss (the model's objective, mean over each logging window) "
+            f"against the optimizer step: {steps} steps = {ctx.epochs} epochs.",
+        )
     )
 
 
