@@ -145,7 +145,7 @@ def _pdebench_darcy(f: h5py.File, src: Path, samples: slice | None) -> xr.Datase
 def _pdebench_seed_groups(
     f: h5py.File, src: Path, samples: slice | None, channel_names: Sequence[str] | None
 ) -> xr.Dataset:
-    """Seed groups ``/NNNN/data`` (t, *grid, c) with ``/NNNN/grid/{x,y,z,t}``, sorted by key."""
+    """Seed groups ``/NNNN/data`` ``(t, *grid, c)`` with ``/NNNN/grid/{x,y,z,t}``, sorted by key."""
     keys = sorted(f.keys())
     chosen = [keys[i] for i in _select(len(keys), samples)]
     first = _dataset(f[keys[0]], "data", src)
