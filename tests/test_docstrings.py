@@ -57,3 +57,19 @@ def test_the_check_sees_a_slip() -> None:
         """:math:`\alpha`"""
 
     assert _CONTROL.search(slipped.__doc__ or "")
+
+
+# Documents outside the repository that a docstring must not cite (the project's docs and its
+# cited papers are the references).
+_OUTSIDE = re.compile(r"reference note|DESIGN\.md|DESIGN §|shared/reference")
+
+
+def test_docstrings_cite_no_document_outside_the_repository() -> None:
+    bad = [
+        where
+        for module in _modules()
+        for where, doc in _docstrings(module)
+        if doc and _OUTSIDE.search(doc)
+    ]
+    assert not bad, f"docstrings citing documents outside the repository: {bad}"
+    assert _OUTSIDE.search("as in the reference note §4.2")  # the check sees a slip

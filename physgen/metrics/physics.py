@@ -114,7 +114,7 @@ def residual_metric(
     """Residual statistics of samples relative to the ground-truth residual floor.
 
     The discrete residual of exact data is not zero — solver tolerance, float32 storage, time
-    differences between stored frames (reference note §4.2 item 4, §5.8) — so a model's
+    differences between stored frames — so a model's
     residual means something only beside that floor (Shu et al., arXiv:2211.14680, log
     "residual reference"; Bastek et al., arXiv:2403.14404). Reported: mean, median and 90th
     percentile of the per-sample RMS for samples and reference, and ``ratio`` = mean(samples) /

@@ -98,8 +98,8 @@ def energy_spectrum(
     P(k) = Σ_{(k−½)Δκ ≤ |κ| < (k+½)Δκ} |û(κ)|², κ_i = 2π m_i / L_i. Every mode falls in a shell,
     so Parseval holds exactly: Σ_k P(k) = mean_x u(x)². Half the shell sum of the velocity
     components is the kinetic-energy spectrum E(k); of the vorticity, the enstrophy spectrum.
-    This is the convention of the reference note (§4.2, item 2) and, up to the binning, of
-    The Well's ``power_spectrum`` and the RAPSD of Harris et al. (arXiv:2204.02028).
+    Up to the binning, this is the convention of The Well's ``power_spectrum`` and of the
+    RAPSD of Harris et al. (arXiv:2204.02028).
 
     Non-periodic fields leak the jump between opposite edges into a k⁻² tail; pass
     ``window="hann"`` (or ``"tukey"``) to taper each axis first. The taper is rescaled so that
@@ -207,8 +207,7 @@ def two_point_correlation(
 
     u' = u − μ with μ the pointwise mean over the sample axis (axis 0), so a deterministic
     trend (the sin term of the stochastic-elliptic coefficient) does not count as correlation.
-    The covariance comes from Wiener–Khinchin, C(r) = IFFT(|FFT u'|²)/n (reference note §4.2,
-    item 3). Non-periodic fields are zero-padded to twice their size and each lag is divided by
+    The covariance comes from Wiener–Khinchin, C(r) = IFFT(|FFT u'|²)/n. Non-periodic fields are zero-padded to twice their size and each lag is divided by
     its number of overlapping pairs, the unbiased lag estimator. Lags are shell-averaged up to
     half the shortest axis.
 

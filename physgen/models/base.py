@@ -171,13 +171,16 @@ def _capturing_config(init: Callable[..., None]) -> Callable[..., None]:
 
     The record (``self._captured_config``: bound arguments with defaults, ``**options``
     merged) is what :class:`GenerativeModel` keeps as ``config``; constructors further down
-    a subclass chain leave it alone.
+    a subclass chain leave it alone, and one taking ``*args`` leaves it to the constructor
+    it forwards to.
     """
     signature = inspect.signature(init)
+    # A constructor taking *args forwards its call (a thin subclass): the one it calls records.
+    forwards = any(p.kind is p.VAR_POSITIONAL for p in signature.parameters.values())
 
     @functools.wraps(init)
     def capturing_init(self: GenerativeModel, *args: Any, **kwargs: Any) -> None:
-        if "_captured_config" not in self.__dict__:
+        if not forwards and "_captured_config" not in self.__dict__:
             bound = signature.bind(self, *args, **kwargs)
             bound.apply_defaults()
             config: dict[str, Any] = {}
@@ -185,8 +188,6 @@ def _capturing_config(init: Callable[..., None]) -> Callable[..., None]:
                 kind = signature.parameters[name].kind
                 if kind is inspect.Parameter.VAR_KEYWORD:
                     config.update(value)
-                elif kind is inspect.Parameter.VAR_POSITIONAL:
-                    raise TypeError(f"{init.__qualname__}: *args cannot be a model's config")
                 else:
                     config[name] = value
             object.__setattr__(self, "_captured_config", config)  # before nn.Module.__init__
