@@ -46,7 +46,7 @@ import h5py
 import xarray as xr
 from tqdm.auto import tqdm
 
-from physgen.data import compute_stats, open_fields, save_stats, write_fields
+from physgen.data import compute_stats, join_fields, open_fields, save_stats, write_fields
 from physgen.data.atomic import sweep_temporaries
 from physgen.data.lock import folder_lock, is_locked
 from physgen.paths import data_root, find_project_dir, read_toml
@@ -348,9 +348,8 @@ def _join(paths: list[Path], target: Path, recipe: Recipe, split: str) -> Path:
     if len(paths) == 1:
         os.replace(paths[0], target)  # one block is already the whole file
         return target
-    parts = [open_fields(p, load=True) for p in paths]
-    ds = xr.concat(parts, dim="sample", data_vars="minimal")
-    write_fields(ds, target, provenance=_provenance(recipe, split))
+    # Streamed block by block: memory stays at about one block, whatever the split's size.
+    join_fields(paths, target, provenance=_provenance(recipe, split))
     for p in paths:
         p.unlink()
     return target
