@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import torch
 
-from physgen.cli.data import add_split_options
+from physgen.cli.data import add_split_options, add_trust_data_option
 from physgen.data import (
     DEFAULT_FRACTIONS,
     FieldDataset,
@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that take vectors (realnvp, maf, iaf, gan, ...); conditioning fields are flattened too",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_trust_data_option(parser)
     split = parser.add_argument_group("splitting a single .nc file given to --data")
     add_split_options(split, "--split-fractions", "--split-seed")
     parser.set_defaults(handler=_train)
@@ -184,9 +185,13 @@ def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], 
 
 
 def _dataset(
-    path: Path, options: dict[str, Any], stats: Path | dict[str, FieldStats]
+    path: Path,
+    options: dict[str, Any],
+    stats: Path | dict[str, FieldStats],
+    trust_data: bool = False,
 ) -> FieldDataset:
-    """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``."""
+    """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``;
+    its values are scanned for NaN/Inf unless ``trust_data``."""
     return FieldDataset(
         path,
         options.get("fields"),
@@ -194,6 +199,7 @@ def _dataset(
         stats=stats,
         time=options.get("time", "channels"),
         in_memory=options.get("in_memory"),
+        nonfinite="ignore" if trust_data else "raise",
     )
 
 
@@ -297,9 +303,12 @@ def _train(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
     stats, normalization = _statistics(folder, options)
-    train = _dataset(folder / "train.nc", options, stats)
+    trust = args.trust_data
+    train = _dataset(folder / "train.nc", options, stats, trust)
     valid = (
-        _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
+        _dataset(folder / "valid.nc", options, stats, trust)
+        if (folder / "valid.nc").is_file()
+        else None
     )
 
     settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}

@@ -226,13 +226,17 @@ def iter_sample_blocks(
 
 
 def find_nonfinite(
-    ds: xr.Dataset, names: Sequence[str] | None = None, *, progress: bool | None = None
+    ds: xr.Dataset,
+    names: Sequence[str] | None = None,
+    *,
+    progress: bool | None = None,
+    block_bytes: int = _SCAN_BYTES,
 ) -> dict[str, np.ndarray]:
     """Positions along ``sample`` where a field holds NaN or Inf, per field (bad fields only).
 
-    Reads each field in blocks of samples (about 64 MiB), so it works on lazily opened files.
-    ``progress`` shows a progress bar over the bytes read (on stderr); by default it is shown
-    for scans of more than 1 GiB.
+    Reads each field in blocks of whole samples of about ``block_bytes`` (64 MiB), so a
+    lazily opened file is scanned with bounded memory. ``progress`` shows a progress bar over
+    the bytes read (on stderr); by default it is shown for scans of more than 1 GiB.
     """
     names = field_names(ds) if names is None else list(names)
     total = sum(ds[name].size * ds[name].dtype.itemsize for name in names)
@@ -243,7 +247,7 @@ def find_nonfinite(
             var = ds[name]
             axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
             hits = []
-            for start, block in iter_sample_blocks(var):
+            for start, block in iter_sample_blocks(var, block_bytes):
                 hits.append(start + np.flatnonzero(~np.isfinite(block).all(axis=axes)))
                 bar.update(block.nbytes)
             found = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64)

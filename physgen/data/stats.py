@@ -56,7 +56,8 @@ def _field_stats(var: xr.DataArray, source: str, block_bytes: int) -> FieldStats
         if n_b == 0:
             continue
         mean_b = float(values.mean())
-        m2_b = float(np.square(values - mean_b).sum())
+        deviation = values - mean_b
+        m2_b = float(np.square(deviation, out=deviation).sum())  # in place: one temporary
         total = count + n_b
         delta = mean_b - mean
         mean += delta * n_b / total
