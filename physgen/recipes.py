@@ -43,10 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import xarray as xr
 from tqdm.auto import tqdm
 
-from physgen.data import compute_stats, join_fields, open_fields, save_stats, write_fields
+from physgen.data import compute_stats, join_fields, save_stats, write_fields
 from physgen.data.atomic import sweep_temporaries
 from physgen.data.lock import folder_lock, is_locked
 from physgen.paths import data_root, find_project_dir, read_toml
@@ -466,11 +465,5 @@ def _write_stats(recipe: Recipe, out: Path, shard: tuple[int, int] | None) -> Pa
         return None
     if target.exists() and target.stat().st_mtime >= max(f.stat().st_mtime for f in files):
         return target
-    parts = [open_fields(f, nonfinite="ignore") for f in files]
-    try:
-        ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="sample", data_vars="minimal")
-        stats = compute_stats(ds)
-    finally:
-        for p in parts:
-            p.close()
+    stats = compute_stats(files)  # the shards block by block, as if concatenated
     return save_stats(stats, target, source=", ".join(f.name for f in files))

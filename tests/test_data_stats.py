@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -48,6 +49,19 @@ def test_stats_match_float64_reference(tmp_path, block_bytes):
         np.testing.assert_allclose(s.mean, ref.mean(), rtol=1e-13)
         np.testing.assert_allclose(s.std, ref.std(), rtol=1e-10)
         assert s.min == ref.min() and s.max == ref.max()
+
+
+def test_stats_of_shards_are_those_of_their_concatenation(tmp_path):
+    ds = offset_dataset()
+    cuts = [0, 5, 9, 21, 37]  # blocks of 4 samples straddle every cut
+    paths = [
+        write_fields(ds.isel(sample=slice(a, b)), tmp_path / f"part{i}.nc")
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+    ]
+    names, block = ["u", "w", "nu"], 4 * 2 * 6 * 5 * 4
+    whole = compute_stats(write_fields(ds, tmp_path / "whole.nc"), names, block_bytes=block)
+    assert compute_stats(paths, names, block_bytes=block) == whole  # the same bits
+    assert compute_stats(paths[:-1], names, block_bytes=block)["u"] != whole["u"]  # control
 
 
 def test_stats_default_names_and_dataset_input():
