@@ -18,7 +18,8 @@ A recipe names a problem, its parameters, the split sizes and a seed::
 sample ``i`` is drawn from its own generator seeded by ``(seed, i)``, so the data do not
 depend on how the work is cut. Work proceeds in blocks of samples, each written atomically
 under ``<out>/.blocks/``; an interrupted run leaves complete blocks behind, and running it
-again generates only what is missing, then joins the blocks into the split file. With
+again generates only what is missing, then joins the blocks into the split file, streaming
+them block by block so that memory does not grow with the split (also for the statistics). With
 ``shard=(i, n)`` a run makes shard ``i`` of ``n`` of every split (``train-001-of-004.nc``,
 ...): concatenated along ``sample`` the shards equal the unsharded files.
 

@@ -214,3 +214,17 @@ def test_trust_data_skips_the_nonfinite_scan(pair, tmp_path, monkeypatch):  # no
     assert len(scans) == 2  # control: both files are scanned by default
     assert main([*argv, "--out", str(tmp_path / "trusted"), "--trust-data"]) == 0
     assert len(scans) == 2
+
+
+def test_a_variable_whose_encoding_changes_values_is_not_streamed(tmp_path: Path) -> None:
+    from physgen.data.stream import placeholder, write_netcdf
+
+    values = np.arange(12.0).reshape(3, 4)
+    ds = xr.Dataset({"u": (("sample", "x"), placeholder((3, 4), np.float64))})
+    slabs = {"u": lambda: [values]}
+    write_netcdf(ds, tmp_path / "plain.nc", {"u": {"_FillValue": None}}, slabs)
+    with h5py.File(tmp_path / "plain.nc", "r") as f:
+        np.testing.assert_array_equal(f["u"][()], values)
+    scaled = {"u": {"_FillValue": None, "scale_factor": 2.0}}
+    with pytest.raises(ValueError, match="'u': its netCDF encoding transforms the values"):
+        write_netcdf(ds, tmp_path / "scaled.nc", scaled, slabs)

@@ -489,8 +489,13 @@ def _chunks(var: xr.DataArray) -> tuple[int, ...] | None:
 
 
 def streamed_variables(ds: xr.Dataset) -> list[str]:
-    """The variables :func:`write_fields` writes block by block: data variables along ``sample``."""
-    return [str(n) for n, v in ds.data_vars.items() if v.ndim and v.dims[0] == SAMPLE_DIM]
+    """The variables :func:`write_fields` writes block by block: numeric data variables along
+    ``sample`` (first dim); strings, booleans and the like are written whole."""
+    return [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if v.ndim and v.dims[0] == SAMPLE_DIM and v.dtype.kind in "iuf"
+    ]
 
 
 def write_fields(

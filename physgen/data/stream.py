@@ -44,13 +44,21 @@ class _Writer:
     """Takes xarray's place of ``ArrayWriter``: small arrays are written at once, streamed
     variables only have their file variables remembered."""
 
-    def __init__(self, streamed: Iterable[str]) -> None:
-        self.streamed = set(streamed)
+    def __init__(self, streamed: Mapping[str, np.dtype]) -> None:
+        self.streamed = dict(streamed)
         self.targets: dict[str, Any] = {}
 
     def add(self, source: Any, target: Any, region: Any = None) -> None:
         name = getattr(target, "variable_name", None)
         if name in self.streamed:
+            # The placeholder must arrive untouched: an encoding that changed its values
+            # (scaling, a dtype cast) would have to be applied to the slabs as well.
+            untouched = isinstance(source, np.ndarray) and not any(source.strides)
+            if not untouched or source.dtype != self.streamed[name]:
+                raise ValueError(
+                    f"variable {name!r}: its netCDF encoding transforms the values, so it "
+                    "cannot be written block by block"
+                )
             self.targets[name] = target
         elif region:
             target[region] = source
@@ -88,7 +96,7 @@ def write_netcdf(
             trailing shape.
     """
     store = H5NetCDFStore.open(os.fspath(path), mode="w")
-    writer = _Writer(slabs)
+    writer = _Writer({name: ds[name].dtype for name in slabs})
     try:
         dump_to_store(ds, store, writer, encoding=dict(encoding), unlimited_dims=_unlimited(ds))
         for name, make in slabs.items():
