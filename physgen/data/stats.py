@@ -65,6 +65,22 @@ def _joined_blocks(parts: Sequence[xr.DataArray], block_bytes: int) -> Iterator[
         yield pending[0] if len(pending) == 1 else np.concatenate(pending)
 
 
+def _block_moments(block: np.ndarray, name: str, source: str) -> tuple[int, float, float]:
+    """Count, mean and squared-deviation sum of one block, in float64.
+
+    Its float64 copies live only in this call, so they are freed before the next block is
+    read.
+    """
+    values = block.astype(np.float64, copy=False).ravel()
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{source}: field {name!r} holds NaN/Inf; cannot compute stats")
+    if values.size == 0:
+        return 0, 0.0, 0.0
+    mean = float(values.mean())
+    deviation = values - mean
+    return values.size, mean, float(np.square(deviation, out=deviation).sum())
+
+
 def _field_stats(
     parts: Sequence[xr.DataArray], name: str, source: str, block_bytes: int
 ) -> FieldStats:
@@ -77,21 +93,16 @@ def _field_stats(
     count, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
     for block in _joined_blocks(parts, block_bytes):
-        values = block.astype(np.float64, copy=False).ravel()
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{source}: field {name!r} holds NaN/Inf; cannot compute stats")
-        n_b = values.size
+        n_b, mean_b, m2_b = _block_moments(block, name, source)
         if n_b == 0:
             continue
-        mean_b = float(values.mean())
-        deviation = values - mean_b
-        m2_b = float(np.square(deviation, out=deviation).sum())  # in place: one temporary
         total = count + n_b
         delta = mean_b - mean
         mean += delta * n_b / total
         m2 += m2_b + delta * delta * count * n_b / total
         count = total
-        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        del block  # before the next block is read
     if count == 0:
         raise ValueError(f"{source}: field {name!r} is empty; cannot compute stats")
     return FieldStats(mean=mean, std=math.sqrt(m2 / count), min=lo, max=hi, count=count)
