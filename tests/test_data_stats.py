@@ -69,6 +69,16 @@ def test_stats_default_names_and_dataset_input():
     assert list(stats) == ["w", "u"]
 
 
+def test_stats_leave_an_in_memory_dataset_unchanged():
+    ds = offset_dataset()
+    ds["u"] = ds["u"].astype(np.float64)  # float64 blocks are views of the caller's array
+    before = {name: ds[name].values.copy() for name in ("u", "w", "nu")}
+    stats = compute_stats(ds, ["u", "w", "nu"], block_bytes=1000)
+    for name, values in before.items():
+        np.testing.assert_array_equal(ds[name].values, values)
+    assert stats["u"].mean == pytest.approx(float(before["u"].mean()), rel=1e-13)
+
+
 def test_save_load_roundtrip_exact(tmp_path):
     stats = compute_stats(offset_dataset())
     path = save_stats(stats, tmp_path / "ds" / "stats.json", source="train.nc")

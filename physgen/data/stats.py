@@ -77,7 +77,10 @@ def _block_moments(block: np.ndarray, name: str, source: str) -> tuple[int, floa
     if values.size == 0:
         return 0, 0.0, 0.0
     mean = float(values.mean())
-    deviation = values - mean
+    if np.shares_memory(values, block):  # the caller's values: leave them alone
+        deviation = values - mean
+    else:  # a float64 copy made above: reuse its memory
+        deviation = np.subtract(values, mean, out=values)
     return values.size, mean, float(np.square(deviation, out=deviation).sum())
 
 
