@@ -16,7 +16,8 @@ itself needed. Linux only.
 - ``write N dtype``: ``write_fields`` of one in-memory field ``(N, 128, 128)`` of that dtype
   (float64 is cast to the stored float32). The array itself is in the "before" column.
 
-Usage: ``python studies/benchmarks/memory.py [--make 1000 6000] [--write 8000]``
+Usage: ``python studies/benchmarks/memory.py [--make 1000 6000] [--write 8000]``; measured
+figures are in this folder's README.
 """
 
 from __future__ import annotations
