@@ -228,3 +228,24 @@ def test_a_variable_whose_encoding_changes_values_is_not_streamed(tmp_path: Path
     scaled = {"u": {"_FillValue": None, "scale_factor": 2.0}}
     with pytest.raises(ValueError, match="'u': its netCDF encoding transforms the values"):
         write_netcdf(ds, tmp_path / "scaled.nc", scaled, slabs)
+
+
+def test_train_trust_data_opens_the_splits_without_the_scan(tmp_path, monkeypatch):
+    from physgen.cli import build_parser
+    from physgen.cli import train as train_cli
+
+    path = write_fields(_dataset(4, seed=0), tmp_path / "train.nc")
+    scans: list[int] = []
+    real = fields.find_nonfinite
+
+    def counting(*args, **kwargs):
+        scans.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fields, "find_nonfinite", counting)
+    args = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--trust-data"])
+    assert args.trust_data
+    assert len(train_cli._dataset(path, {}, None, trust_data=False)) == 4
+    assert len(scans) == 1  # control: scanned by default
+    assert len(train_cli._dataset(path, {}, None, trust_data=args.trust_data)) == 4
+    assert len(scans) == 1
