@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import physgen
-from physgen.data import fields
 from physgen.data import (
     SCHEMA,
     FieldFileError,
     field_names,
+    fields,
     open_fields,
     validate_fields,
     write_fields,
