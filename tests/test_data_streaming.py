@@ -1,5 +1,5 @@
 """Field files are written and joined block by block: the same file as a whole write, in
-memory bounded by a block; the NaN/Inf scan is chunked and ``--trust-data`` skips it."""
+memory bounded by a block; the NaN/Inf scan is chunked and ``train --trust-data`` skips it."""
 
 from __future__ import annotations
 
@@ -12,9 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from test_cli_errors import pair  # noqa: F401 - fixture: a file of samples and a reference
 
-from physgen.cli import main
 from physgen.data import fields, find_nonfinite, join_fields, open_fields, write_fields
 
 MiB = 2**20
@@ -199,23 +197,6 @@ def test_the_nonfinite_scan_reads_blocks_and_finds_the_last_value(tmp_path, monk
         assert find_nonfinite(lazy, block_bytes=100) == {}  # control: a clean field passes
 
 
-def test_trust_data_skips_the_nonfinite_scan(pair, tmp_path, monkeypatch):  # noqa: F811
-    scans: list[int] = []
-    real = fields.find_nonfinite
-
-    def counting(*args, **kwargs):
-        scans.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fields, "find_nonfinite", counting)
-    argv = ["evaluate", str(pair[0]), "--ref", str(pair[1]), "--no-figures", "--quiet"]
-    argv += ["--permutations", "0", "--splits", "1", "--no-residual"]
-    assert main([*argv, "--out", str(tmp_path / "scanned")]) == 0
-    assert len(scans) == 2  # control: both files are scanned by default
-    assert main([*argv, "--out", str(tmp_path / "trusted"), "--trust-data"]) == 0
-    assert len(scans) == 2
-
-
 def test_a_variable_whose_encoding_changes_values_is_not_streamed(tmp_path: Path) -> None:
     from physgen.data.stream import placeholder, write_netcdf
 
@@ -245,7 +226,7 @@ def test_train_trust_data_opens_the_splits_without_the_scan(tmp_path, monkeypatc
     monkeypatch.setattr(fields, "find_nonfinite", counting)
     args = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--trust-data"])
     assert args.trust_data
-    assert len(train_cli._dataset(path, {}, None, trust_data=False)) == 4
+    assert len(train_cli._dataset(path, {}, None)) == 4
     assert len(scans) == 1  # control: scanned by default
-    assert len(train_cli._dataset(path, {}, None, trust_data=args.trust_data)) == 4
+    assert len(train_cli._dataset(path, {"nonfinite": "ignore"}, None)) == 4  # --trust-data
     assert len(scans) == 1

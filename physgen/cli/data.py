@@ -21,16 +21,7 @@ from physgen.data import (
     split_fields,
 )
 
-__all__ = [
-    "SUBCOMMANDS",
-    "add_import",
-    "add_inspect",
-    "add_make",
-    "add_split",
-    "add_split_options",
-    "add_trust_data_option",
-    "register",
-]
+__all__ = ["SUBCOMMANDS", "add_import", "add_inspect", "add_make", "add_split", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -304,17 +295,6 @@ def add_split_options(parser: argparse.ArgumentParser, fractions: str, seed: str
         help="fractions of the samples per split, summing to 1 (default 0.8 0.1 0.1)",
     )
     parser.add_argument(seed, type=int, default=0, help="seed of the shuffle (default 0)")
-
-
-def add_trust_data_option(parser: argparse.ArgumentParser) -> None:
-    """``--trust-data``: skip the scan of input files for NaN/Inf (a full read of each)."""
-    parser.add_argument(
-        "--trust-data",
-        action="store_true",
-        help="skip the scan of the input files for NaN/Inf, a full read of every value done "
-        "before anything else (with a progress bar beyond 1 GiB); for files you trust, "
-        "such as those 'physgen data make' wrote",
-    )
 
 
 def _split(args: argparse.Namespace) -> int:

@@ -12,7 +12,6 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
-from physgen.cli.data import add_trust_data_option
 from physgen.data import field_names, open_fields
 from physgen.data.atomic import write_json_atomic
 
@@ -64,14 +63,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-    add_trust_data_option(parser)
     parser.set_defaults(handler=_run)
 
 
-def _open(path: Path, trust_data: bool = False) -> xr.Dataset:
-    """Open and validate a physgen-field/1 file (errors name the file and the defect); its
-    values are scanned for NaN/Inf unless ``trust_data``."""
-    return open_fields(path, nonfinite="ignore" if trust_data else "raise")
+def _open(path: Path) -> xr.Dataset:
+    """Open and validate a physgen-field/1 file (errors name the file and the defect)."""
+    return open_fields(path)
 
 
 def _is_periodic(ds: xr.Dataset, spatial: list[str]) -> bool:
@@ -132,7 +129,6 @@ def evaluate_files(
     figures: bool = True,
     residual: bool = True,
     progress: bool = False,
-    trust_data: bool = False,
 ) -> dict[str, Any]:
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
@@ -143,14 +139,13 @@ def evaluate_files(
 
     The inputs are checked before ``out`` is created, so a refused pair leaves no folder;
     ``progress`` shows a bar on stderr, one step per metric group (a field's metrics, its
-    figures, the residual). ``trust_data`` skips the scan of both files for NaN/Inf (a full
-    read) that opening them does otherwise; use it for files physgen wrote and checked.
+    figures, the residual).
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
     from physgen.metrics.report import distribution_report, ensemble_report, paired_report
 
-    gen_ds, ref_ds = _open(samples_path, trust_data), _open(ref_path, trust_data)
+    gen_ds, ref_ds = _open(samples_path), _open(ref_path)
     names = fields or [f for f in field_names(gen_ds) if f in ref_ds.data_vars]
     if not names:
         raise ValueError(f"{samples_path} and {ref_path} share no field")
@@ -453,7 +448,6 @@ def _run(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         residual=not args.no_residual,
         progress=not args.quiet,
-        trust_data=args.trust_data,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     print(format_table(result))

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import torch
 
-from physgen.cli.data import add_split_options, add_trust_data_option
+from physgen.cli.data import add_split_options
 from physgen.data import (
     DEFAULT_FRACTIONS,
     FieldDataset,
@@ -88,7 +88,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that take vectors (realnvp, maf, iaf, gan, ...); conditioning fields are flattened too",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_trust_data_option(parser)
+    parser.add_argument(
+        "--trust-data",
+        action="store_true",
+        help="skip the scan of train.nc and valid.nc for NaN/Inf, a full read of every value "
+        "(with a progress bar beyond 1 GiB); for files you trust, such as those 'physgen data "
+        "make' wrote",
+    )
     split = parser.add_argument_group("splitting a single .nc file given to --data")
     add_split_options(split, "--split-fractions", "--split-seed")
     parser.set_defaults(handler=_train)
@@ -185,13 +191,9 @@ def _split_file(path: Path, split_dir: Path | None, fractions: Sequence[float], 
 
 
 def _dataset(
-    path: Path,
-    options: dict[str, Any],
-    stats: Path | dict[str, FieldStats],
-    trust_data: bool = False,
+    path: Path, options: dict[str, Any], stats: Path | dict[str, FieldStats]
 ) -> FieldDataset:
-    """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``;
-    its values are scanned for NaN/Inf unless ``trust_data``."""
+    """The split file ``path`` as a dataset with the chosen fields, normalized by ``stats``."""
     return FieldDataset(
         path,
         options.get("fields"),
@@ -199,7 +201,7 @@ def _dataset(
         stats=stats,
         time=options.get("time", "channels"),
         in_memory=options.get("in_memory"),
-        nonfinite="ignore" if trust_data else "raise",
+        nonfinite=options.get("nonfinite", "raise"),  # "ignore" with --trust-data
     )
 
 
@@ -302,13 +304,12 @@ def _train(args: argparse.Namespace) -> int:
     for key in ("fields", "cond_fields", "time"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.trust_data:
+        options["nonfinite"] = "ignore"
     stats, normalization = _statistics(folder, options)
-    trust = args.trust_data
-    train = _dataset(folder / "train.nc", options, stats, trust)
+    train = _dataset(folder / "train.nc", options, stats)
     valid = (
-        _dataset(folder / "valid.nc", options, stats, trust)
-        if (folder / "valid.nc").is_file()
-        else None
+        _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
     )
 
     settings = {"steps": 1000, "batch_size": 64, "valid_every": 200, "checkpoint_every": 500}
