@@ -18,7 +18,8 @@ A recipe names a problem, its parameters, the split sizes and a seed::
 sample ``i`` is drawn from its own generator seeded by ``(seed, i)``, so the data do not
 depend on how the work is cut. Work proceeds in blocks of samples, each written atomically
 under ``<out>/.blocks/``; an interrupted run leaves complete blocks behind, and running it
-again generates only what is missing, then joins the blocks into the split file. With
+again generates only what is missing, then joins the blocks into the split file, streaming
+them block by block so that memory does not grow with the split (also for the statistics). With
 ``shard=(i, n)`` a run makes shard ``i`` of ``n`` of every split (``train-001-of-004.nc``,
 ...): concatenated along ``sample`` the shards equal the unsharded files.
 
@@ -43,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import xarray as xr
 from tqdm.auto import tqdm
 
-from physgen.data import compute_stats, open_fields, save_stats, write_fields
+from physgen.data import compute_stats, join_fields, save_stats, write_fields
 from physgen.data.atomic import sweep_temporaries
 from physgen.data.lock import folder_lock, is_locked
 from physgen.paths import data_root, find_project_dir, read_toml
@@ -348,9 +348,8 @@ def _join(paths: list[Path], target: Path, recipe: Recipe, split: str) -> Path:
     if len(paths) == 1:
         os.replace(paths[0], target)  # one block is already the whole file
         return target
-    parts = [open_fields(p, load=True) for p in paths]
-    ds = xr.concat(parts, dim="sample", data_vars="minimal")
-    write_fields(ds, target, provenance=_provenance(recipe, split))
+    # Streamed block by block: memory stays at about one block, whatever the split's size.
+    join_fields(paths, target, provenance=_provenance(recipe, split))
     for p in paths:
         p.unlink()
     return target
@@ -467,11 +466,5 @@ def _write_stats(recipe: Recipe, out: Path, shard: tuple[int, int] | None) -> Pa
         return None
     if target.exists() and target.stat().st_mtime >= max(f.stat().st_mtime for f in files):
         return target
-    parts = [open_fields(f, nonfinite="ignore") for f in files]
-    try:
-        ds = parts[0] if len(parts) == 1 else xr.concat(parts, dim="sample", data_vars="minimal")
-        stats = compute_stats(ds)
-    finally:
-        for p in parts:
-            p.close()
+    stats = compute_stats(files)  # the shards block by block, as if concatenated
     return save_stats(stats, target, source=", ".join(f.name for f in files))

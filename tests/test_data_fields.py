@@ -16,6 +16,7 @@ from physgen.data import (
     SCHEMA,
     FieldFileError,
     field_names,
+    fields,
     open_fields,
     validate_fields,
     write_fields,
@@ -142,12 +143,12 @@ def test_failed_write_leaves_no_file_and_keeps_old(tmp_path, monkeypatch):
     target = tmp_path / "out.nc"
     target.write_bytes(b"previous")
 
-    def broken(self, path, **kwargs):
+    def broken(ds, path, encoding, slabs):
         with open(path, "wb") as fh:
             fh.write(b"\x89HDF\r\n\x1a\n partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
+    monkeypatch.setattr(fields, "write_netcdf", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_fields(make_dataset(), target)
     assert target.read_bytes() == b"previous"

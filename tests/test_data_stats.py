@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -50,9 +51,32 @@ def test_stats_match_float64_reference(tmp_path, block_bytes):
         assert s.min == ref.min() and s.max == ref.max()
 
 
+def test_stats_of_shards_are_those_of_their_concatenation(tmp_path):
+    ds = offset_dataset()
+    cuts = [0, 5, 9, 21, 37]  # blocks of 4 samples straddle every cut
+    paths = [
+        write_fields(ds.isel(sample=slice(a, b)), tmp_path / f"part{i}.nc")
+        for i, (a, b) in enumerate(itertools.pairwise(cuts))
+    ]
+    names, block = ["u", "w", "nu"], 4 * 2 * 6 * 5 * 4
+    whole = compute_stats(write_fields(ds, tmp_path / "whole.nc"), names, block_bytes=block)
+    assert compute_stats(paths, names, block_bytes=block) == whole  # the same bits
+    assert compute_stats(paths[:-1], names, block_bytes=block)["u"] != whole["u"]  # control
+
+
 def test_stats_default_names_and_dataset_input():
     stats = compute_stats(offset_dataset().assign_attrs(fields=["w", "u"]))
     assert list(stats) == ["w", "u"]
+
+
+def test_stats_leave_an_in_memory_dataset_unchanged():
+    ds = offset_dataset()
+    ds["u"] = ds["u"].astype(np.float64)  # float64 blocks are views of the caller's array
+    before = {name: ds[name].values.copy() for name in ("u", "w", "nu")}
+    stats = compute_stats(ds, ["u", "w", "nu"], block_bytes=1000)
+    for name, values in before.items():
+        np.testing.assert_array_equal(ds[name].values, values)
+    assert stats["u"].mean == pytest.approx(float(before["u"].mean()), rel=1e-13)
 
 
 def test_save_load_roundtrip_exact(tmp_path):

@@ -87,6 +87,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "that take vectors (realnvp, maf, iaf, gan, ...); conditioning fields are flattened too",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--trust-data",
+        action="store_true",
+        help="skip the scan of train.nc and valid.nc for NaN/Inf, a full read of every value "
+        "(with a progress bar beyond 1 GiB); for files you trust, such as those 'physgen data "
+        "make' wrote",
+    )
     split = parser.add_argument_group("splitting a single .nc file given to --data")
     add_split_options(split, "--split-fractions", "--split-seed")
     parser.set_defaults(handler=_train)
@@ -207,6 +214,7 @@ def _dataset(
         stats=stats,
         time=options.get("time", "channels"),
         in_memory=options.get("in_memory"),
+        nonfinite=options.get("nonfinite", "raise"),  # "ignore" with --trust-data
     )
 
 
@@ -351,6 +359,8 @@ def _train(args: argparse.Namespace) -> int:
     for key in ("fields", "cond_fields", "time"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)
+    if args.trust_data:
+        options["nonfinite"] = "ignore"
     stats, normalization = _statistics(folder, options)
     train = _dataset(folder / "train.nc", options, stats)
     valid = (

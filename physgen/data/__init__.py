@@ -2,6 +2,7 @@
 
 from physgen.data import fields as _fields
 from physgen.data import importers as _importers
+from physgen.data import join as _join
 from physgen.data import split as _split
 from physgen.data import stats as _stats
 from physgen.data.atomic import atomic_output, write_json_atomic
@@ -25,10 +26,12 @@ from physgen.data.fields import (
     iter_sample_blocks,
     open_fields,
     spatial_dims,
+    streamed_variables,
     validate_fields,
     write_fields,
 )
 from physgen.data.importers import READERS, import_fields, read_fno, read_pdebench, read_well
+from physgen.data.join import join_fields
 from physgen.data.split import (
     DEFAULT_FRACTIONS,
     SPLIT_NAMES,
@@ -44,6 +47,7 @@ __all__ = [
     *_fields.__all__,
     *_stats.__all__,
     *_importers.__all__,
+    *_join.__all__,
     *_split.__all__,
     "FieldDataset",
     "Normalizer",

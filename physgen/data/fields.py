@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 import physgen
 from physgen.data.atomic import atomic_output
+from physgen.data.stream import Slabs, placeholder, write_netcdf
 
 __all__ = [
     "CONVENTIONS",
@@ -57,6 +58,7 @@ __all__ = [
     "iter_sample_blocks",
     "open_fields",
     "spatial_dims",
+    "streamed_variables",
     "validate_fields",
     "write_fields",
 ]
@@ -75,7 +77,7 @@ COORD_DTYPE = np.dtype("float64")
 _AXIS = {TIME_DIM: "T", "x": "X", "y": "Y", "z": "Z"}
 # Chunks hold one sample; a trajectory larger than this is split into blocks of time steps.
 _MAX_CHUNK_BYTES = 8 * 2**20
-# The finiteness scan reads this many bytes of one field at a time.
+# The finiteness scan reads, and write_fields writes, this many bytes of one field at a time.
 _SCAN_BYTES = 64 * 2**20
 _SCAN_PROGRESS_BYTES = 2**30  # a NaN/Inf scan of more than this shows a progress bar
 
@@ -224,13 +226,17 @@ def iter_sample_blocks(
 
 
 def find_nonfinite(
-    ds: xr.Dataset, names: Sequence[str] | None = None, *, progress: bool | None = None
+    ds: xr.Dataset,
+    names: Sequence[str] | None = None,
+    *,
+    progress: bool | None = None,
+    block_bytes: int = _SCAN_BYTES,
 ) -> dict[str, np.ndarray]:
     """Positions along ``sample`` where a field holds NaN or Inf, per field (bad fields only).
 
-    Reads each field in blocks of samples (about 64 MiB), so it works on lazily opened files.
-    ``progress`` shows a progress bar over the bytes read (on stderr); by default it is shown
-    for scans of more than 1 GiB.
+    Reads each field in blocks of whole samples of about ``block_bytes`` (64 MiB), so a
+    lazily opened file is scanned with bounded memory. ``progress`` shows a progress bar over
+    the bytes read (on stderr); by default it is shown for scans of more than 1 GiB.
     """
     names = field_names(ds) if names is None else list(names)
     total = sum(ds[name].size * ds[name].dtype.itemsize for name in names)
@@ -241,7 +247,7 @@ def find_nonfinite(
             var = ds[name]
             axes = tuple(i for i, d in enumerate(var.dims) if d != SAMPLE_DIM)
             hits = []
-            for start, block in iter_sample_blocks(var):
+            for start, block in iter_sample_blocks(var, block_bytes):
                 hits.append(start + np.flatnonzero(~np.isfinite(block).all(axis=axes)))
                 bar.update(block.nbytes)
             found = np.concatenate(hits) if hits else np.zeros(0, dtype=np.int64)
@@ -419,16 +425,26 @@ def _netcdf_attrs(attrs: Mapping[Hashable, Any]) -> dict[str, Any]:
     return {str(k): _netcdf_attr(v) for k, v in attrs.items()}
 
 
+def _stored_fields(ds: xr.Dataset) -> list[str]:
+    """The fields of ``ds`` as written: its ``fields``, else every variable on the grid."""
+    return field_names(ds) or [
+        str(v) for v in ds.data_vars if any(d in SPATIAL_DIMS for d in ds[v].dims)
+    ]
+
+
+def _stored_dtype(var: xr.DataArray, fields: Sequence[str]) -> np.dtype:
+    """The dtype ``var`` is stored in: float32 for a floating field, else its own."""
+    return FIELD_DTYPE if var.name in fields and var.dtype.kind == "f" else var.dtype
+
+
 def _prepare(ds: xr.Dataset, provenance: Mapping[str, Any] | None) -> xr.Dataset:
     """Cast dtypes, fill default CF attributes and provenance; no validation."""
     out = ds.copy()
-    names = field_names(out) or [
-        str(v) for v in out.data_vars if any(d in SPATIAL_DIMS for d in out[v].dims)
-    ]
+    names = _stored_fields(out)
     if SAMPLE_DIM not in out.coords and SAMPLE_DIM in out.dims:
         out = out.assign_coords({SAMPLE_DIM: np.arange(out.sizes[SAMPLE_DIM], dtype=np.int64)})
     for name in names:
-        if name in out.data_vars and out[name].dtype.kind == "f":
+        if name in out.data_vars and out[name].dtype != _stored_dtype(out[name], names):
             out[name] = out[name].astype(FIELD_DTYPE)
     for dim in (TIME_DIM, *SPATIAL_DIMS):
         if dim in out.coords and out[dim].dtype.kind in "fiu":
@@ -472,12 +488,24 @@ def _chunks(var: xr.DataArray) -> tuple[int, ...] | None:
     return tuple(shape)
 
 
+def streamed_variables(ds: xr.Dataset) -> list[str]:
+    """The variables :func:`write_fields` writes block by block: numeric data variables along
+    ``sample`` (first dim); strings, booleans and the like are written whole."""
+    return [
+        str(n)
+        for n, v in ds.data_vars.items()
+        if v.ndim and v.dims[0] == SAMPLE_DIM and v.dtype.kind in "iuf"
+    ]
+
+
 def write_fields(
     ds: xr.Dataset,
     path: str | os.PathLike[str],
     *,
     provenance: Mapping[str, Any] | None = None,
     compression_level: int = 0,
+    block_bytes: int = _SCAN_BYTES,
+    slabs: Mapping[str, Slabs] | None = None,
 ) -> Path:
     """Validate ``ds`` and write it as a physgen-field/1 file, atomically.
 
@@ -490,6 +518,10 @@ def write_fields(
     Booleans become 0/1 and dicts JSON strings (netCDF has neither). No ``_FillValue`` is
     written; each field is chunked one sample per chunk.
 
+    The data variables along ``sample`` (:func:`streamed_variables`) are written in blocks of
+    whole samples of about ``block_bytes`` each, cast block by block, so writing needs no
+    full-size copy of them; the file is the same as one written whole.
+
     The file is written beside ``path`` under a temporary name and renamed into place, so an
     error or interruption never leaves a partial file under ``path``.
 
@@ -499,6 +531,11 @@ def write_fields(
         provenance: extra global attributes (problem, parameters, generator, seed, ...).
         compression_level: gzip level 1-9 with byte shuffle, or 0 for none. Compression pays
             mostly for piecewise-constant fields.
+        block_bytes: memory per written block of a variable (whole samples; at least one).
+        slabs: values from elsewhere (e.g. files being joined): for some data variables along
+            ``sample``, a callable returning their values as consecutive blocks of samples.
+            In ``ds`` such a variable only gives dims, shape, dtype and attributes, so it may
+            hold a :func:`~physgen.data.stream.placeholder`.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -506,10 +543,27 @@ def write_fields(
     if not 0 <= compression_level <= 9:
         raise ValueError(f"compression_level must be in 0..9, got {compression_level}")
     path = Path(path)
-    out = _prepare(ds, provenance)
+    sources = {name: _blocks_of(ds[name], block_bytes) for name in streamed_variables(ds)}
+    sources.update(slabs or {})
+    fields = _stored_fields(ds)
+    lean = ds.copy()
+    dtypes: dict[str, np.dtype] = {}
+    for name in sources:
+        var = ds[name]
+        dtypes[name] = _stored_dtype(var, fields)
+        lean[name] = xr.Variable(var.dims, placeholder(var.shape, dtypes[name]), var.attrs)
+    out = _prepare(lean, provenance)
     validate_fields(out, source=path)
     if out.sizes[SAMPLE_DIM] == 0:
         raise FieldFileError(path, "no samples (dimension 'sample' has length 0)")
+    cast = {name: _cast(make, dtypes[name]) for name, make in sources.items()}
+    with atomic_output(path) as tmp:
+        write_netcdf(out, tmp, _encoding(out, compression_level), cast)
+    return path
+
+
+def _encoding(out: xr.Dataset, compression_level: int) -> dict[str, dict[str, Any]]:
+    """The netCDF encoding of every variable: no fill value; chunks and gzip for fields."""
     encoding: dict[str, dict[str, Any]] = {}
     for name in out.variables:
         enc: dict[str, Any] = {"_FillValue": None}
@@ -519,6 +573,14 @@ def write_fields(
             if compression_level:
                 enc.update(zlib=True, complevel=compression_level, shuffle=True)
         encoding[str(name)] = enc
-    with atomic_output(path) as tmp:
-        out.to_netcdf(tmp, engine="h5netcdf", encoding=encoding)
-    return path
+    return encoding
+
+
+def _blocks_of(var: xr.DataArray, block_bytes: int) -> Slabs:
+    """``var``'s values in blocks of whole samples of about ``block_bytes`` (views if in memory)."""
+    return lambda: (block for _, block in iter_sample_blocks(var, block_bytes))
+
+
+def _cast(make: Slabs, dtype: np.dtype) -> Slabs:
+    """The blocks of ``make`` in ``dtype`` (a copy of one block at a time where it differs)."""
+    return lambda: (np.ascontiguousarray(block, dtype=dtype) for block in make())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from physgen.data.atomic import write_json_atomic
-from physgen.data.fields import field_names, iter_sample_blocks, open_fields
+from physgen.data.fields import SAMPLE_DIM, field_names, iter_sample_blocks, open_fields
 
 __all__ = ["STATS_SCHEMA", "FieldStats", "compute_stats", "load_stats", "save_stats"]
 
@@ -39,8 +40,54 @@ class FieldStats:
         return self.std if self.std > 0 else 1.0
 
 
-def _field_stats(var: xr.DataArray, source: str, block_bytes: int) -> FieldStats:
-    """One pass over ``var`` in float64, merging block moments with Chan et al.'s update.
+def _joined_blocks(parts: Sequence[xr.DataArray], block_bytes: int) -> Iterator[np.ndarray]:
+    """The blocks :func:`iter_sample_blocks` yields for ``parts`` concatenated along
+    ``sample``, read part by part: a block that spans two parts is pieced together."""
+    if len(parts) == 1:
+        yield from (block for _, block in iter_sample_blocks(parts[0], block_bytes))
+        return
+    n = sum(p.sizes[SAMPLE_DIM] for p in parts)
+    per_sample = max(1, sum(p.size for p in parts) // max(n, 1) * parts[0].dtype.itemsize)
+    step = max(1, block_bytes // per_sample)
+    pending: list[np.ndarray] = []
+    held = 0
+    for part in parts:
+        count, pos = part.sizes[SAMPLE_DIM], 0
+        while pos < count:
+            take = min(step - held, count - pos)
+            piece = part.isel({SAMPLE_DIM: slice(pos, pos + take)}).values
+            pending.append(np.asarray(piece))
+            held, pos = held + take, pos + take
+            if held == step:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, held = [], 0
+    if pending:
+        yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+
+
+def _block_moments(block: np.ndarray, name: str, source: str) -> tuple[int, float, float]:
+    """Count, mean and squared-deviation sum of one block, in float64.
+
+    Its float64 copies live only in this call, so they are freed before the next block is
+    read.
+    """
+    values = block.astype(np.float64, copy=False).ravel()
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{source}: field {name!r} holds NaN/Inf; cannot compute stats")
+    if values.size == 0:
+        return 0, 0.0, 0.0
+    mean = float(values.mean())
+    if np.shares_memory(values, block):  # the caller's values: leave them alone
+        deviation = values - mean
+    else:  # a float64 copy made above: reuse its memory
+        deviation = np.subtract(values, mean, out=values)
+    return values.size, mean, float(np.square(deviation, out=deviation).sum())
+
+
+def _field_stats(
+    parts: Sequence[xr.DataArray], name: str, source: str, block_bytes: int
+) -> FieldStats:
+    """One pass over ``parts`` in float64, merging block moments with Chan et al.'s update.
 
     For blocks A, B with counts n_A, n_B, means m_A, m_B and squared-deviation sums M2:
     δ = m_B − m_A, m = m_A + δ n_B / n, M2 = M2_A + M2_B + δ² n_A n_B / n (Chan, Golub &
@@ -48,28 +95,24 @@ def _field_stats(var: xr.DataArray, source: str, block_bytes: int) -> FieldStats
     """
     count, mean, m2 = 0, 0.0, 0.0
     lo, hi = math.inf, -math.inf
-    for _, block in iter_sample_blocks(var, block_bytes):
-        values = block.astype(np.float64, copy=False).ravel()
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"{source}: field {var.name!r} holds NaN/Inf; cannot compute stats")
-        n_b = values.size
+    for block in _joined_blocks(parts, block_bytes):
+        n_b, mean_b, m2_b = _block_moments(block, name, source)
         if n_b == 0:
             continue
-        mean_b = float(values.mean())
-        m2_b = float(np.square(values - mean_b).sum())
         total = count + n_b
         delta = mean_b - mean
         mean += delta * n_b / total
         m2 += m2_b + delta * delta * count * n_b / total
         count = total
-        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        del block  # before the next block is read
     if count == 0:
-        raise ValueError(f"{source}: field {var.name!r} is empty; cannot compute stats")
+        raise ValueError(f"{source}: field {name!r} is empty; cannot compute stats")
     return FieldStats(mean=mean, std=math.sqrt(m2 / count), min=lo, max=hi, count=count)
 
 
 def compute_stats(
-    data: xr.Dataset | str | os.PathLike[str],
+    data: xr.Dataset | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     names: Sequence[str] | None = None,
     *,
     block_bytes: int = 64 * 2**20,
@@ -77,28 +120,38 @@ def compute_stats(
     """Per-field statistics of a physgen-field/1 dataset; call it on the training split only.
 
     Args:
-        data: an open dataset or the path of a field file.
-        names: the fields (default: the file's ``fields``); per-sample variables such as a
-            parameter ``nu(sample)`` may be named too.
+        data: an open dataset, the path of a field file, or a list of paths of files that
+            concatenate along ``sample`` to the dataset (e.g. the shards of a split); the
+            files are read one block at a time and give the same statistics as their
+            concatenation.
+        names: the fields (default: the (first) file's ``fields``); per-sample variables such
+            as a parameter ``nu(sample)`` may be named too.
         block_bytes: memory per read (whole samples; at least one).
 
     Returns:
         ``{name: FieldStats}`` in the order of ``names``.
     """
     if isinstance(data, xr.Dataset):
-        return _stats_of(data, names, "<dataset>", block_bytes)
-    with open_fields(data, nonfinite="ignore") as ds:
-        return _stats_of(ds, names, str(data), block_bytes)
+        return _stats_of([data], names, "<dataset>", block_bytes)
+    paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    with contextlib.ExitStack() as stack:
+        parts = [stack.enter_context(open_fields(p, nonfinite="ignore")) for p in paths]
+        return _stats_of(parts, names, ", ".join(map(str, paths)), block_bytes)
 
 
 def _stats_of(
-    ds: xr.Dataset, names: Sequence[str] | None, source: str, block_bytes: int
+    parts: Sequence[xr.Dataset], names: Sequence[str] | None, source: str, block_bytes: int
 ) -> dict[str, FieldStats]:
-    chosen = list(field_names(ds) if names is None else names)
+    chosen = list(field_names(parts[0]) if names is None else names)
     for name in chosen:
-        if name not in ds.data_vars:
-            raise KeyError(f"{source}: no variable {name!r} (variables: {sorted(ds.data_vars)})")
-    return {name: _field_stats(ds[name], source, block_bytes) for name in chosen}
+        for ds in parts:
+            if name not in ds.data_vars:
+                raise KeyError(
+                    f"{source}: no variable {name!r} (variables: {sorted(ds.data_vars)})"
+                )
+    return {
+        name: _field_stats([ds[name] for ds in parts], name, source, block_bytes) for name in chosen
+    }
 
 
 def save_stats(
