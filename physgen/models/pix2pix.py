@@ -31,7 +31,7 @@ from .adversarial import AdversarialModel
 from .base import register_model
 from .gan_losses import critic_objective, generator_objective
 
-__all__ = ["Pix2Pix", "critic_levels"]
+__all__ = ["Pix2Pix", "check_field_pair", "check_patch_map", "critic_levels", "default_critic"]
 
 
 def critic_levels(grid: Sequence[int], most: int = 3) -> int:
@@ -40,6 +40,37 @@ def critic_levels(grid: Sequence[int], most: int = 3) -> int:
         if min(PatchGAN(len(grid), 1, [1] * levels).patches(grid)) >= 2:
             return levels
     raise ValueError(f"pix2pix: grid {tuple(grid)} is too small for a PatchGAN critic")
+
+
+def default_critic(sample_shape: Sequence[int], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` with PatchGAN widths that fit the grid of ``sample_shape``, unless set."""
+    if "critic_channels" not in overrides and len(sample_shape) > 1:
+        overrides["critic_channels"] = [64, 128, 256][: critic_levels(sample_shape[1:])]
+    return overrides
+
+
+def check_field_pair(family: str, sample_shape: Sequence[int], cond_shape: Any) -> None:
+    """Refuse anything but two fields ``(C, *grid)`` and ``(C', *grid)`` on one grid."""
+    if cond_shape is None or len(sample_shape) not in (2, 3, 4):
+        raise ValueError(
+            f"{family} needs fields (C, *grid) and condition fields on the same grid; got "
+            f"sample_shape {list(sample_shape)} and cond_shape {cond_shape}"
+        )
+    if list(cond_shape)[1:] != list(sample_shape)[1:]:
+        raise ValueError(
+            f"{family}: condition grid {list(cond_shape)[1:]} differs from the sample grid "
+            f"{list(sample_shape)[1:]}"
+        )
+
+
+def check_patch_map(family: str, critic: PatchGAN, grid: Sequence[int]) -> None:
+    """Refuse a critic whose patch map on ``grid`` is empty."""
+    patches = critic.patches(grid)
+    if min(patches) < 1:
+        raise ValueError(
+            f"{family}: grid {tuple(grid)} is too small for {critic.levels} critic levels "
+            f"(patch map {patches}); use fewer critic_channels"
+        )
 
 
 @register_model("pix2pix")
@@ -83,16 +114,7 @@ class Pix2Pix(AdversarialModel):
         l1_weight: float = 100.0,
         physics_weight: float = 0.0,
     ) -> None:
-        if cond_shape is None or len(sample_shape) not in (2, 3, 4):
-            raise ValueError(
-                f"pix2pix needs fields (C, *grid) and a condition field; got sample_shape "
-                f"{list(sample_shape)} and cond_shape {cond_shape}"
-            )
-        if list(cond_shape)[1:] != list(sample_shape)[1:]:
-            raise ValueError(
-                f"pix2pix: condition grid {list(cond_shape)[1:]} differs from the sample grid "
-                f"{list(sample_shape)[1:]}"
-            )
+        check_field_pair("pix2pix", sample_shape, cond_shape)
         if noise_channels < 1 or l1_weight < 0:
             raise ValueError("pix2pix: noise_channels must be >= 1 and l1_weight >= 0")
         if lipschitz is None:
@@ -116,12 +138,7 @@ class Pix2Pix(AdversarialModel):
         self.l1_weight = float(l1_weight)
         latent = int(noise_channels) * math.prod(self.grid)
         super().__init__(objective, lipschitz, config, sample_shape, cond_shape, latent)
-        patches = self.critic_net.patches(self.grid)
-        if min(patches) < 1:
-            raise ValueError(
-                f"pix2pix: grid {self.grid} is too small for {len(critic_channels)} critic "
-                f"levels (patch map {patches}); use fewer critic_channels"
-            )
+        check_patch_map("pix2pix", self.critic_net, self.grid)
 
     @classmethod
     def for_shape(
@@ -132,9 +149,7 @@ class Pix2Pix(AdversarialModel):
     ) -> Pix2Pix:
         if cond_shape is None:
             raise ValueError("pix2pix is conditional: give condition fields (--cond-fields)")
-        if "critic_channels" not in overrides and len(sample_shape) > 1:
-            levels = critic_levels(sample_shape[1:])
-            overrides["critic_channels"] = [64, 128, 256][:levels]
+        overrides = default_critic(sample_shape, overrides)
         return cls(sample_shape=sample_shape, cond_shape=cond_shape, **overrides)
 
     def build_generator(self) -> nn.Module:
