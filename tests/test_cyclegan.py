@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from physgen.cli import main
+from physgen.data import open_fields, write_fields
 from physgen.data.unpaired import UnpairedDataset
 from physgen.models import get_model_class
 from physgen.models.cyclegan import CycleGAN, cycle_loss
+from physgen.training import read_checkpoint
 
 
 def _orthogonal(d: int, seed: int) -> Tensor:
@@ -131,3 +136,41 @@ def test_cyclegan_batch_losses_use_no_pairing_between_the_domains():
             torch.testing.assert_close(loss(b, a).sum(), loss(b, a[perm]).sum())
             # Negative control: the per-sample values do depend on which a sits beside b.
             assert not torch.allclose(loss(b, a), loss(b, a[perm]))
+
+
+def _domain(folder, name: str, n: int, seed: int, offset: float) -> None:
+    """A folder with train.nc and test.nc holding one smooth 1-D field ``name``."""
+    folder.mkdir()
+    x = np.linspace(0.0, 1.0, 16)
+    for split, count in (("train.nc", n), ("test.nc", 3)):
+        rng = np.random.default_rng(seed + count)
+        values = offset + rng.standard_normal((count, 1)) * np.sin(np.pi * x)
+        ds = xr.Dataset(
+            {name: (("sample", "x"), values, {"units": "1"})},
+            coords={"sample": np.arange(count), "x": ("x", x, {"units": "m"})},
+            attrs={"fields": [name]},
+        )
+        write_fields(ds, folder / split, provenance={"problem": "synthetic"})
+
+
+def test_cli_trains_cyclegan_on_two_unpaired_folders_and_samples_from_domain_a(tmp_path, capsys):
+    _domain(tmp_path / "a", "k", 16, seed=0, offset=1.0)
+    _domain(tmp_path / "b", "u", 16, seed=1, offset=5.0)
+    run, out = tmp_path / "run", tmp_path / "samples.nc"
+    argv = ["train", "--data", str(tmp_path / "a"), "--data-b", str(tmp_path / "b")]
+    argv += ["--model", "cyclegan", "--fields", "u", "--cond-fields", "k", "--steps", "2"]
+    assert main([*argv, "--batch-size", "4", "--out", str(run), "--no-progress"]) == 0
+    meta = read_checkpoint(run / "checkpoint.pt")["metadata"]["data"]
+    assert meta["cond_fields"] == ["k"] and meta["fields"] == ["u"]
+    assert set(meta["unpaired"]) == {"domain_a", "domain_b"}
+    sample = ["sample", str(run / "checkpoint.pt"), "--n", "1", "--out", str(out)]
+    assert main([*sample, "--cond", str(tmp_path / "a" / "test.nc"), "--seed", "0"]) == 0
+    with open_fields(out) as ds:
+        assert list(ds.attrs["fields"]) == ["u"] and ds["u"].shape == (3, 1, 16)
+        assert np.isfinite(ds["u"].values).all()
+    capsys.readouterr()
+    bad = ["train", "--data", str(tmp_path / "a"), "--data-b", str(tmp_path / "b")]
+    bad += ["--model", "cyclegan", "--out", str(tmp_path / "bad"), "--no-progress"]
+    assert main(bad) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the statistics note
+    assert err.startswith("physgen train: error: --data-b") and "--cond-fields" in err
