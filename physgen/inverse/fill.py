@@ -27,10 +27,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
-import scipy.sparse
-import scipy.sparse.linalg
 from numpy.typing import ArrayLike
 
 __all__ = ["KrigingFit", "harmonic_fill", "kriging"]
@@ -65,6 +61,9 @@ def harmonic_fill(
     Returns:
         float64 copy of ``fields`` with the missing points filled.
     """
+    import scipy.sparse  # here: keeps ``import physgen.inverse`` light
+    import scipy.sparse.linalg
+
     mask = np.asarray(missing)
     d = mask.ndim
     x = np.array(fields, dtype=np.float64)
@@ -180,6 +179,9 @@ def kriging(
         A :class:`KrigingFit` with the conditional mean and covariance of the missing values
         in row-major order.
     """
+    import scipy.linalg  # here: keeps ``import physgen.inverse`` light
+    import scipy.optimize
+
     x = np.asarray(values, dtype=np.float64)
     mask = _grid_mask(missing, x.shape, "kriging")
     pts = np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), x.shape) for c in coords],
