@@ -84,7 +84,13 @@ _LAYOUTS = (
     ("grf", ("--cond-fields", "a"), (1, NX), (1,)),
     ("grf", ("--flatten", "--cond-fields", "a"), (NX,), (1,)),
     ("sde", (), (3, NX), None),
+    ("sde", ("--fields", "u", "--cond-fields", "k"), (1, NX), (1, NX)),  # field to field
 )
+
+
+def _option(args: tuple[str, ...], flag: str) -> list[str]:
+    """The values of ``flag`` in a layout's arguments (one value each here)."""
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
 
 
 def _layout(name: str) -> tuple[str, tuple[str, ...], bool]:
@@ -101,13 +107,16 @@ def _layout(name: str) -> tuple[str, tuple[str, ...], bool]:
     pytest.fail(f"{name} takes none of the layouts {[x[2:] for x in _LAYOUTS]}: {errors}")
 
 
-def _redraw(checkpoint: Path, folder: Path, n: int, conditional: bool) -> np.ndarray:
+def _redraw(checkpoint: Path, folder: Path, n: int, args: tuple[str, ...]) -> np.ndarray:
     """The normalized draws ``physgen sample --seed 3`` makes, as ``(cases * n, C, NX)``."""
     contents = read_checkpoint(checkpoint)
     model = build_model(contents, device="cpu")
     cond = None
-    if conditional:
-        test = FieldDataset(folder / "test.nc", cond_fields=["a"], stats=folder / "stats.json")
+    if _option(args, "--cond-fields"):
+        test = FieldDataset(
+            folder / "test.nc", _option(args, "--fields") or None,
+            cond_fields=_option(args, "--cond-fields"), stats=folder / "stats.json",
+        )  # fmt: skip
         cond = torch.stack([test[i][1] for i in range(len(test))]).repeat_interleave(n, dim=0)
     torch.manual_seed(3)
     with torch.no_grad():
@@ -138,7 +147,7 @@ def test_train_then_sample_every_family(
     assert main(sample) == 0
 
     with open_fields(folder / "train.nc") as ref, open_fields(out) as ds:
-        fields = list(ref.attrs["fields"])
+        fields = _option(args, "--fields") or list(ref.attrs["fields"])
         assert list(ds.attrs["fields"]) == fields
         lead = (3, n) if conditional else (n,)  # three test cases, n members each
         for field in fields:
@@ -148,7 +157,7 @@ def test_train_then_sample_every_family(
         np.testing.assert_array_equal(ds["x"].values, ref["x"].values)
         # The file holds the model's normalized draws mapped back with the training stats:
         # redraw them with the same seed and de-normalize independently, x = mean + scale z.
-        z = _redraw(run / "checkpoint.pt", folder, n, conditional)  # (cases * n, C, NX)
+        z = _redraw(run / "checkpoint.pt", folder, n, args)  # (cases * n, C, NX)
         stats = load_stats(folder / "stats.json")
         for c, field in enumerate(fields):
             expected = stats[field].mean + stats[field].scale * z[:, c]

@@ -82,6 +82,7 @@ FAMILIES: dict[str, Family] = {
         "continuous normalizing flow (FFJORD), maximum likelihood", "ode", None, _ODE_OPTIONS
     ),
     "cvae": Family("conditional VAE for inverse problems", options=("mean",)),
+    "cyclegan": Family("unpaired field-to-field translation (--data-b), two U-Nets, PatchGANs"),
     "dcgan": Family("deep convolutional GAN for 1-D/2-D fields"),
     "diffusion": Family(
         "score-based diffusion over an SDE (DDPM/DDIM/PC samplers)",
@@ -103,6 +104,7 @@ FAMILIES: dict[str, Family] = {
     "glow": Family("multi-scale invertible flow for 1-D/2-D fields, exact likelihood"),
     "iaf": Family("inverse autoregressive flow on vectors (--flatten): fast sampling"),
     "maf": Family("masked autoregressive flow on vectors (--flatten): fast likelihood"),
+    "pix2pix": Family("paired field-to-field translation: U-Net generator, PatchGAN, L1"),
     "pigan": Family("physics-informed WGAN-GP for the 1-D stochastic elliptic problem"),
     "pivae": Family("physics-informed VAE with a PDE-residual loss", options=("mean",)),
     "pivae-sde": Family("PI-VAE for the 1-D stochastic elliptic problem (sensor data)"),

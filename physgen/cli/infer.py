@@ -50,7 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="a physgen checkpoint")
-    parser.add_argument("--task", required=True, help="srK[:F], subK[:F], colorize:F, sensors:N")
+    parser.add_argument(
+        "--task", required=True, help="srK[:F], subK[:F], colorize:F, sensors:N, inpaint:F:MASK"
+    )
     parser.add_argument("--obs", type=Path, required=True, help="physgen-field/1 observations")
     parser.add_argument("--n-samples", type=int, default=16, help="members per observation")
     parser.add_argument("--out", type=Path, required=True, help="the ensemble file (.nc)")

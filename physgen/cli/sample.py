@@ -175,20 +175,24 @@ def _conditions(path: Path, data: dict[str, Any]) -> tuple[torch.Tensor, Any]:
     from physgen.data import FieldDataset
     from physgen.training.fields import stats_table
 
+    # An unpaired model's conditions are domain-A fields, in a file without domain B's.
+    unpaired = bool(data.get("unpaired"))
     cond_file = FieldDataset(
         path,
-        data["fields"],
-        cond_fields=data["cond_fields"],
+        data["cond_fields"] if unpaired else data["fields"],
+        cond_fields=() if unpaired else data["cond_fields"],
         stats=stats_table(data),
         time=data["time"],
         nonfinite="report",
     )
-    if list(cond_file.cond_shape or ()) != list(data["cond_shape"] or ()):
+    shape = cond_file.sample_shape if unpaired else cond_file.cond_shape
+    if list(shape or ()) != list(data["cond_shape"] or ()):
         raise ValueError(
-            f"{path}: conditions of shape {cond_file.cond_shape}, the model was trained on "
+            f"{path}: conditions of shape {shape}, the model was trained on "
             f"{tuple(data['cond_shape'])}"
         )
-    cond = torch.stack([cond_file[i][1] for i in range(len(cond_file))])
+    items = [cond_file[i] for i in range(len(cond_file))]
+    cond = torch.stack(items if unpaired else [c for _, c in items])
     index = cond_file.coords.get("sample") if data["time"] == "channels" else None
     return cond, index
 

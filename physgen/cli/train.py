@@ -75,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue from the run folder's checkpoint"
     )
+    parser.add_argument(
+        "--data-b",
+        help="unpaired translation (cyclegan): domain B's data (as --data); the model makes "
+        "B's --fields from domain A's --cond-fields in --data, never pairing their samples",
+    )
     parser.add_argument("--fields", nargs="+", help="fields to model (default: all)")
     parser.add_argument("--cond-fields", nargs="+", help="conditioning fields or variables")
     parser.add_argument(
@@ -312,7 +317,7 @@ def _statistics(
 
 
 def _model_options(
-    model_class: type, data: FieldDataset, configured: dict[str, Any]
+    model_class: type, data: FieldDataset | None, configured: dict[str, Any]
 ) -> dict[str, Any]:
     """The ``[model]`` table of ``--config``, completed from the data for physics families.
 
@@ -324,6 +329,8 @@ def _model_options(
     """
     from physgen.problem import problem_named_by
 
+    if data is None:
+        return dict(configured)
     accepted = inspect.signature(model_class.__init__).parameters
     options: dict[str, Any] = {}
     if "problem" in accepted and "problem" not in configured:
@@ -338,6 +345,60 @@ def _model_options(
         options["channel_mean"] = norm.mean.flatten().tolist()
         options["channel_std"] = norm.scale.flatten().tolist()
     return {**options, **configured}
+
+
+def _unpaired(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    folder: Path,
+    stats: Path | dict[str, FieldStats],
+    out: Path,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Unpaired train/valid data of ``--data`` (domain A) and ``--data-b`` (domain B).
+
+    Items are ``(b, a)`` from :class:`~physgen.data.unpaired.UnpairedDataset`: when the two
+    splits have as many samples (two views of the same samples), A and B read disjoint halves
+    of the sample indices. The description is B's, with A's fields as the conditions.
+    """
+    from physgen.data.unpaired import UnpairedDataset
+    from physgen.training.fields import describe_fields
+
+    if not options.get("cond_fields") or args.flatten:
+        raise ValueError(
+            "--data-b: name domain A's fields in --data with --cond-fields (and no --flatten)"
+        )
+    folder_b, _ = resolve_data(
+        args.data_b, out / "data-b", fractions=args.split_fractions, seed=args.split_seed
+    )
+    stats_b, _ = _statistics(folder_b, {})
+    a_options = {**options, "fields": list(options["cond_fields"]), "cond_fields": ()}
+    b_options = {**options, "cond_fields": ()}
+    seed = int(args.seed or 0)
+
+    def split(name: str) -> tuple[UnpairedDataset | None, Any]:
+        if not ((folder / name).is_file() and (folder_b / name).is_file()):
+            return None, None
+        a = _dataset(folder / name, a_options, stats)
+        b = _dataset(folder_b / name, b_options, stats_b)
+        return UnpairedDataset(a, b, shared=len(a) == len(b), seed=seed), (a, b)
+
+    train, (a, b) = split("train.nc")
+    valid, _ = split("valid.nc")
+    description = describe_fields(b, stats_b)
+    cond = describe_fields(a, stats)
+    for name, value in cond["stats"].items():
+        if description["stats"].get(name, value) != value:
+            raise ValueError(
+                f"--data-b: field {name!r} is in both domains with different statistics; "
+                "rename it in one of the files"
+            )
+    description["stats"].update(cond["stats"])
+    description.update(
+        cond_fields=cond["fields"], cond_channels=cond["channels"],
+        cond_shape=cond["sample_shape"], flatten=False,
+        unpaired={"domain_a": cond["source"], "domain_b": description["source"]},
+    )  # fmt: skip
+    return train, valid, description
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -362,10 +423,23 @@ def _train(args: argparse.Namespace) -> int:
     if args.trust_data:
         options["nonfinite"] = "ignore"
     stats, normalization = _statistics(folder, options)
-    train = _dataset(folder / "train.nc", options, stats)
-    valid = (
-        _dataset(folder / "valid.nc", options, stats) if (folder / "valid.nc").is_file() else None
-    )
+    if args.data_b is None:
+        train = _dataset(folder / "train.nc", options, stats)
+        valid = (
+            _dataset(folder / "valid.nc", options, stats)
+            if (folder / "valid.nc").is_file()
+            else None
+        )
+        sample_shape, cond_shape = _shapes(train, args.flatten)
+        description = {**describe_fields(train, stats), "flatten": args.flatten}
+        train_data = _tensors(train, args.flatten)
+        valid_data = None if valid is None else _tensors(valid, args.flatten)
+    else:
+        train_data, valid_data, description = _unpaired(args, options, folder, stats, out)
+        sample_shape, cond_shape = (
+            tuple(description["sample_shape"]),
+            tuple(description["cond_shape"]),
+        )
 
     family = FAMILIES.get(args.model)
     steps = TRAIN_STEPS if family is None else family.train_steps
@@ -377,8 +451,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.no_progress:
         settings["progress"] = False
     torch.manual_seed(settings.get("seed", 0))  # the initial weights
-    sample_shape, cond_shape = _shapes(train, args.flatten)
-    model_options = _model_options(model_class, train, config["model"])
+    paired = train if args.data_b is None else None  # the data a physics family reads
+    model_options = _model_options(model_class, paired, config["model"])
     try:
         model = model_class.for_shape(sample_shape, cond_shape, **model_options)
     except ValueError as err:
@@ -396,7 +470,6 @@ def _train(args: argparse.Namespace) -> int:
             f"{err} (the data's samples have shape {sample_shape}"
             f"{', no conditions' if cond_shape is None else ''}: {'; '.join(options)})"
         ) from None
-    description = {**describe_fields(train, stats), "flatten": args.flatten}
     metadata = {
         "data": description,
         "recipe": data_name,
@@ -408,8 +481,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = fit(
             model,
-            _tensors(train, args.flatten),
-            valid_data=None if valid is None else _tensors(valid, args.flatten),
+            train_data,
+            valid_data=valid_data,
             checkpoint_dir=out,
             resume=args.resume,
             metadata=metadata,

@@ -10,7 +10,11 @@ Task strings (the CLI's ``--task``):
 * ``srK[:F1,F2]`` — K× super-resolution by block averaging (default: all fields);
 * ``subK[:F1,F2]`` — K× super-resolution from strided point values;
 * ``colorize:F1[,F2]`` — infer the named fields from the others on the same grid;
-* ``sensors:N[:F1,F2]`` — N random sensor points, each reading the named fields (default all).
+* ``sensors:N[:F1,F2]`` — N random sensor points, each reading the named fields (default all);
+* ``inpaint:F1[,F2]:MASK`` — fill the missing points of the named fields, with ``MASK`` one of
+  ``randomP`` (a fraction P of the points missing, drawn with the seed), ``box[P]`` (a centred
+  box of a fraction P, default 0.25) or the path of a netCDF file whose variable ``mask`` is 1
+  where missing.
 
 Example:
     >>> from physgen.grids import Grid
@@ -30,6 +34,7 @@ import torch
 from torch import Tensor
 
 from physgen.grids import Grid
+from physgen.inverse.mask import Mask, box_mask, random_mask, read_mask
 from physgen.inverse.operators import (
     BlockAverage,
     ChannelMask,
@@ -159,11 +164,12 @@ def parse_task(
     """Build a :class:`Task` from a task string (see the module docstring).
 
     Args:
-        spec: ``srK[:F]``, ``subK[:F]``, ``colorize:F`` or ``sensors:N[:F]``.
+        spec: ``srK[:F]``, ``subK[:F]``, ``colorize:F``, ``sensors:N[:F]`` or
+            ``inpaint:F:MASK``.
         field_names: the channels available (a problem's or a file's fields, in order).
         grid: the grid (its boundary conditions make coarsening periodic-aware).
         noise_std: observation-noise σ, in the units of the tensors the task will see.
-        seed: seed of random sensor positions.
+        seed: seed of random sensor positions and random inpainting masks.
     """
     field_names = tuple(field_names)
     periodic = tuple(b == "periodic" for b in grid.bc)
@@ -189,7 +195,32 @@ def parse_task(
             field_names, grid.shape, int(parts[1]), fields=names, seed=seed, noise_std=noise_std
         )
         return Task(spec, field_names, op, field_names, grid.shape)
+    if spec.startswith("inpaint:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not parts[2]:
+            raise ValueError(f"task {spec!r}: expected inpaint:FIELDS:MASK")
+        names = _names(parts[1], field_names, spec)
+        op = Mask(_inpaint_mask(parts[2], grid.shape, seed, spec), noise_std=noise_std)
+        return Task(spec, names, op, names, grid.shape)
     raise ValueError(
-        f"unknown task {spec!r}; expected srK[:FIELDS], subK[:FIELDS], colorize:FIELDS or "
-        "sensors:N[:FIELDS]"
+        f"unknown task {spec!r}; expected srK[:FIELDS], subK[:FIELDS], colorize:FIELDS, "
+        "sensors:N[:FIELDS] or inpaint:FIELDS:MASK"
+    )
+
+
+_FRACTION = re.compile(r"^(random|box)(\d*\.?\d+)?$")
+
+
+def _inpaint_mask(text: str, shape: tuple[int, ...], seed: int, spec: str) -> Tensor:
+    """The observed-point mask of ``inpaint:F:MASK`` (see the module docstring)."""
+    m = _FRACTION.match(text)
+    if m is None:
+        return read_mask(text, shape)
+    if m.group(2) is None and m.group(1) == "random":
+        raise ValueError(f"task {spec!r}: random needs the missing fraction, e.g. random0.3")
+    fraction = 0.25 if m.group(2) is None else float(m.group(2))
+    return (
+        random_mask(shape, fraction, seed=seed)
+        if m.group(1) == "random"
+        else box_mask(shape, fraction)
     )

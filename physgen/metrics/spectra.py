@@ -207,8 +207,9 @@ def two_point_correlation(
 
     u' = u − μ with μ the pointwise mean over the sample axis (axis 0), so a deterministic
     trend (the sin term of the stochastic-elliptic coefficient) does not count as correlation.
-    The covariance comes from Wiener–Khinchin, C(r) = IFFT(|FFT u'|²)/n. Non-periodic fields are zero-padded to twice their size and each lag is divided by
-    its number of overlapping pairs, the unbiased lag estimator. Lags are shell-averaged up to
+    The covariance comes from Wiener–Khinchin, C(r) = IFFT(|FFT u'|²)/n. Non-periodic fields
+    are zero-padded to twice their size and each lag is divided by its number of overlapping
+    pairs, the unbiased lag estimator. Lags are shell-averaged up to
     half the shortest axis.
 
     Args:

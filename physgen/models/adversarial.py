@@ -183,10 +183,19 @@ class AdversarialModel(TwoPlayerModel):
             clip_weights(self.critic_net, self.clip_value)
         with torch.no_grad():
             fake = self.generate(self.latent(x.shape[0], x.device), cond)
-        loss = critic_objective(self.score(x, cond), self.score(fake, cond), self.objective)
+        loss = self.critic_terms(x, fake, cond)
         if self.lipschitz == "gp":
             loss = loss + self.gp_weight * self.penalty(x, fake, cond)
         return loss
+
+    def critic_terms(self, real: Tensor, fake: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample critic objective on a real and a generated batch (before any penalty)."""
+        return critic_objective(self.score(real, cond), self.score(fake, cond), self.objective)
+
+    def generator_terms(self, fake: Tensor, real: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample generator objective on generated samples (``real``: the data batch,
+        paired with ``cond``; families with a reconstruction term use it)."""
+        return generator_objective(self.score(fake, cond), self.objective)
 
     def penalty(self, real: Tensor, fake: Tensor, cond: Tensor | None = None) -> Tensor:
         """Per-sample gradient penalty of the critic (``gradient_penalty`` on ``score``)."""
@@ -197,7 +206,7 @@ class AdversarialModel(TwoPlayerModel):
         if self.lipschitz == "clip":
             clip_weights(self.critic_net, self.clip_value)
         fake = self.generate(self.latent(x.shape[0], x.device), cond)
-        loss = generator_objective(self.score(fake, cond), self.objective)
+        loss = self.generator_terms(fake, x, cond)
         if self.physics_weight and self.physics_penalty is not None:
             loss = loss + self.physics_weight * self.physics_penalty(fake)
         return loss

@@ -4,6 +4,7 @@ from .by_shape import ContextEncoder, time_network
 from .conv import conv_nd
 from .embeddings import FourierTime, SinusoidalEmbedding, TimeMLP
 from .mlp import MLP, CoordinateNet, activation
+from .patchgan import PatchGAN
 from .unet import UNet
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "ContextEncoder",
     "CoordinateNet",
     "FourierTime",
+    "PatchGAN",
     "SinusoidalEmbedding",
     "TimeMLP",
     "UNet",

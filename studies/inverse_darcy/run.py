@@ -24,25 +24,21 @@ GPU configuration of the README).
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from physgen.data import FieldDataset, load_stats
-from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.inverse import ScorePrior, Task, parse_task, solve
 from physgen.metrics import crps_fair, relative_l2, spread_skill_ratio
 from physgen.models.base import GenerativeModel, available_models
-from physgen.paths import runs_root
 from physgen.problem import load
 from physgen.recipes import load_recipe, make_dataset
+from physgen.study import study_setup, write_results
 from physgen.training import fit
 
 __all__ = ["CONFIGS", "main"]
@@ -286,17 +282,7 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the study; write ``results.json`` and ``results.md`` under ``runs/``."""
-    parser = argparse.ArgumentParser(prog="physgen run inverse_darcy", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="CPU configuration (minutes)")
-    parser.add_argument("--device", help="override the configuration's device")
-    parser.add_argument("--out", type=Path, help="output folder (default: runs/inverse_darcy-…)")
-    args = parser.parse_args(argv)
-    cfg = dict(CONFIGS["quick" if args.quick else "full"])
-    if args.device:
-        cfg["device"] = args.device
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    out = args.out or runs_root() / f"inverse_darcy-{stamp}"
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, out = study_setup("inverse_darcy", __doc__, CONFIGS, argv)
     torch.manual_seed(0)
     data = _data(cfg)
     prior, prior_s = None, 0.0
@@ -309,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         results[spec] = run_task(spec, data, cfg, prior, prior_s)
         print(_table({spec: results[spec]}), flush=True)
     table = _table(results)
-    write_json_atomic(nonfinite_to_none({"config": cfg, "results": results}), out / "results.json")
-    with atomic_output(out / "results.md") as tmp:
-        Path(tmp).write_text(table + "\n")
-    print(f"\n{table}\n\nwrote {out / 'results.md'}")
+    write_results(out, cfg, results, table)
     return 0
 
 
