@@ -1,0 +1,24 @@
+"""Probabilistic emulation of trajectories: (history → next frame) pairs, conditional models
+of the next frame, autoregressive ensemble rollouts and their scores over lead time."""
+
+from physgen.emulation.emulator import Emulator, SolverModel, rollout, train_emulator
+from physgen.emulation.pairs import (
+    TrajectoryPairs,
+    channel_statistics,
+    pack_history,
+    read_trajectories,
+)
+from physgen.emulation.scores import correlation_horizon, lead_time_scores
+
+__all__ = [
+    "Emulator",
+    "SolverModel",
+    "TrajectoryPairs",
+    "channel_statistics",
+    "correlation_horizon",
+    "lead_time_scores",
+    "pack_history",
+    "read_trajectories",
+    "rollout",
+    "train_emulator",
+]
