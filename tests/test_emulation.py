@@ -14,11 +14,14 @@ from torch import Tensor, nn
 from physgen.cli import main
 from physgen.data import open_fields, write_fields
 from physgen.emulation import (
+    ClimatologyModel,
     Emulator,
+    Regressor,
     SolverModel,
     TrajectoryPairs,
     correlation_horizon,
     lead_time_scores,
+    persistence_model,
     rollout,
     train_emulator,
 )
@@ -224,3 +227,28 @@ def test_rollout_cli_refuses_a_checkpoint_without_emulation_metadata(
     argv = ["rollout", str(result.checkpoint), "--init", str(init), "--steps", "2"]
     assert main([*argv, "--out", str(tmp_path / "x.nc")]) == 1
     assert "no 'emulation' metadata" in capsys.readouterr().err
+
+
+def test_baselines_persistence_climatology_and_regressor() -> None:
+    frames = _labelled(2, 1, 6, (8,))
+    pairs = TrajectoryPairs(frames, 2)
+    settings = pairs.describe()
+    init = frames[:, :, :2].transpose(1, 2)
+    # Persistence repeats the newest initial frame at every lead time, exactly.
+    still = rollout(Emulator(persistence_model(settings), settings), init, 3, 2)
+    assert torch.equal(still, init[:, None, 1:].expand(2, 2, 3, 1, 8))
+    # Climatology draws training frames, whatever the history.
+    x, _ = pairs.tensors()
+    climate = Emulator(ClimatologyModel(x.double()), settings)
+    drawn = rollout(climate, init, 4, 3, seed=1)  # (2, 3, 4, 1, 8)
+    known = {float(v) for v in frames[:, 0, 2:, 0].flatten()}  # the targets' labels
+    # (float32 pairs: labels up to 105 come back within 1e-5 of an integer)
+    assert {round(float(v), 3) for v in drawn[..., 0, 0].flatten()} <= known
+    # The regressor is deterministic: a zero-spread ensemble of f_θ, and its loss is the MSE.
+    reg = Regressor((1, 8), (2, 8), channels=[8, 8])
+    _, cond = pairs.tensors()
+    first, second = reg.sample(len(cond), cond), reg.sample(len(cond), cond)
+    assert torch.equal(first, second) and first.shape == (len(cond), 1, 8)
+    torch.testing.assert_close(reg.loss(x, cond), (first - x).pow(2).flatten(1).mean(1))
+    with pytest.raises(ValueError, match="one grid"):
+        Regressor((1, 8), (2,))

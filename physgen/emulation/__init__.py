@@ -1,6 +1,7 @@
 """Probabilistic emulation of trajectories: (history → next frame) pairs, conditional models
 of the next frame, autoregressive ensemble rollouts and their scores over lead time."""
 
+from physgen.emulation.baselines import ClimatologyModel, Regressor, persistence_model
 from physgen.emulation.emulator import Emulator, SolverModel, rollout, train_emulator
 from physgen.emulation.pairs import (
     TrajectoryPairs,
@@ -11,13 +12,16 @@ from physgen.emulation.pairs import (
 from physgen.emulation.scores import correlation_horizon, lead_time_scores
 
 __all__ = [
+    "ClimatologyModel",
     "Emulator",
+    "Regressor",
     "SolverModel",
     "TrajectoryPairs",
     "channel_statistics",
     "correlation_horizon",
     "lead_time_scores",
     "pack_history",
+    "persistence_model",
     "read_trajectories",
     "rollout",
     "train_emulator",

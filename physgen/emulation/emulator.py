@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from physgen.data import Normalizer
 from physgen.emulation.pairs import TrajectoryPairs, pack_history
-from physgen.models import get_model_class
+from physgen.models import GenerativeModel, get_model_class
 from physgen.training import FitResult, fit
 
 __all__ = ["Emulator", "SolverModel", "rollout", "train_emulator"]
@@ -133,7 +133,7 @@ def rollout(
 
 def train_emulator(
     pairs: TrajectoryPairs,
-    family: str = "diffusion",
+    family: str | type[GenerativeModel] = "diffusion",
     *,
     steps: int,
     model_options: dict[str, Any] | None = None,
@@ -141,14 +141,16 @@ def train_emulator(
     valid: TrajectoryPairs | None = None,
     **fit_options: Any,
 ) -> tuple[Emulator, FitResult]:
-    """Train a conditional ``family`` (a registry name: ``"diffusion"``, ``"flow-matching"``,
-    ...) on ``pairs`` with :func:`physgen.training.fit`; the checkpoint's metadata carries the
-    pairs' settings under ``"emulation"`` (what ``physgen rollout`` reads).
+    """Train a conditional ``family`` on ``pairs`` with :func:`physgen.training.fit`.
+
+    ``family`` is a registry name (``"diffusion"``, ``"flow-matching"``, ...) or a model
+    class such as :class:`~physgen.emulation.baselines.Regressor`. The checkpoint's metadata
+    carries the pairs' settings under ``"emulation"`` (what ``physgen rollout`` reads).
 
     Returns:
         The emulator (on the EMA weights when ``ema_decay`` is given) and the fit result.
     """
-    cls = get_model_class(family)
+    cls = get_model_class(family) if isinstance(family, str) else family
     model = cls.for_shape(pairs.sample_shape, pairs.cond_shape, **(model_options or {}))
     settings = pairs.describe()
     metadata = {**fit_options.pop("metadata", {}), "emulation": settings}
