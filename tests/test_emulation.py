@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import Tensor, nn
 
 from physgen.cli import main
@@ -23,6 +24,7 @@ from physgen.emulation import (
     lead_time_scores,
     persistence_model,
     rollout,
+    score_forecast,
     train_emulator,
 )
 from physgen.problem import load
@@ -210,6 +212,10 @@ def test_train_a_conditional_emulator_and_roll_it_out_from_the_cli(tmp_path: Pat
         np.testing.assert_allclose(ds["time"].values, [0.03, 0.04, 0.05])
         assert ds.attrs["problem"] == "heat" and ds.attrs["history"] == 2
         assert bool(np.isfinite(ds["u"].values).all())
+        with open_fields(test) as ref:
+            report = score_forecast(ds, ref)  # the forecast frames are test frames 3..5
+        assert report["time"] == pytest.approx([0.03, 0.04, 0.05])
+        assert all(math.isfinite(v) for v in report["fields"]["u"]["crps"])
 
 
 def test_rollout_cli_refuses_a_checkpoint_without_emulation_metadata(
@@ -252,3 +258,31 @@ def test_baselines_persistence_climatology_and_regressor() -> None:
     torch.testing.assert_close(reg.loss(x, cond), (first - x).pow(2).flatten(1).mean(1))
     with pytest.raises(ValueError, match="one grid"):
         Regressor((1, 8), (2,))
+
+
+def test_score_forecast_matches_frames_by_sample_and_time() -> None:
+    heat = load("heat", n=8, t_end=0.05)
+    ref = heat.generate(3, seed=0)  # frames at t = 0, 0.01, ..., 0.05
+    u = ref["u"].transpose("sample", "time", "x", "y")
+    # A forecast of samples 2 and 1 (file order differs) at t = 0.03..0.05, two members:
+    # member 0 is the truth, member 1 the truth + 0.2.
+    picked = u.sel(sample=[2, 1]).isel(time=slice(3, 6)).values
+    members = np.stack([picked, picked + 0.2], axis=1)
+    forecast = xr.Dataset(
+        {"u": (("sample", "member", "time", "x", "y"), members)},
+        coords={"sample": [2, 1], "member": [0, 1], "time": ref["time"].values[3:]},
+        attrs={"fields": ["u"]},
+    )
+    report = score_forecast(forecast, ref)
+    np.testing.assert_allclose(report["time"], [0.03, 0.04, 0.05])
+    scores = report["fields"]["u"]
+    # Fair CRPS of {y, y + c} at y: (0 + c)/2 − c/2 = 0; spread² = c²/2; |mean − y| = c/2.
+    np.testing.assert_allclose(scores["crps"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(scores["spread"], 0.2 / math.sqrt(2), rtol=1e-9)
+    np.testing.assert_allclose(scores["rmse"], 0.1, rtol=1e-9)
+    # Negative control: the same forecast labelled one frame late is scored against other
+    # frames and no longer matches.
+    late = forecast.assign_coords(time=ref["time"].values[2:5])
+    assert min(score_forecast(late, ref)["fields"]["u"]["rmse"]) > 0.1 + 1e-3
+    with pytest.raises(ValueError, match="not all reference times"):
+        score_forecast(forecast.assign_coords(time=[0.031, 0.04, 0.05]), ref)

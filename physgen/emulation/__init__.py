@@ -9,7 +9,7 @@ from physgen.emulation.pairs import (
     pack_history,
     read_trajectories,
 )
-from physgen.emulation.scores import correlation_horizon, lead_time_scores
+from physgen.emulation.scores import correlation_horizon, lead_time_scores, score_forecast
 
 __all__ = [
     "ClimatologyModel",
@@ -24,5 +24,6 @@ __all__ = [
     "persistence_model",
     "read_trajectories",
     "rollout",
+    "score_forecast",
     "train_emulator",
 ]

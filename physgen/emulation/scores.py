@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
+import xarray as xr
 from torch import Tensor
 
 from physgen.metrics._common import ArrayLike, as_float64
 from physgen.metrics.ensemble import crps_fair, spread_skill_ratio
 
-__all__ = ["correlation_horizon", "lead_time_scores"]
+__all__ = ["correlation_horizon", "lead_time_scores", "score_forecast"]
 
 
 def lead_time_scores(members: ArrayLike, truth: ArrayLike) -> dict[str, list[float]]:
@@ -75,3 +78,45 @@ def correlation_horizon(correlation: list[float], times: list[float], level: flo
     if len(correlation) != len(times):
         raise ValueError(f"{len(correlation)} correlations but {len(times)} lead times")
     return next((t for c, t in zip(correlation, times, strict=True) if c < level), math.inf)
+
+
+def score_forecast(
+    forecast: xr.Dataset, reference: xr.Dataset, fields: list[str] | None = None
+) -> dict[str, Any]:
+    """:func:`lead_time_scores` of a rollout file against the reference trajectories.
+
+    ``forecast`` fields have dims ``(sample, member, time, *grid)`` (``physgen rollout``);
+    each is compared with the ``reference`` field of the same ``sample`` index at the same
+    ``time`` coordinate (matched to 1e-6 of the frame spacing), so a forecast of any part of
+    the reference trajectories scores against the right frames.
+
+    Returns:
+        ``{"time": [forecast times], "fields": {field: {score: [one value per time]}}}``.
+
+    Raises:
+        ValueError: no shared sample, a forecast time the reference lacks, or wrong dims.
+    """
+    names = fields or [str(f) for f in forecast.attrs.get("fields", list(forecast.data_vars))]
+    common = np.intersect1d(forecast["sample"].values, reference["sample"].values)
+    if common.size == 0:
+        raise ValueError("the forecast and the reference share no 'sample' index")
+    times = forecast["time"].values.astype(np.float64)
+    ref_times = reference["time"].values.astype(np.float64)
+    spacing = float(np.diff(ref_times).min()) if len(ref_times) > 1 else 1.0
+    position = np.abs(ref_times[None, :] - times[:, None]).argmin(1)
+    if np.abs(ref_times[position] - times).max() > 1e-6 * spacing:
+        raise ValueError(
+            f"forecast times {times.tolist()} are not all reference times {ref_times.tolist()}"
+        )
+    scores: dict[str, dict[str, list[float]]] = {}
+    for name in names:
+        gen = forecast[name]
+        if gen.dims[:3] != ("sample", "member", "time"):
+            raise ValueError(
+                f"forecast field {name!r} has dims {gen.dims}, expected "
+                "('sample', 'member', 'time', *grid)"
+            )
+        truth = reference[name].sel(sample=common).isel(time=position)
+        members = gen.sel(sample=common).values
+        scores[name] = lead_time_scores(members, truth.transpose("sample", "time", ...).values)
+    return {"time": times.tolist(), "fields": scores}
