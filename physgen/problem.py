@@ -49,7 +49,7 @@ from torch import Tensor
 from physgen.grids import Grid
 from physgen.operators import time_derivative
 from physgen.paths import find_project_dir, load_module_from_path
-from physgen.solvers import check_positive
+from physgen.solvers import TorchSpectralGrid, check_positive
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -390,15 +390,31 @@ class Problem(ABC):
 
 
 class TimeDependentProblem(Problem):
-    """An evolution problem u_t = F(u) stored as frames; the residual is u_t − F(u).
+    r"""An evolution problem u_t = F(u) stored as frames u_j = u(t_j), t_{j+1} − t_j = Δt.
 
     ``Params`` must have ``t_end``, ``dt_save`` and ``time_order`` (and may have ``t_start``,
     the time of the first stored frame). Subclasses implement ``tendency`` — F in the
-    generator's own spatial discretisation (same stencils/FFTs, same dealiasing). The time
-    derivative is the central difference of order ``time_order`` over the stored frames
-    (``operators.time_derivative``), so the residual of exact data has a floor of
-    O(dt_save^time_order) that each problem states.
+    generator's own spatial discretisation (same stencils/FFTs, same dealiasing) — and, where
+    the generator is a time stepper that torch can run, ``advance``: the generator's discrete
+    solution operator :math:`S_{\Delta t}` over one frame interval.
+
+    ``residual`` is then the **one-step defect** of the stored trajectory,
+
+    .. math:: r_j = \frac{u_{j+1} - S_{\Delta t}\,u_j}{\Delta t}, \qquad j = 0 .. T-2,
+
+    relative to RMS((u_{j+1} − u_j)/Δt): frame j is advanced by the reference solver and
+    compared with frame j + 1 (the solver-in-the-loop consistency of Um et al., NeurIPS 2020,
+    arXiv:2007.00016). For data made by the generator it vanishes to round-off (float32
+    storage sets the floor), whatever the frame spacing, while a time difference over stored
+    frames has an O(Δt^p) truncation floor that hides errors of the size of that floor
+    (Kolmogorov flow and Navier–Stokes store frames too coarsely for it). For a smooth
+    trajectory, r_j → u_t − F(u) averaged over the interval as Δt → 0, so it is the same
+    equation. Problems without ``advance`` keep the time-difference residual
+    (``difference_residual``), which stays available to all as a cheap differentiable form.
     """
+
+    # Grid points advanced at once by ``residual`` (bounds the memory of one solver call).
+    advance_chunk_points: ClassVar[int] = 2**22
 
     @property
     def time(self) -> np.ndarray:
@@ -410,20 +426,67 @@ class TimeDependentProblem(Problem):
     def tendency(self, fields: Tensor) -> Tensor:
         """F(u) for fields ``(B, C, T, *grid)``, same shape."""
 
+    def advance(self, states: Tensor) -> Tensor:
+        """States ``(N, C, *grid)`` at t → the generator's states at t + ``dt_save`` (torch).
+
+        Problems whose generator can run on torch override this; the default states no
+        solver, and ``residual`` falls back to ``difference_residual``.
+        """
+        raise NotImplementedError(f"problem {self.name!r} has no torch solver")
+
+    @property
+    def has_solver(self) -> bool:
+        """Whether ``advance`` is implemented (the residual is then the one-step defect)."""
+        return type(self).advance is not TimeDependentProblem.advance
+
     def time_derivative(self, fields: Tensor) -> Tensor:
         """u_t at the interior frames, ``(B, C, T − time_order, *grid)``."""
         p = self.params
         return time_derivative(fields, p.dt_save, dim=2, order=p.time_order)
 
-    def residual(self, fields: Tensor) -> Tensor:
-        """u_t − F(u) at the interior frames, ``(B, C, T − time_order, *grid)``."""
+    def difference_residual(self, fields: Tensor) -> Tensor:
+        """u_t − F(u) at the interior frames, ``(B, C, T − time_order, *grid)``, with u_t the
+        central difference of order ``time_order``: floor O(dt_save^time_order)."""
         self._check_fields(fields)
         h = self.params.time_order // 2
         return self.time_derivative(fields) - self.tendency(fields[:, :, h : fields.shape[2] - h])
 
+    def relative_difference_residual(self, fields: Tensor) -> Tensor:
+        """Per-sample RMS(``difference_residual``) / RMS(u_t), shape ``(B,)``."""
+        return rms(self.difference_residual(fields)) / rms(self.time_derivative(fields))
+
+    def step_residual(self, fields: Tensor) -> Tensor:
+        """The one-step defect (u_{j+1} − S u_j)/Δt, ``(B, C, T − 1, *grid)``."""
+        self._check_fields(fields)
+        b, c, t = fields.shape[:3]
+        grid = fields.shape[3:]
+        starts = fields[:, :, :-1].transpose(1, 2).reshape(b * (t - 1), c, *grid)
+        size = max(1, self.advance_chunk_points // max(1, c * math.prod(grid)))
+        stepped = torch.cat([self.advance(part) for part in starts.split(size)])
+        predicted = stepped.reshape(b, t - 1, c, *grid).transpose(1, 2)
+        return (fields[:, :, 1:] - predicted) / self.params.dt_save
+
+    def residual(self, fields: Tensor) -> Tensor:
+        """The one-step defect ``step_residual`` where the problem has a solver, else
+        ``difference_residual``."""
+        if self.has_solver:
+            return self.step_residual(fields)
+        return self.difference_residual(fields)
+
     def residual_scale(self, fields: Tensor) -> Tensor:
-        """RMS of u_t over the interior frames."""
+        """RMS of (u_{j+1} − u_j)/Δt with a solver, else RMS of u_t at the interior frames."""
+        if self.has_solver:
+            self._check_fields(fields)
+            return rms(fields.diff(dim=2) / self.params.dt_save)
         return rms(self.time_derivative(fields))
+
+    def spectral_grid(self, like: Tensor) -> TorchSpectralGrid:
+        """The grid's :class:`~physgen.solvers.TorchSpectralGrid` in ``like``'s dtype and device."""
+        key = (like.dtype, like.device)
+        cache = self.__dict__.setdefault("_spectral_grids", {})
+        if key not in cache:
+            cache[key] = TorchSpectralGrid(self.grid, dtype=like.dtype, device=like.device)
+        return cache[key]
 
 
 def rms(x: Tensor) -> Tensor:

@@ -6,7 +6,9 @@ problem's ``residual`` evaluates the generator's own discrete operator:
 * ``diffusion_matrix`` is the sparse matrix of ``−flux_divergence`` (FV, harmonic/arithmetic
   face means, ghost values from the boundary conditions);
 * ``SpectralGrid`` holds the ``rfftn`` wavenumbers, the odd-derivative Nyquist rule and the
-  2/3 dealiasing mask of ``operators``;
+  2/3 dealiasing mask of ``operators``; ``TorchSpectralGrid`` is its torch twin, on which
+  ``etdrk4``, ``vorticity_step`` and ``advance_vorticity`` run unchanged and differentiably
+  (the problems' one-step residuals advance stored frames with the generator's own code);
 * ``etdrk4`` is the fourth-order exponential time differencing Runge–Kutta scheme of Cox &
   Matthews (2002) with the contour-integral coefficients of Kassam & Trefethen (2005);
 * ``vorticity_step`` is the Crank–Nicolson/Heun IMEX step for 2-D vorticity (as in the FNO
@@ -17,18 +19,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import torch
+from torch import Tensor
 
 from physgen.grids import Grid
 from physgen.random_fields import spectral_field
 
 __all__ = [
     "SpectralGrid",
+    "TorchSpectralGrid",
+    "advance_vorticity",
     "check_positive",
     "diffusion_matrix",
     "etdrk4",
+    "etdrk4_map",
     "integrate_vorticity",
     "vorticity_step",
 ]
@@ -136,6 +144,8 @@ class SpectralGrid:
         for k, odd in zip(self.k, self.k_odd, strict=True):
             resolved &= (odd != 0) | (k == 0)
         self.nyquist_free = resolved.astype(np.float64)
+        # 1/|k|² with the mean mode set to 0: the inverse Laplacian's symbol.
+        self.inverse_k2 = np.where(self.k2 > 0, 1 / np.where(self.k2 > 0, self.k2, 1.0), 0.0)
 
     def gaussian_fields(
         self,
@@ -166,6 +176,55 @@ class SpectralGrid:
         """Spectral ∂/∂x_axis (Nyquist dropped, as ``operators.derivative``)."""
         return 1j * self.k_odd[axis] * u_hat
 
+    def asarray(self, a: np.ndarray) -> np.ndarray:
+        """A numpy coefficient array in this grid's backend (numpy here)."""
+        return np.asarray(a)
+
+
+class TorchSpectralGrid(SpectralGrid):
+    """:class:`SpectralGrid` with torch tensors of one real ``dtype`` on one ``device``.
+
+    The wavenumbers, masks and FFT conventions are those of the numpy grid (built by it, then
+    converted), so a solver written against the ``SpectralGrid`` interface computes the same
+    discrete map on either backend, up to round-off, and differentiably on this one.
+    """
+
+    def __init__(
+        self, grid: Grid, *, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+    ) -> None:
+        super().__init__(grid)
+        if not dtype.is_floating_point:
+            raise ValueError(f"TorchSpectralGrid: dtype must be a real float type, got {dtype}")
+        self.dtype, self.device = dtype, device
+        self.k = [self.asarray(k) for k in self.k]
+        self.k_odd = [self.asarray(k) for k in self.k_odd]
+        for name in ("k2", "dealias", "nyquist_free", "inverse_k2"):
+            setattr(self, name, self.asarray(getattr(self, name)))
+
+    def fft(self, u: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.fft.rfftn(u, dim=self.axes)
+
+    def ifft(self, u_hat: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.fft.irfftn(u_hat, s=self.grid.shape, dim=self.axes)
+
+    def asarray(self, a: np.ndarray) -> Tensor:  # type: ignore[override]
+        """A numpy array as a tensor of this grid's real (or matching complex) dtype."""
+        a = np.asarray(a)
+        dtype = self.dtype.to_complex() if np.iscomplexobj(a) else self.dtype
+        return torch.as_tensor(a, dtype=dtype, device=self.device)
+
+
+def _to_numpy(a: np.ndarray | Tensor) -> np.ndarray:
+    """A coefficient array as numpy (the ETDRK4 coefficients are computed once, in numpy)."""
+    return a.detach().cpu().numpy() if isinstance(a, Tensor) else np.asarray(a)
+
+
+def _like(a: np.ndarray, ref: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """A real coefficient array in the backend of the state ``ref`` (its real dtype, device)."""
+    if isinstance(ref, Tensor):
+        return torch.as_tensor(a, dtype=ref.real.dtype, device=ref.device)
+    return a
+
 
 def _phi_functions(z: np.ndarray, contour_points: int) -> tuple[np.ndarray, ...]:
     """ETDRK4 coefficients as means over a unit circle around each z (Kassam–Trefethen)."""
@@ -191,12 +250,14 @@ def etdrk4(
     """Integrate û_t = L û + N(û) with ETDRK4; returns ``saves`` states after each save interval.
 
     ``linear`` is the diagonal L (real, on the spectral grid); ``nonlinear`` maps û → N(û).
+    ``u_hat`` may be a numpy array or a (complex) tensor, with ``nonlinear`` in the same
+    backend (e.g. built on a :class:`TorchSpectralGrid`).
     The coefficients use complex contour means (``contour_points`` roots), which avoids the
     cancellation of the φ-functions near L·dt = 0.
     """
-    z = dt * linear
-    e, e2 = np.exp(z), np.exp(z / 2)
-    q, f1, f2, f3 = (dt * c for c in _phi_functions(z, contour_points))
+    z = dt * _to_numpy(linear)
+    coefficients = (np.exp(z), np.exp(z / 2), *(dt * c for c in _phi_functions(z, contour_points)))
+    e, e2, q, f1, f2, f3 = (_like(c, u_hat) for c in coefficients)
     states = []
     v = u_hat
     for _ in range(saves):
@@ -211,6 +272,20 @@ def etdrk4(
             v = e * v + nv * f1 + 2 * (na + nb) * f2 + nc * f3
         states.append(v)
     return states
+
+
+def etdrk4_map(
+    u: np.ndarray | Tensor,
+    spectral: SpectralGrid,
+    linear: np.ndarray | Tensor,
+    nonlinear: Callable[[Any], Any],
+    *,
+    dt: float,
+    steps: int,
+) -> np.ndarray | Tensor:
+    """Grid values ``u (..., *grid)`` after ``steps`` ETDRK4 steps (``spectral``'s backend)."""
+    (v,) = etdrk4(spectral.fft(u), linear, nonlinear, dt=dt, steps_per_save=steps, saves=1)
+    return spectral.ifft(v)
 
 
 def vorticity_step(
@@ -232,8 +307,7 @@ def vorticity_step(
     explicit = 1 + 0.5 * dt * linear
 
     def advection_hat(v_hat: np.ndarray) -> np.ndarray:
-        k2 = np.where(spectral.k2 > 0, spectral.k2, 1.0)
-        psi_hat = np.where(spectral.k2 > 0, v_hat / k2, 0.0)
+        psi_hat = v_hat * spectral.inverse_k2
         ux = spectral.ifft(spectral.derivative_hat(psi_hat, 1))
         uy = -spectral.ifft(spectral.derivative_hat(psi_hat, 0))
         wx = spectral.ifft(spectral.derivative_hat(v_hat, 0))
@@ -263,19 +337,40 @@ def integrate_vorticity(
     The first frame is the state after ``spinup_steps`` steps; then one frame every
     ``steps_per_save`` steps.
     """
-    forcing_hat = spectral.fft(forcing)
-    w_hat = spectral.fft(w0)
-
-    def advance(v: np.ndarray, steps: int) -> np.ndarray:
-        for _ in range(steps):
-            v = vorticity_step(
-                v, spectral, dt=dt, viscosity=viscosity, drag=drag, forcing_hat=forcing_hat
-            )
-        return v
-
-    w_hat = advance(w_hat, spinup_steps)
+    settings = {"dt": dt, "viscosity": viscosity, "drag": drag}
+    settings["forcing_hat"] = spectral.fft(forcing)
+    w_hat = _vorticity_steps(spectral.fft(w0), spectral, spinup_steps, **settings)
     frames = [spectral.ifft(w_hat)]
     for _ in range(saves):
-        w_hat = advance(w_hat, steps_per_save)
+        w_hat = _vorticity_steps(w_hat, spectral, steps_per_save, **settings)
         frames.append(spectral.ifft(w_hat))
     return np.stack(frames, axis=-3)
+
+
+def advance_vorticity(
+    w: np.ndarray | Tensor,
+    spectral: SpectralGrid,
+    *,
+    steps: int,
+    dt: float,
+    viscosity: float,
+    drag: float,
+    forcing: np.ndarray,
+) -> np.ndarray | Tensor:
+    """Grid vorticity ``w (..., nx, ny)`` after ``steps`` applications of ``vorticity_step``.
+
+    Runs on either backend: numpy arrays on a :class:`SpectralGrid`, tensors on a
+    :class:`TorchSpectralGrid` (``forcing``, a numpy array on the grid, is converted).
+    """
+    forcing_hat = spectral.fft(spectral.asarray(forcing))
+    settings = {"dt": dt, "viscosity": viscosity, "drag": drag, "forcing_hat": forcing_hat}
+    return spectral.ifft(_vorticity_steps(spectral.fft(w), spectral, steps, **settings))
+
+
+def _vorticity_steps(
+    w_hat: np.ndarray | Tensor, spectral: SpectralGrid, steps: int, **settings: Any
+) -> np.ndarray | Tensor:
+    """``steps`` applications of ``vorticity_step`` to the spectral state ``w_hat``."""
+    for _ in range(steps):
+        w_hat = vorticity_step(w_hat, spectral, **settings)
+    return w_hat

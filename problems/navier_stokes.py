@@ -19,7 +19,7 @@ from physgen.problem import (
     substeps,
 )
 from physgen.random_fields import precision_operator_density
-from physgen.solvers import SpectralGrid, integrate_vorticity
+from physgen.solvers import SpectralGrid, advance_vorticity, integrate_vorticity
 
 __all__ = ["NavierStokes"]
 
@@ -48,12 +48,15 @@ class NavierStokes(TimeDependentProblem):
     the product (``physgen.solvers.vorticity_step``). The FNO data were made at 256² and
     subsampled; here the stored grid is the solver grid, so the residual can use its operator.
 
-    ``residual`` (fields ``(B, 1, T, n, n)``) = ω_t − [−D(u·∇ω) + νΔω + f] at the interior
-    frames (``operators.vorticity_tendency``, central difference of order ``time_order``),
-    relative to RMS(ω_t). The floor is set by the frame spacing and, in the first frames, by
-    the viscous decay of u₀'s high modes: 5.5e-2 in the FNO layout (n = 64, one frame per
-    unit time to T = 50; asserted ≤ 1e-1 in a slow test), 2.2e-3 at dt_save = 0.05 (n = 64)
-    and 1.3e-4 at n = 32 (asserted ≤ 3e-4 in the tests).
+    ``residual`` (fields ``(B, 1, T, n, n)``) is the one-step defect (ω_{j+1} − S ω_j)/Δt of
+    ``TimeDependentProblem``: S is the generator's ``dt_save / dt`` IMEX steps
+    (``solvers.advance_vorticity``, 100 per frame in the FNO layout) in torch, relative to
+    RMS((ω_{j+1} − ω_j)/Δt); it costs about as much as generating the trajectory. With one
+    frame per unit time a time difference is blind: ``difference_residual`` = ω_t −
+    [−D(u·∇ω) + νΔω + f] with a fourth-order difference has a floor of ~5e-2 in the FNO
+    layout (n = 64, T = 50), and 1 % noise gives a floor / noisy ratio of ~3e-2. The
+    one-step defect's floor is round-off — ~1e-14 in float64 (asserted ≤ 1e-12), ~1e-7
+    after float32 storage — against ~5e-2 for 1 % noise (ratio ~3e-6; < 1e-2 asserted).
     """
 
     name = "navier_stokes"
@@ -99,6 +102,19 @@ class NavierStokes(TimeDependentProblem):
             forcing=self.forcing(),
         )
         return {"w": frames}
+
+    def advance(self, states: Tensor) -> Tensor:
+        """``dt_save / dt`` IMEX steps of the generator (``solvers.vorticity_step``), in torch."""
+        p = self.params
+        return advance_vorticity(
+            states,
+            self.spectral_grid(states),
+            steps=substeps(p.dt_save, p.dt),
+            dt=p.dt,
+            viscosity=p.viscosity,
+            drag=0.0,
+            forcing=self.forcing(),
+        )
 
     def tendency(self, fields: Tensor) -> Tensor:
         """F(ω) = −D(u·∇ω) + νΔω + f (``operators.vorticity_tendency``)."""
