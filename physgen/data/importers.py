@@ -8,10 +8,10 @@ file is read through h5py (or scipy for MATLAB v5) one selected block at a time;
 
 Key maps (source → physgen variable):
 
-- PDEBench single-array: ``tensor`` (N, nt, *grid) → ``u``; Darcy ``nu`` → ``a`` and
+- PDEBench single-array: ``tensor`` ``(N, nt, *grid)`` → ``u``; Darcy ``nu`` → ``a`` and
   ``tensor[:, 0]`` → ``u``; CFD ``density, pressure, Vx, Vy, Vz`` → ``rho, p, vx, vy, vz``;
   ``{x,y,z}-coordinate`` → ``x, y, z``; ``t-coordinate[:nt]`` → ``time`` (PDEBench stores nt+1
-  times for nt frames). Seed groups ``/NNNN/data`` (t, *grid, c) → one variable per channel,
+  times for nt frames). Seed groups ``/NNNN/data`` ``(t, *grid, c)`` → one variable per channel,
   coordinates from ``/NNNN/grid``, ``sample`` and ``seed`` ← int(NNNN).
 - The Well: ``t0_fields/F`` → ``F``; ``t1_fields/V[..., d]`` → ``V_x, V_y, V_z``;
   ``t2_fields/S[..., i, j]`` → ``S_xx, S_xy, ...``; coordinates from ``dimensions/``;
@@ -239,7 +239,7 @@ def _pdebench_darcy(f: h5py.File, src: Path, samples: slice | None) -> xr.Datase
 def _pdebench_seed_groups(
     f: h5py.File, src: Path, samples: slice | None, channel_names: Sequence[str] | None
 ) -> xr.Dataset:
-    """Seed groups ``/NNNN/data`` (t, *grid, c) with ``/NNNN/grid/{x,y,z,t}``, sorted by key."""
+    """Seed groups ``/NNNN/data`` ``(t, *grid, c)`` with ``/NNNN/grid/{x,y,z,t}``, sorted by key."""
     keys = sorted(f.keys())
     chosen = [keys[i] for i in _select(len(keys), samples)]
     first = _dataset(f[keys[0]], "data", src)
