@@ -28,6 +28,24 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import physgen  # noqa: E402
 
+
+def _study_pages() -> None:
+    """One page per study, ``studies/study-<name>.md``, including the study's own README.
+
+    Written on every build, so a new study in ``studies/`` appears without editing the docs.
+    """
+    folder = DOCS / "studies"
+    for old in folder.glob("study-*.md"):
+        old.unlink()
+    for readme in sorted((ROOT / "studies").glob("*/README.md")):
+        name = readme.parent.name
+        include = f"../../studies/{name}/README.md"
+        text = f"```{{include}} {include}\n:relative-images:\n```\n"
+        (folder / f"study-{name}.md").write_text(text)
+
+
+_study_pages()
+
 project = "physgen"
 author = "the physgen developers"
 copyright = "physgen developers"
