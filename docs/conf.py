@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
@@ -27,6 +28,10 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import physgen  # noqa: E402
+
+# Importing physgen.__main__ runs the command line (on sphinx-build's arguments); the
+# reference has no page for it, and a stand-in keeps autosummary's module scan from running it.
+sys.modules.setdefault("physgen.__main__", types.ModuleType("physgen.__main__"))
 
 
 def _study_pages() -> None:

@@ -53,14 +53,16 @@ for name, s in stats.items():
 # Look at a few samples
 # ---------------------
 # Fields are stored with ``indexing="ij"`` (the first grid axis is x), so they are drawn
-# transposed with the origin at the bottom.
+# transposed with the origin at the bottom; the pressures share one colour scale.
 
 fig, axes = plt.subplots(2, 4, figsize=(10, 5), constrained_layout=True)
 extent = (x[0], x[-1], y[0], y[-1])
 for j in range(4):
     axes[0, j].imshow(a[j].T, origin="lower", extent=extent, cmap="cividis")
     axes[0, j].set_title(f"a, sample {j}")
-    im = axes[1, j].imshow(u[j].T, origin="lower", extent=extent, cmap="viridis")
+    im = axes[1, j].imshow(
+        u[j].T, origin="lower", extent=extent, cmap="viridis", vmin=u[:4].min(), vmax=u[:4].max()
+    )
     axes[1, j].set_title(f"u, sample {j}")
 for ax in axes.flat:
     ax.set_xticks([])
