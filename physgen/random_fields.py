@@ -4,7 +4,7 @@
   through its eigendecomposition K = V Λ Vᵀ (negative round-off eigenvalues clipped to 0);
   never Cholesky, which fails on squared-exponential kernels (condition numbers ~1e20).
 * ``spectral_field``: stationary fields on a periodic box from a spectral density S(ω): the
-  covariance is Σ_k S(ω_k)/|box| e^{iω_k·r}, i.e. the kernel summed over periodic images
+  covariance is ``Σ_k S(ω_k)/|box| e^{iω_k·r}``, i.e. the kernel summed over periodic images
   (Poisson summation), exact up to the modes the grid cannot hold.
 * ``se_kernel``/``matern_kernel`` and their spectral densities (Rasmussen & Williams 2006,
   eqs. 4.9, 4.14, 4.15).
@@ -59,7 +59,7 @@ def stationary_kernel(kind: str, length: float, variance: float, nu: float) -> C
 def kernel_spectral_density(
     kind: str, length: float, variance: float, nu: float, d: int
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """S(ω) = ∫ k(r) e^{−iω·r} dr in ``d`` dimensions, as a function of |ω|²."""
+    """S(ω) = ∫ k(r) e^{−iω·r} dr in ``d`` dimensions, as a function of ``|ω|²``."""
     if kind == "se":
         c = variance * (2 * math.pi * length**2) ** (d / 2)
         return lambda w2: c * np.exp(-0.5 * length**2 * w2)
@@ -80,7 +80,7 @@ def kernel_spectral_density(
 def precision_operator_density(
     variance: float, tau: float, alpha: float
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """S(ω) = σ²(|ω|² + τ²)^{−α} with the mean mode removed: the field N(0, σ²(−Δ + τ²)^{−α}).
+    """``S(ω) = σ²(|ω|² + τ²)^{−α}`` with the mean mode removed: the field N(0, σ²(−Δ + τ²)^{−α}).
 
     The covariance operator of the FNO initial conditions (Li et al. 2021); in d dimensions
     it is Matérn with ν = α − d/2, ℓ = √(2ν)/τ (Lindgren, Rue & Lindström 2011).
@@ -96,8 +96,8 @@ def spectral_field(
 ) -> np.ndarray:
     """One stationary Gaussian field on a periodic box with spectral density ``density(|ω|²)``.
 
-    u = IFFT( √(N S(ω_k)/|box|) · FFT(w) ) with w white noise on the N grid points, so
-    Cov(u_j, u_l) = Σ_k S(ω_k)/|box| e^{iω_k(x_j − x_l)}.
+    ``u = IFFT( √(N S(ω_k)/|box|) · FFT(w) )`` with w white noise on the N grid points, so
+    ``Cov(u_j, u_l) = Σ_k S(ω_k)/|box| e^{iω_k(x_j − x_l)}``.
     """
     shape = tuple(int(n) for n in shape)
     ks = [2 * math.pi * np.fft.fftfreq(n, d=L / n) for n, L in zip(shape, lengths, strict=True)]

@@ -96,7 +96,7 @@ def total_std(samples: ArrayLike) -> Tensor:
 
 
 def total_std_error(samples: ArrayLike, ref: ArrayLike) -> Tensor:
-    """Relative error of the scalar total std, |σ̂_tot − σ_tot| / σ_tot (the PI-VAE "std error").
+    """Relative error of the scalar total std, ``|σ̂_tot − σ_tot| / σ_tot`` (the PI-VAE "std error").
 
     This is the number ``examples/SDE.py`` of WeihengZ/PI-VAE (Zhong & Meidani,
     arXiv:2203.11363) prints as "u std error" — a scalar comparison, not a pointwise curve error,
@@ -234,7 +234,7 @@ def sliced_wasserstein(
 
     Monte Carlo over ``num_projections`` directions θ uniform on the sphere S^{D−1} (Bonneel et
     al. 2015; Deshpande et al., arXiv:1803.11188); each 1-D W_p between equal-size samples is the
-    mean of |sort(a) − sort(b)|^p. The directions come from ``seed``, so two calls (a model and
+    mean of ``|sort(a) − sort(b)|^p``. The directions come from ``seed``, so two calls (a model and
     its floor) use the same slices.
     """
     x, y = _two_sets(samples, ref)

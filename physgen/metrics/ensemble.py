@@ -50,7 +50,7 @@ def _crps(members: ArrayLike, obs: ArrayLike, member_dim: int, fair: bool) -> Te
 def crps_fair(members: ArrayLike, obs: ArrayLike, *, member_dim: int = 0) -> Tensor:
     """Fair (unbiased) CRPS of an ensemble at every point.
 
-    CRPS_fair = (1/M) Σ_m |X_m − y| − 1/(2M(M−1)) Σ_{m,m'} |X_m − X_m'| (Ferro 2014,
+    ``CRPS_fair = (1/M) Σ_m |X_m − y| − 1/(2M(M−1)) Σ_{m,m'} |X_m − X_m'|`` (Ferro 2014,
     QJRMS 10.1002/qj.2270; Zamo & Naveau 2018). Its expectation is the CRPS of the distribution
     the members are drawn from, whatever M — so models with different ensemble sizes compare
     fairly. This is what WeatherBench 2 (``metrics.py::CRPS``) computes, via sorted members.
@@ -72,9 +72,9 @@ def crps_fair(members: ArrayLike, obs: ArrayLike, *, member_dim: int = 0) -> Ten
 def crps_nrg(members: ArrayLike, obs: ArrayLike, *, member_dim: int = 0) -> Tensor:
     """The biased "NRG" CRPS: the CRPS of the empirical M-member distribution, per point.
 
-    CRPS_NRG = (1/M) Σ_m |X_m − y| − 1/(2M²) Σ_{m,m'} |X_m − X_m'|, what properscoring's
+    ``CRPS_NRG = (1/M) Σ_m |X_m − y| − 1/(2M²) Σ_{m,m'} |X_m − X_m'|``, what properscoring's
     ``crps_ensemble`` and xskillscore return. For members drawn from the true predictive
-    distribution its expectation exceeds the true CRPS by E|X−X'|/(2M) — for N(0,1),
+    distribution its expectation exceeds the true CRPS by ``E|X−X'|/(2M)`` — for N(0,1),
     (1 + 1/M)/√π instead of 1/√π — so it penalises small ensembles; prefer :func:`crps_fair`.
     """
     return _crps(members, obs, member_dim, fair=False)

@@ -86,12 +86,12 @@ def binned_spectral_error(
     """MSE of ŷ − y restricted to wavenumber bins (The Well's ``binned_spectral_mse`` / NMSE).
 
     With D = FFT(ŷ − y) over the ``spatial_dims`` trailing axes (n points in all), Plancherel
-    gives mean_i (ŷ−y)² = Σ_k |D_k|² / n², so the bin value Σ_{k∈bin} |D_k|² / n² splits the MSE
-    by scale. Wavenumbers are angular per grid spacing, |k| ∈ [0, π√d]. The default edges are
-    The Well's: [0, logspace(2π/N, π, 4)[1:-1], π] with N the smallest grid size — low, mid and
-    high bands — except that the last bin also takes the corner modes |k| > π, so the bins add
-    up to the MSE exactly. ``normalized=True`` divides each bin by the energy of ``y`` in it
-    (The Well's binned NMSE), making bands with little energy visible.
+    gives ``mean_i (ŷ−y)² = Σ_k |D_k|² / n²``, so the bin value ``Σ_{k∈bin} |D_k|² / n²``
+    splits the MSE by scale. Wavenumbers are angular per grid spacing, ``|k| ∈ [0, π√d]``. The
+    default edges are The Well's: [0, logspace(2π/N, π, 4)[1:-1], π] with N the smallest grid
+    size — low, mid and high bands — except that the last bin also takes the corner modes
+    ``|k| > π``, so the bins add up to the MSE exactly. ``normalized=True`` divides each bin by
+    the energy of ``y`` in it (The Well's binned NMSE), making bands with little energy visible.
 
     Returns:
         tensor ``(..., n_bins)`` over the leading axes.

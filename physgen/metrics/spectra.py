@@ -52,7 +52,8 @@ def _shells(
     """Integer shell index of every FFT mode (or lag), and the shell width in physical units.
 
     Mode m_i on an axis of length L_i has wavenumber κ_i = 2π m_i / L_i; shells have width
-    Δκ = min_i 2π/L_i (the fundamental of the longest axis), shell s holds (s−½)Δκ ≤ |κ| < (s+½)Δκ.
+    Δκ = min_i 2π/L_i (the fundamental of the longest axis), shell s holds
+    ``(s−½)Δκ ≤ |κ| < (s+½)Δκ``.
     For lags (``lag=True``) the same construction runs on r_i = m_i·L_i/n_i with width min spacing.
     """
     if lag:
@@ -95,8 +96,8 @@ def energy_spectrum(
     """Radially averaged (shell-summed) power spectrum P(k) of each field.
 
     û = FFT(u)/n over the trailing ``spatial_dims`` axes (n grid points), and
-    P(k) = Σ_{(k−½)Δκ ≤ |κ| < (k+½)Δκ} |û(κ)|², κ_i = 2π m_i / L_i. Every mode falls in a shell,
-    so Parseval holds exactly: Σ_k P(k) = mean_x u(x)². Half the shell sum of the velocity
+    ``P(k) = Σ_{(k−½)Δκ ≤ |κ| < (k+½)Δκ} |û(κ)|²``, ``κ_i = 2π m_i / L_i``. Every mode falls in a
+    shell, so Parseval holds exactly: Σ_k P(k) = mean_x u(x)². Half the shell sum of the velocity
     components is the kinetic-energy spectrum E(k); of the vorticity, the enstrophy spectrum.
     Up to the binning, this is the convention of The Well's ``power_spectrum`` and of the
     RAPSD of Harris et al. (arXiv:2204.02028).
@@ -207,9 +208,9 @@ def two_point_correlation(
 
     u' = u − μ with μ the pointwise mean over the sample axis (axis 0), so a deterministic
     trend (the sin term of the stochastic-elliptic coefficient) does not count as correlation.
-    The covariance comes from Wiener–Khinchin, C(r) = IFFT(|FFT u'|²)/n. Non-periodic fields
-    are zero-padded to twice their size and each lag is divided by its number of overlapping
-    pairs, the unbiased lag estimator. Lags are shell-averaged up to
+    The covariance comes from Wiener–Khinchin, ``C(r) = IFFT(|FFT u'|²)/n``. Non-periodic
+    fields are zero-padded to twice their size and each lag is divided by its number of
+    overlapping pairs, the unbiased lag estimator. Lags are shell-averaged up to
     half the shortest axis.
 
     Args:

@@ -695,7 +695,7 @@ def evaluate_sde(
     ``(N, 3, n)`` (k, u, f): relative L2 error of the mean curve and relative error of the
     scalar total std (the paper code's ``std_cal``). ``residual`` is the median relative
     residual of the decoded (k, u, f̂) under the generator's discrete operator, ``boundary``
-    the mean |u(−1)| + |u(1)|.
+    the mean ``|u(−1)| + |u(1)|``.
     """
     from physgen.metrics.distribution import mean_field_error, total_std_error
 
