@@ -381,3 +381,35 @@ def test_train_refuses_a_data_file_naming_a_problem_path(
     message = capsys.readouterr().err.splitlines()[-1]  # after the line reporting the split
     assert "train.nc: refusing the 'problem' attribute" in message
     assert "[model] table of --config" in message
+
+
+def test_pdebench_darcy_import_train_sample_evaluate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The chain a scientist runs on a PDEBench Darcy file: import → train (split and
+    statistics made on the way) → sample → evaluate, with no file written by hand."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    n, nx = 50, 8  # a test split of 5: enough for a floor from two halves
+    nu = np.where(rng.standard_normal((n, nx, nx)) > 0, 12.0, 3.0).astype(np.float32)
+    sol = (0.01 / nu[:, None] + 0.001 * rng.standard_normal((n, 1, nx, nx))).astype(np.float32)
+    src = tmp_path / "2D_DarcyFlow_beta1.0_Train.hdf5"
+    with h5py.File(src, "w") as f:
+        f["nu"], f["tensor"] = nu, sol
+        f["x-coordinate"] = f["y-coordinate"] = np.linspace(0.0, 1.0, nx)
+    imported = tmp_path / "darcy.nc"
+    assert main(["data", "import", "pdebench", str(src), str(imported)]) == 0
+    run = tmp_path / "run"
+    assert _train(imported, run) == 0
+    stats = json.loads((run / "data" / "stats.json").read_text())["fields"]
+    contents = read_checkpoint(run / "checkpoint.pt")
+    assert contents["metadata"]["data"]["mean"] == [stats["a"]["mean"], stats["u"]["mean"]]
+    with open_fields(run / "data" / "train.nc") as ds:  # the statistics are the train split's
+        np.testing.assert_allclose(stats["u"]["mean"], ds["u"].values.astype(np.float64).mean())
+    samples = tmp_path / "samples.nc"
+    assert main(["sample", str(run / "checkpoint.pt"), "--n", "5", "--out", str(samples)]) == 0
+    report = tmp_path / "report"
+    argv = ["evaluate", str(samples), "--ref", str(run / "data" / "test.nc"), "--out"]
+    assert main([*argv, str(report), "--no-figures", "--permutations", "5"]) == 0
+    assert set(json.loads((report / "metrics.json").read_text())["fields"]) == {"a", "u"}
