@@ -1,4 +1,4 @@
-"""Generative models as instruments: anomaly scores and how well they detect anomalies."""
+"""Generative models as instruments: anomaly scores, detection metrics, disentanglement."""
 
 from physgen.diagnostics.anomaly import (
     SCORES,
@@ -13,17 +13,29 @@ from physgen.diagnostics.anomaly import (
     typicality_threshold,
 )
 from physgen.diagnostics.detection import DetectionScore, auprc, auroc, hanley_mcneil_se
+from physgen.diagnostics.disentanglement import (
+    MIGResult,
+    discretize,
+    latent_factor_correlation,
+    mig,
+    mutual_information,
+)
 
 __all__ = [
     "SCORES",
     "DetectionScore",
+    "MIGResult",
     "auprc",
     "auroc",
     "available_scores",
+    "discretize",
     "entropy_estimate",
     "hanley_mcneil_se",
+    "latent_factor_correlation",
     "log_likelihood_ratio",
+    "mig",
     "model_scores",
+    "mutual_information",
     "perturb",
     "reconstruction_error",
     "residual_score",
