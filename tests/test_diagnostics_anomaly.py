@@ -173,3 +173,16 @@ def test_residual_score_separates_solutions_from_violations() -> None:
         atol=1e-8,
         rtol=0,
     )
+
+
+@pytest.mark.parametrize("name", ["flow-matching", "diffusion"])
+def test_ode_families_score_through_their_log_prob(name: str) -> None:
+    # The NLL of an ODE family (probability-flow ODE for diffusion) is its own log_prob,
+    # with the options passed on, in bits/dim; it needs autograd inside no_grad scoring.
+    cls = get_model_class(name)
+    model = cls.for_shape(cls.example_shape).eval()
+    x, _ = cls.example_batch(3, generator=torch.Generator().manual_seed(0))
+    got = model_scores(model, x, log_prob_options={"trace": "exact"})["nll"]
+    d = x[0].numel()
+    expected = -model.log_prob(x, trace="exact").detach().double() / (d * math.log(2))
+    torch.testing.assert_close(got, expected)
