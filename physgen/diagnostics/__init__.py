@@ -1,4 +1,4 @@
-"""Generative models as instruments: anomaly scores, detection metrics, disentanglement."""
+"""Generative models as instruments: anomaly scores, detection, disentanglement, features."""
 
 from physgen.diagnostics.anomaly import (
     SCORES,
@@ -20,6 +20,7 @@ from physgen.diagnostics.disentanglement import (
     mig,
     mutual_information,
 )
+from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
 
 __all__ = [
     "SCORES",
@@ -29,7 +30,10 @@ __all__ = [
     "auroc",
     "available_scores",
     "discretize",
+    "encoder_features",
     "entropy_estimate",
+    "feature_distance",
+    "feature_frechet",
     "hanley_mcneil_se",
     "latent_factor_correlation",
     "log_likelihood_ratio",
