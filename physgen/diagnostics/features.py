@@ -1,8 +1,8 @@
-r"""A physics feature distance: the Fréchet distance between two sets of fields in the code
-space of a physgen autoencoder or VAE trained on the reference data, beside its floor.
+r"""A physics feature distance: the Fréchet distance of two field sets in an encoder's codes.
 
-The idea of FID (Heusel et al. 2017, arXiv:1706.08500) with a domain encoder instead of
-ImageNet's Inception network:
+The encoder is a physgen autoencoder or VAE trained on the reference data: the idea of FID
+(Heusel et al. 2017, arXiv:1706.08500) with a domain encoder instead of ImageNet's Inception
+network,
 
 .. math:: d_F = \lVert\mu_1-\mu_2\rVert^2 + \mathrm{Tr}\bigl(\Sigma_1+\Sigma_2
           - 2(\Sigma_1\Sigma_2)^{1/2}\bigr)
