@@ -25,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "error (VAEs, autoencoders), the energy (EBMs); with --problem also the relative "
             "PDE residual, the physics baseline. With --labels the file's integer variable "
             "'label' (dims (sample,); 0 = normal, each positive value one kind of anomaly, "
-            "named by its 'flag_meanings' attribute) gives AUROC and AUPRC per score and kind."
+            "named by its 'flag_meanings' attribute) gives AUROC and AUPRC per score and kind, "
+            "printed as a table and stored as JSON in the output's attribute 'detection_json'."
         ),
     )
     parser.add_argument("checkpoint", type=Path, help="checkpoint.pt from physgen train")
