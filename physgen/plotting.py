@@ -1,4 +1,4 @@
-"""Headless figures for fields: sample grids, spectra, marginals, rank histograms, loss curves.
+"""Headless figures for fields: samples, spectra, marginals, ranks, losses, latent traversals.
 
 Each ``*_figure`` function builds a :class:`matplotlib.figure.Figure` (no pyplot, no display)
 and each ``plot_*`` function writes that figure to a file. Every axis is labelled, with units
@@ -24,6 +24,7 @@ from physgen.data.atomic import atomic_output
 __all__ = [
     "axis_label",
     "colour_scale",
+    "latent_traversal",
     "loss_curves_figure",
     "marginals_figure",
     "mean_std_figure",
@@ -37,6 +38,7 @@ __all__ = [
     "sample_grid_figure",
     "save_figure",
     "spectra_figure",
+    "traversal_fields",
 ]
 
 # Dimensions that index samples rather than space; everything else in a field is a grid axis.
@@ -429,3 +431,94 @@ def plot_loss_curves(
 
 def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def traversal_fields(
+    model: object,
+    *,
+    dims: Sequence[int] | None = None,
+    values: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
+    base: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Decoded fields with one latent moved at a time: ``(len(dims), len(values), *shape)``.
+
+    Entry ``[i, k]`` is ``model.decode(base + values[k] · e_{dims[i]})``: the base code with
+    latent ``dims[i]`` set off by ``values[k]`` (in prior standard deviations for a VAE).
+    ``base`` defaults to the prior mean (zeros), or an autoencoder's running code mean;
+    ``dims`` to every latent. ``model`` is an unconditional VAE or autoencoder (``decode``
+    and ``latent_dim``).
+    """
+    import torch
+
+    latent_dim = getattr(model, "latent_dim", None)
+    if latent_dim is None or not hasattr(model, "decode"):
+        raise TypeError(f"{type(model).__name__} has no latent code to traverse")
+    dims = list(range(latent_dim)) if dims is None else list(dims)
+    bad = [d for d in dims if not 0 <= d < latent_dim]
+    if bad:
+        raise ValueError(f"latent dims {bad} out of range for latent_dim={latent_dim}")
+    like = next(model.parameters())  # type: ignore[attr-defined]
+    if base is None:
+        mean = getattr(model, "code_mean", None)
+        start = mean.detach().clone() if mean is not None else torch.zeros(latent_dim)
+    else:
+        start = torch.as_tensor(np.asarray(base, dtype=float))
+        if start.shape != (latent_dim,):
+            raise ValueError(f"base must have shape ({latent_dim},), got {tuple(start.shape)}")
+    offsets = torch.as_tensor(np.asarray(values, dtype=float))
+    z = start.to(like).repeat(len(dims), len(offsets), 1)  # (L, V, latent_dim)
+    for i, d in enumerate(dims):
+        z[i, :, d] = z[i, :, d] + offsets.to(like)
+    with torch.no_grad():
+        fields = model.decode(z.reshape(-1, latent_dim))  # type: ignore[attr-defined]
+    return fields.double().cpu().numpy().reshape(len(dims), len(offsets), *fields.shape[1:])
+
+
+def latent_traversal(
+    model: object,
+    path: str | os.PathLike[str],
+    *,
+    dims: Sequence[int] | None = None,
+    values: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
+    base: Sequence[float] | None = None,
+    channel: int = 0,
+    labels: Mapping[int, str] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Draw :func:`traversal_fields`: one row per latent, one column per offset.
+
+    2-D fields are drawn as images of ``channel`` on one colour scale; 1-D fields as one
+    curve per offset, one panel per latent. ``labels`` names rows (e.g. the factor a latent
+    was found to carry).
+    """
+    fields = traversal_fields(model, dims=dims, values=values, base=base)
+    rows = list(range(getattr(model, "latent_dim", 0))) if dims is None else list(dims)
+    names = {d: f"z{d}" for d in rows} | dict(labels or {})
+    frames = fields[:, :, channel] if fields.ndim >= 4 else fields  # (L, V, *grid)
+    if frames.ndim == 3:  # 1-D fields
+        fig = Figure(layout="constrained", figsize=(4.0, 2.2 * len(rows)))
+        axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+        for ax, d, curves in zip(axes, rows, frames, strict=True):
+            for v, curve in zip(values, curves, strict=True):
+                ax.plot(curve, lw=1.0, label=f"{v:+g}")
+            ax.set_ylabel(names[d])
+        axes[0].legend(fontsize=7, ncols=min(len(values), 5))
+    else:
+        vmin, vmax = np.percentile(frames, [0.5, 99.5])
+        fig = Figure(layout="constrained", figsize=(1.6 * len(values) + 0.8, 1.6 * len(rows)))
+        axes = fig.subplots(len(rows), len(values), squeeze=False)
+        image = None
+        for i, d in enumerate(rows):
+            for k, v in enumerate(values):
+                ax = axes[i, k]
+                image = ax.imshow(frames[i, k].T, origin="lower", vmin=vmin, vmax=vmax)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{v:+g}", fontsize=8)
+            axes[i, 0].set_ylabel(names[d], fontsize=8)
+        if image is not None:
+            fig.colorbar(image, ax=axes, shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

@@ -1,0 +1,48 @@
+"""Generative models as instruments: anomaly scores, detection, disentanglement, features."""
+
+from physgen.diagnostics.anomaly import (
+    SCORES,
+    available_scores,
+    entropy_estimate,
+    log_likelihood_ratio,
+    model_scores,
+    perturb,
+    reconstruction_error,
+    residual_score,
+    typicality_statistic,
+    typicality_threshold,
+)
+from physgen.diagnostics.detection import DetectionScore, auprc, auroc, hanley_mcneil_se
+from physgen.diagnostics.disentanglement import (
+    MIGResult,
+    discretize,
+    latent_factor_correlation,
+    mig,
+    mutual_information,
+)
+from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
+
+__all__ = [
+    "SCORES",
+    "DetectionScore",
+    "MIGResult",
+    "auprc",
+    "auroc",
+    "available_scores",
+    "discretize",
+    "encoder_features",
+    "entropy_estimate",
+    "feature_distance",
+    "feature_frechet",
+    "hanley_mcneil_se",
+    "latent_factor_correlation",
+    "log_likelihood_ratio",
+    "mig",
+    "model_scores",
+    "mutual_information",
+    "perturb",
+    "reconstruction_error",
+    "residual_score",
+    "typicality_statistic",
+    "typicality_threshold",
+]
