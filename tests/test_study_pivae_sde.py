@@ -121,7 +121,8 @@ def test_budget_and_pigan_rows_are_recorded_and_resumed(
     assert pigan["seed"] == 3 and pigan["steps"] == 2 and pigan["section"] == "main"
     table = (tmp_path / "results.md").read_text()
     assert table.count(" ± ") == 3 * 9  # 7 errors, residual, seconds: mean ± sd of 2 seeds
-    assert "| official code, run 1 | 100 | none (the script sets no seed) |" in table
+    runs = "official code, run 1: 100; official code, run 2: 100, 200, 300, 400"
+    assert f"| {runs} | none (the script sets no seed) | WeihengZ/PI-VAE" in table
     assert calls == ["pivae"] * 6 + ["pigan"]
     assert study.main(argv) == 0  # everything finished: nothing is trained again
     assert len(calls) == 7

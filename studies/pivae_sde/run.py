@@ -314,9 +314,14 @@ def _budget_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _provenance() -> str:
-    """Where each anchor number came from, one line per anchor."""
-    lines = ["| anchor | epochs | seed | source |", "|---|---|---|---|"]
-    lines += [f"| {a.label} | {a.epochs} | {a.seed} | {a.source} |" for a in ANCHORS]
+    """Where the anchor numbers come from: one line per source and seed, listing the epochs."""
+    groups: dict[tuple[str, str], dict[str, list[int]]] = {}
+    for a in ANCHORS:
+        groups.setdefault((a.source, a.seed), {}).setdefault(a.label, []).append(a.epochs)
+    lines = ["| anchors (epochs) | seed | source |", "|---|---|---|"]
+    for (source, seed), runs in groups.items():
+        listed = "; ".join(f"{label}: {', '.join(map(str, e))}" for label, e in runs.items())
+        lines.append(f"| {listed} | {seed} | {source} |")
     return "\n".join(lines) + "\n"
 
 
