@@ -190,3 +190,39 @@ def test_pca_gram_branch_matches_svd(monkeypatch: pytest.MonkeyPatch) -> None:
     # Every chunk counts: a translation by the ones vector has SW₂² = E(θ·1)² = 1.
     shifted = sliced_wasserstein(x + 1.0, x, num_projections=400).item()
     assert shifted == pytest.approx(1.0, abs=0.15)
+
+
+def test_std_field_error_of_processes_with_known_std_curves() -> None:
+    r"""Two GPs with std curves σ(x) = 1 + x and σ̂(x) = 1.3 − 0.2x on [0, 1]:
+    ‖σ̂ − σ‖₂ / ‖σ‖₂ exactly when each point is whitened, within 4 sampling sds when not.
+
+    The error is relative to the reference (the second argument), so swapping the arguments
+    divides by ‖σ̂‖ instead of ‖σ‖ and must change the value. Sampling error of n draws: each
+    pointwise std moves by a relative 1/√(2n), so the error moves by at most ‖σ̂‖/(‖σ‖√(2n)).
+    """
+    x = torch.linspace(0, 1, 32, dtype=torch.float64)
+    sigma, sigma_hat = 1 + x, 1.3 - 0.2 * x
+    norm = torch.linalg.vector_norm
+    exact = float(norm(sigma_hat - sigma) / norm(sigma))
+    swapped = float(norm(sigma_hat - sigma) / norm(sigma_hat))
+
+    def whiten(a: torch.Tensor) -> torch.Tensor:  # pointwise sample mean 0, sample std 1
+        return (a - a.mean(0)) / a.std(0)
+
+    ref = 2.0 + sigma * whiten(smooth_fields(4000, seed=13))
+    gen = -1.0 + sigma_hat * whiten(smooth_fields(4000, seed=14))
+    assert std_field_error(gen, ref).item() == pytest.approx(exact, rel=1e-12)
+    assert std_field_error(ref, gen).item() == pytest.approx(swapped, rel=1e-12)
+    assert abs(exact - swapped) > 0.05  # the reference's norm matters
+
+    n = 8000
+    gen_mc = sigma_hat * (smooth_fields(n, seed=15) - 1.0)  # unit pointwise std in law
+    tol = 4 * float(norm(sigma_hat) / norm(sigma)) / math.sqrt(2 * n)
+    assert abs(std_field_error(gen_mc, ref).item() - exact) < tol
+    # Negative control: the scalar total-std error misses a std curve of the right total.
+    level = float(norm(sigma) / math.sqrt(len(x)))  # a flat curve with σ's total std
+    flat = level * whiten(smooth_fields(4000, seed=16))
+    assert total_std_error(flat, ref).item() < 1e-12
+    exact_flat = float(norm(level - sigma) / norm(sigma))
+    assert std_field_error(flat, ref).item() == pytest.approx(exact_flat, rel=1e-12)
+    assert exact_flat > 0.1

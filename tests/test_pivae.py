@@ -385,12 +385,18 @@ def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
 
     * ``u_mean_err = ‖0.1 φ + β‖ / ‖φ‖``, ``k_mean_err = ‖0.05 x‖ / ‖μ_k‖``;
     * ``u_std_err = |1.5 − 1| = 0.5``, ``k_std_err = |0.8 − 1| = 0.2`` (the total std
-      ``|b| ‖ψ‖`` of the PI-VAE code; the pointwise std error would differ for u);
+      ``|b| ‖ψ‖`` of the PI-VAE code);
+    * the std-curve errors ``u_std_curve_err = ‖0.45 |ψ_u,gen| − 0.3 |ψ_u|‖ / ‖0.3 ψ_u‖``
+      (not 0.5: the shapes differ) and ``k_std_curve_err = 0.2``;
     * ``residual = 0``, ``boundary = 2β``.
 
+    The reference f is the decoder's own f̂ on the whitened latents, so ``f_std_curve_err`` is
+    sampling error only: with f̂ bilinear in (ξ, η), a pointwise std moves by a relative
+    ≤ √(2/N) from each set.
+
     Sampling error of N generated draws: a mean error moves by at most
-    ``|b| ‖ψ‖ |ξ̄| / ‖μ_ref‖`` with sd ``|b| ‖ψ‖ / (√N ‖μ_ref‖)``; a total std by a relative
-    ``1/√(2N)``.
+    ``|b| ‖ψ‖ |ξ̄| / ‖μ_ref‖`` with sd ``|b| ‖ψ‖ / (√N ‖μ_ref‖)``; a std (total or pointwise)
+    by a relative ``1/√(2N)``.
     """
     from physgen.models.pivae import evaluate_sde
     from physgen.problem import load
@@ -406,8 +412,9 @@ def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
     psi_k = torch.cos(math.pi * x / 2)
     u_ref = phi + 0.3 * w[:, :1] * psi_u
     k_ref = mu_k + 0.1 * w[:, 1:] * psi_k
-    fields = torch.stack([k_ref, u_ref, torch.zeros_like(u_ref)], dim=1)  # (N, 3, n): k, u, f
     model = _KnownDecoder(problem)
+    f_ref = model.sample_fields(n_ref, x, w)[:, 2]
+    fields = torch.stack([k_ref, u_ref, f_ref], dim=1)  # (N, 3, n): k, u, f
     got = evaluate_sde(model, problem, fields, n_eval=n_eval, eval_points=33, seed=5)
 
     e = slice(None, None, stride)  # the evaluation nodes
@@ -419,12 +426,20 @@ def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
         "k_mean_err": float(norm(0.05 * x[e]) / norm(mu_k[e])),
         "u_std_err": b.b_u / 0.3 - 1,
         "k_std_err": 1 - b.b_k / 0.1,
+        "u_std_curve_err": float(
+            norm(b.b_u * psi_ug[e].abs() - 0.3 * psi_u[e].abs()) / norm(0.3 * psi_u[e])
+        ),
+        "k_std_curve_err": 1 - b.b_k / 0.1,
+        "f_std_curve_err": 0.0,
     }
     sd = {
         "u_mean_err": float(b.b_u * norm(psi_ug[e]) / norm(phi[e])) / math.sqrt(n_eval),
         "k_mean_err": float(b.b_k * norm(psi_k[e]) / norm(mu_k[e])) / math.sqrt(n_eval),
         "u_std_err": b.b_u / 0.3 / math.sqrt(2 * n_eval),
         "k_std_err": b.b_k / 0.1 / math.sqrt(2 * n_eval),
+        "u_std_curve_err": b.b_u / 0.3 / math.sqrt(2 * n_eval),
+        "k_std_curve_err": b.b_k / 0.1 / math.sqrt(2 * n_eval),
+        "f_std_curve_err": 2 * math.sqrt(2 / n_eval),  # both sets, f̂ bilinear in (ξ, η)
     }
     for name, value in exact.items():
         assert abs(got[name] - value) < 4 * sd[name], (name, got[name], value, sd[name])
@@ -433,3 +448,4 @@ def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
     # The tolerances separate u from k and the total std from the pointwise-std curve error.
     assert abs(exact["u_std_err"] - exact["k_std_err"]) > 8 * sd["u_std_err"]
     assert abs(exact["u_mean_err"] - exact["k_mean_err"]) > 8 * sd["u_mean_err"]
+    assert abs(exact["u_std_curve_err"] - exact["u_std_err"]) > 8 * sd["u_std_err"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,62 @@ def test_coupling_solves_reproduce_the_data_and_the_table_is_complete() -> None:
     table = coupling.coupling_table(model, problem, fields.float(), n=40)
     assert len(table) == 13 and all(torch.isfinite(torch.tensor(v)) for v in table.values())
     assert table["data u"] == pytest.approx(float(total_std(fields[:, 1, ::2].float())))
+
+
+def test_budget_plan_matches_the_official_steps_and_sample_gradients() -> None:
+    """100 official epochs = 200 steps of 1000 = 2e5 sample-gradients; each row matches one."""
+    study = load_module_from_path(STUDY, "pivae_sde_study_run_budget")
+    plan = study.budget_plan(100, 2000)
+    batches = [overrides.get("train", {}).get("batch_size", 200) for _, overrides in plan.values()]
+    epochs = [n_epochs for n_epochs, _ in plan.values()]
+    steps = [n * (2000 // b) for n, b in zip(epochs, batches, strict=True)]
+    assert epochs == [100, 20, 100]
+    assert steps == [1000, 200, 200]  # official: 100 · 2000 // 1000 = 200
+    assert [s * b for s, b in zip(steps, batches, strict=True)] == [200_000, 40_000, 200_000]
+    assert all(overrides["exact_boundary"] for _, overrides in plan.values())
+    with pytest.raises(ValueError, match="not a whole number of epochs"):
+        study.budget_plan(3, 2000)  # 6 official steps are 0.6 epochs at batch 200
+
+
+def test_budget_and_pigan_rows_are_recorded_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    study = load_module_from_path(STUDY, "pivae_sde_study_run_budget_rows")
+    monkeypatch.setattr(study, "OFFICIAL_BATCH", 100)  # 2 official steps per epoch of 200
+    real_pigan = study._pigan.pigan_row
+    calls: list[str] = []
+
+    def small_pigan(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append("pigan")
+        return real_pigan(*args, **kwargs, n_eval=8, width=8, critic_width=8)
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append("pivae")
+        return real_row(*args, **kwargs)
+
+    real_row = study.train_row
+    monkeypatch.setattr(study._pigan, "pigan_row", small_pigan)
+    monkeypatch.setattr(study, "evaluate_sde", functools.partial(study.evaluate_sde, n_eval=200))
+    monkeypatch.setattr(study, "train_row", counted)
+    argv = ["--epochs", "2", "--samples", "200", "--tasks", "forward", "--seeds", "3"]
+    argv += ["--budget-seeds", "10", "11", "--rows", "budget", "pigan", "--out", str(tmp_path)]
+    assert study.main(argv) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    budget = [r for r in rows if r["section"] == "budget"]
+    assert [r["seed"] for r in budget] == [10, 10, 10, 11, 11, 11]
+    # (epochs, batch, steps): official 2 epochs = 4 steps of 100 = 800 sample-gradients.
+    assert [(r["epochs"], r["batch_size"], r["steps"]) for r in budget[:3]] == [
+        (2, 200, 2),
+        (4, 200, 4),
+        (2, 100, 4),
+    ]
+    (pigan,) = [r for r in rows if r["method"] == study.PIGAN_METHOD]
+    assert pigan["seed"] == 3 and pigan["steps"] == 2 and pigan["section"] == "main"
+    table = (tmp_path / "results.md").read_text()
+    assert table.count(" ± ") == 3 * 9  # 7 errors, residual, seconds: mean ± sd of 2 seeds
+    runs = "official code, run 1: 100; official code, run 2: 100, 200, 300, 400"
+    assert f"| {runs} | none (the script sets no seed) | WeihengZ/PI-VAE" in table
+    assert calls == ["pivae"] * 6 + ["pigan"]
+    assert study.main(argv) == 0  # everything finished: nothing is trained again
+    assert len(calls) == 7
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == rows
