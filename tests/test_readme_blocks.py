@@ -30,14 +30,15 @@ DOC_BLOCKS = [block for page in DOC_PAGES for block in _blocks(page)]
 BLOCKS = README_BLOCKS + DOC_BLOCKS
 
 
-def test_the_readme_has_python_blocks() -> None:
-    assert len(README_BLOCKS) >= 8
+def test_the_readme_has_a_python_block() -> None:
+    # The README is the entry point: one runnable example; the guide pages hold the rest.
+    assert len(README_BLOCKS) >= 1
 
 
 def test_the_docs_have_python_blocks() -> None:
     # The user guide's pages each show their API at work.
     pages = {name for name, _, _ in DOC_BLOCKS}
-    assert len(pages) >= 6 and len(DOC_BLOCKS) >= 12, sorted(pages)
+    assert len(pages) >= 8 and len(DOC_BLOCKS) >= 16, sorted(pages)
 
 
 def _projection_reaches_the_floor(out: str) -> None:
