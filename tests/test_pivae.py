@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from physgen.models.pivae import SDEPIVAE, mmd_rows, synthetic_latents
+from physgen.models.pivae import mmd_rows, synthetic_latents
+from physgen.models.pivae_sde import SDEPIVAE
 from physgen.problem import Problem
 
 
@@ -398,7 +399,7 @@ def test_evaluate_sde_reports_the_known_errors_of_u_and_k() -> None:
     ``|b| ‖ψ‖ |ξ̄| / ‖μ_ref‖`` with sd ``|b| ‖ψ‖ / (√N ‖μ_ref‖)``; a std (total or pointwise)
     by a relative ``1/√(2N)``.
     """
-    from physgen.models.pivae import evaluate_sde
+    from physgen.metrics.sde_sensors import evaluate_sde
     from physgen.problem import load
 
     problem = load("sde1d", n=65)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from physgen.metrics.distribution import total_std, total_std_error
-from physgen.models.pivae import SDEPIVAE
+from physgen.models.pivae_sde import SDEPIVAE
 from physgen.problem import Problem
 
 __all__ = ["coupling_table", "solve_pairs"]

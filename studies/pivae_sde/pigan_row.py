@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
+from physgen.metrics.sde_sensors import evaluate_sde, sensor_data
 from physgen.models.pigan import PIGAN
-from physgen.models.pivae import evaluate_sde, sensor_data
 from physgen.problem import Problem, load
 from physgen.training import fit
 from physgen.utils import seed_everything
@@ -38,7 +38,7 @@ def pigan_row(
     (``forward``: u at the two boundaries, 17 k-, 21 f-sensors). PI-GAN is trained by
     ``physgen.training.fit`` with Adam (``lr``, ``betas``, ``schedule``), ``n_critic`` critic
     steps per generator step (``steps`` counts generator steps). The errors are those of
-    the PI-VAE study (``physgen.models.pivae.evaluate_sde``): relative L2 error of the mean
+    the PI-VAE study (``physgen.metrics.sde_sensors.evaluate_sde``): relative L2 error of the mean
     curve and relative error of the total standard deviation of u and k, from ``n_eval``
     generated fields against the ``n_data`` reference fields on ``eval_points`` equispaced
     grid points (a fixed evaluation noise set, seeded by ``seed``).

@@ -1,6 +1,6 @@
 """PI-VAE on the 1-D stochastic elliptic problem, against the official code's anchors.
 
-Trains physgen's PI-VAE (`physgen.models.pivae.SDEPIVAE`) on sensor readings of the
+Trains physgen's PI-VAE (`physgen.models.pivae_sde.SDEPIVAE`) on sensor readings of the
 ``sde1d`` problem for the forward, mixed and inverse sensor sets, in flux form and with the
 paper's u and k decoders, over several seeds; evaluates u/k mean and total-std errors with the
 PI-VAE code's definitions, the discrete PDE residual of decoded fields against the data's
@@ -27,7 +27,8 @@ from typing import Any
 import torch
 
 from physgen.data.atomic import atomic_output, write_json_atomic
-from physgen.models.pivae import SDEPIVAE, evaluate_sde, sensor_data
+from physgen.metrics.sde_sensors import evaluate_sde, sensor_data
+from physgen.models.pivae_sde import SDEPIVAE
 from physgen.paths import load_module_from_path, runs_root
 from physgen.problem import Problem, load
 from physgen.training import fit

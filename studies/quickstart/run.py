@@ -29,7 +29,8 @@ import torch
 
 from physgen.data import open_fields, write_fields
 from physgen.data.atomic import atomic_output
-from physgen.models.pivae import SDEPIVAE, evaluate_sde, sensor_data
+from physgen.metrics.sde_sensors import evaluate_sde, sensor_data
+from physgen.models.pivae_sde import SDEPIVAE
 from physgen.paths import runs_root
 from physgen.plotting import (
     axis_label,
