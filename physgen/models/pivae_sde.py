@@ -90,24 +90,8 @@ class SDEPIVAE(GenerativeModel):
     * ``decoder="chebyshev"``: u and k as Chebyshev series of degree ``degree`` with
       coefficients from an MLP of z (smooth by construction, far cheaper derivatives);
     * ``k_transform="exp"``: decode log k, so k > 0 (the operator stays elliptic);
-    * ``sensor_scale``: divide each sensor value by this scale inside the MMD (e.g. the data's
-      per-sensor std), so the 21 weakly varying f readings, which carry the physics, weigh as
-      much as the k readings;
-    * ``mmd_terms="joint+fields"``: add the MMD of each field's readings (u, k, f) alone to
-      the joint one, so each field's distribution is matched with bandwidths of its own scale;
     * ``mmd_k="log"``: compare the k readings as log k inside the MMD (needs k > 0, e.g.
       with ``k_transform="exp"``);
-    * ``moment_weight``: add this weight × a degree-2 polynomial kernel on standardised
-      readings to the sensor MMD (see `mmd_rows`), so the MMD also matches the covariance of
-      the readings — in particular that k and f are uncorrelated, which decides the spread of
-      u when u is seen only at the walls;
-    * ``forcing_integrals = m`` > 0: add the MMD between decodings and data of
-      :math:`[\log k,\ I^m f]`, with :math:`I` the running trapezoid integral over the
-      f sensors and each block divided by its spread in the data batch. The solution of
-      −c(k u′)′ = f sees f through two integrations (mode ω damped by ~1/(cω²)), but in the
-      raw readings f's low modes hold a small share of f's variance, so a Gaussian kernel
-      on raw readings barely notices a wrong spread in them, and u's spread follows it.
-      With ``m = 2`` the f block weighs modes as u does;
     * ``encoder_logvar="linear"``: an unconstrained log-variance. The paper's sigmoid keeps
       log σ² in (0, 1), so training latents are wider than the N(0, I) draws used to sample,
       which shrinks the spread of generated fields;
@@ -138,16 +122,12 @@ class SDEPIVAE(GenerativeModel):
         spectral_decay: float = 2.0,
         k_transform: str = "identity",
         encoder_logvar: str = "sigmoid",
-        sensor_scale: Sequence[float] | None = None,
-        mmd_terms: str = "joint",
         mmd_k: str = "k",
         diffusion_scale: float = 0.1,
         domain: Sequence[float] = (-1.0, 1.0),
         boundary_values: Sequence[float] = (0.0, 0.0),
         kernel_mul: float = 2.0,
         kernel_num: int = 5,
-        moment_weight: float = 0.0,
-        forcing_integrals: int = 0,
         alpha1: float = 0.0,
         alpha2: float = 0.0,
         n_syn: int = 1000,
@@ -166,9 +146,6 @@ class SDEPIVAE(GenerativeModel):
             raise ValueError("exact_boundary=True needs form='flux' (it shifts the decoded flux)")
         self.form, self.integration_nodes = form, integration_nodes
         self.exact_boundary = exact_boundary
-        if mmd_terms not in ("joint", "joint+fields"):
-            raise ValueError(f"mmd_terms must be 'joint' or 'joint+fields', got {mmd_terms!r}")
-        self.mmd_terms = mmd_terms
         if mmd_k not in ("k", "log"):
             raise ValueError(f"mmd_k must be 'k' or 'log', got {mmd_k!r}")
         self.mmd_k = mmd_k
@@ -180,13 +157,6 @@ class SDEPIVAE(GenerativeModel):
         self.latent_dim, self.k_transform = latent_dim, k_transform
         self.c = diffusion_scale
         self.kernel_mul, self.kernel_num = kernel_mul, kernel_num
-        self.moment_weight = moment_weight
-        if forcing_integrals < 0 or (forcing_integrals and len(f_sensors) < 2):
-            raise ValueError(
-                f"forcing_integrals must be >= 0 and needs >= 2 f sensors, got "
-                f"{forcing_integrals} with {len(f_sensors)} f sensors"
-            )
-        self.forcing_integrals = forcing_integrals
         self.alpha1, self.alpha2, self.pretrain_steps = alpha1, alpha2, pretrain_steps
         self.domain = (float(domain[0]), float(domain[1]))
         self.boundary_values = (float(boundary_values[0]), float(boundary_values[1]))
@@ -226,10 +196,6 @@ class SDEPIVAE(GenerativeModel):
         self._integrals: dict[tuple[tuple[float, ...], str], tuple[Tensor, Tensor]] = {}
         self.register_buffer("z_syn", synthetic_latents(n_syn, latent_dim, syn_sampling, syn_seed))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
-        scale = torch.ones(d) if sensor_scale is None else torch.tensor(sensor_scale)
-        if scale.shape != (d,) or not torch.all(scale > 0):
-            raise ValueError(f"sensor_scale needs {d} positive entries (one per sensor value)")
-        self.register_buffer("sensor_scale", scale)
 
     @classmethod
     def for_shape(
@@ -365,26 +331,7 @@ class SDEPIVAE(GenerativeModel):
         mu, logvar = self.encode(x)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
         recon = self.sensors(z)
-        if self.forcing_integrals:
-            extra = mmd_rows(*self._integrated_readings(recon, x), self.kernel_mul, self.kernel_num)
-        scale = self.sensor_scale
-        if self.mmd_k == "log":
-            # Compare k readings as log k, where the data are Gaussian and the lower tail of
-            # k (which sets the spread of u ~ ∫ f/k) is not crushed by the kernel.
-            recon, x = self._log_k(recon), self._log_k(x)
-        recon, x = recon / scale, x / scale
-        total = mmd_rows(recon, x, self.kernel_mul, self.kernel_num, self.moment_weight)
-        if self.mmd_terms == "joint+fields":
-            # Each field's readings on their own, with bandwidths set by that field's spread.
-            for part, ref in zip(
-                recon.split([self.n_u, self.n_k, self.n_f], dim=1),
-                x.split([self.n_u, self.n_k, self.n_f], dim=1),
-                strict=True,
-            ):
-                if ref.var(0).sum() > 1e-12:  # readings pinned by the data (u at the walls) skip
-                    total = total + mmd_rows(part, ref, self.kernel_mul, self.kernel_num)
-        if self.forcing_integrals:
-            total = total + extra
+        total = self.sensor_mmd(recon, x)
         total = total + mmd_rows(z, torch.randn_like(z), self.kernel_mul, self.kernel_num)
         active = int(self.steps) >= self.pretrain_steps
         if self.training:
@@ -397,34 +344,16 @@ class SDEPIVAE(GenerativeModel):
                 total = total + self.alpha2 * self.boundary_penalty(self.z_syn[idx])
         return total
 
-    def _integrated_readings(self, recon: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``[log k, ∫…∫ f]`` of decodings and data, each block scaled by the data's spread.
+    def sensor_mmd(self, recon: Tensor, x: Tensor) -> Tensor:
+        """MMD² between decoded and data sensor readings, the joint vectors ``[u, k, f]``.
 
-        f is integrated ``forcing_integrals`` times by the trapezoid rule over the f-sensor
-        positions (from the first one); the two blocks are divided by the root-mean-square
-        pairwise distance of the data batch's block, so both weigh alike in the kernel.
+        With ``mmd_k="log"`` the k readings are compared as log k, where the data are
+        Gaussian and the lower tail of k (which sets the spread of u ~ ∫ f/k) is not crushed
+        by the kernel. A subclass adds terms here (the study's variants do).
         """
-        if not (
-            torch.all(x[:, self.n_u : self.n_u + self.n_k] > 0)
-            and torch.all(recon[:, self.n_u : self.n_u + self.n_k] > 0)
-        ):
-            raise ValueError("forcing_integrals needs positive k readings (log k is compared)")
-        gaps = self.f_coords.diff().to(x.dtype)  # (n_f − 1,)
-        blocks = []
-        for v in (recon, x):
-            _, k, f = v.split([self.n_u, self.n_k, self.n_f], dim=1)
-            for _ in range(self.forcing_integrals):
-                steps = 0.5 * (f[:, 1:] + f[:, :-1]) * gaps  # (B, n_f − 1)
-                f = torch.cat([torch.zeros_like(f[:, :1]), steps.cumsum(1)], dim=1)
-            blocks.append((k.log(), f))
-        scales = [
-            torch.cdist(b, b).pow(2).mean().sqrt().detach().clamp_min(1e-12) for b in blocks[1]
-        ]
-        recon_k, recon_f = blocks[0]
-        data_k, data_f = blocks[1]
-        source = torch.cat([recon_k / scales[0], recon_f / scales[1]], dim=1)
-        target = torch.cat([data_k / scales[0], data_f / scales[1]], dim=1)
-        return source, target
+        if self.mmd_k == "log":
+            recon, x = self._log_k(recon), self._log_k(x)
+        return mmd_rows(recon, x, self.kernel_mul, self.kernel_num)
 
     def _log_k(self, v: Tensor) -> Tensor:
         u, k, f = v.split([self.n_u, self.n_k, self.n_f], dim=1)

@@ -49,6 +49,10 @@ __all__ = [
 _HERE = Path(__file__).resolve().parent
 _pigan = load_module_from_path(_HERE / "pigan_row.py", "physgen_study_pivae_sde_pigan_row")
 _coupling = load_module_from_path(_HERE / "coupling.py", "physgen_study_pivae_sde_coupling")
+# The model of every row: SDEPIVAE, plus the MMD variants the study set aside (ablations).
+StudySDEPIVAE = load_module_from_path(
+    _HERE / "variants.py", "physgen_study_pivae_sde_variants"
+).StudySDEPIVAE
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ def train_model(
     config = {**MODEL, **overrides}
     config.setdefault("pretrain_steps", min(pretrain_epochs, epochs // 2) * steps_per_epoch)
     seed_everything(seed)
-    model = SDEPIVAE(u_sensors=coords["u"], k_sensors=coords["k"], f_sensors=coords["f"], **config)
+    model = StudySDEPIVAE(coords["u"], coords["k"], coords["f"], **config)
     start = time.perf_counter()
     fit(model, data, epochs=epochs, schedule="cosine", seed=seed, progress=False, **options)
     return model, time.perf_counter() - start
