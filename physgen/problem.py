@@ -68,6 +68,7 @@ __all__ = [
     "load_registered",
     "problem_entry_points",
     "problem_named_by",
+    "recorded_params",
     "registered_problem_path",
     "rms",
     "sample_rng",
@@ -721,13 +722,22 @@ def problem_named_by(
         raise UnregisteredProblemError(
             f"{source}: refusing the 'problem' attribute: {err}; {remedy}"
         ) from None
+    return name, recorded_params(attrs, source)
+
+
+def recorded_params(attrs: Mapping[str, Any], source: str | Path) -> dict[str, Any]:
+    """The problem parameters a field file records (``params_json``; none when absent).
+
+    Raises:
+        ValueError: ``params_json`` is not a JSON object; the message names ``source``.
+    """
     try:
         params = json.loads(str(attrs.get("params_json", "{}") or "{}"))
     except json.JSONDecodeError:
         params = None
     if not isinstance(params, dict):
         raise ValueError(f"{source}: attribute params_json is not a JSON object")
-    return name, params
+    return params
 
 
 def load_registered(name: str, **params: Any) -> Problem:

@@ -413,3 +413,36 @@ def test_pdebench_darcy_import_train_sample_evaluate(
     argv = ["evaluate", str(samples), "--ref", str(run / "data" / "test.nc"), "--out"]
     assert main([*argv, str(report), "--no-figures", "--permutations", "5"]) == 0
     assert set(json.loads((report / "metrics.json").read_text())["fields"]) == {"a", "u"}
+
+
+def test_pivae_on_a_problem_files_data_needs_the_file_passed_each_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Data from a user's problem file: train and sample take the file only from --problem
+    (the data and the checkpoint name it and its hash, never load it); an edited file is
+    refused."""
+    from physgen.problem import file_sha256, find_project_dir, load
+
+    mine = tmp_path / "mydarcy.py"
+    source = (find_project_dir("problems") / "darcy.py").read_text()
+    mine.write_text(source.replace('name = "darcy"', 'name = "mydarcy"'))
+    data = write_fields(load(mine, n=8).generate(24, seed=0), tmp_path / "mine.nc")
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--model", "pivae", "--steps", "2", "--batch-size", "8"]
+    assert main([*argv, "--out", str(run), "--no-progress"]) == 1
+    assert "pass it with --problem PATH" in capsys.readouterr().err
+    assert main([*argv, "--out", str(run), "--no-progress", "--problem", str(mine)]) == 0
+    config = read_checkpoint(run / "checkpoint.pt")["model_config"]
+    assert config["problem"] == "mydarcy" and config["problem_params"]["n"] == 8
+    assert config["problem_file"] == str(mine.resolve())
+    assert config["problem_sha256"] == file_sha256(mine)
+    assert "problem_object" not in config
+
+    sample = ["sample", str(run / "checkpoint.pt"), "--n", "3", "--quiet"]
+    capsys.readouterr()
+    assert main([*sample, "--out", str(tmp_path / "a.nc")]) == 1  # the config names no code
+    assert "pass that file explicitly" in capsys.readouterr().err
+    assert main([*sample, "--out", str(tmp_path / "b.nc"), "--problem", str(mine)]) == 0
+    mine.write_text(mine.read_text() + "\n# edited\n")  # negative control: other bytes
+    assert main([*sample, "--out", str(tmp_path / "c.nc"), "--problem", str(mine)]) == 1
+    assert "the file the model was trained with" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -312,12 +311,11 @@ def evaluate_files(
 
 def _reference_params(name: str, ref_ds: xr.Dataset, ref_path: Path) -> dict[str, Any]:
     """The reference file's ``params_json`` when it names the problem ``name``, else ``{}``."""
+    from physgen.problem import recorded_params
+
     if str(ref_ds.attrs.get("problem", "")) != Path(name).stem:
         return {}
-    try:
-        return json.loads(str(ref_ds.attrs.get("params_json", "{}")))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{ref_path}: attribute params_json is not valid JSON") from err
+    return recorded_params(ref_ds.attrs, ref_path)
 
 
 def _load_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:

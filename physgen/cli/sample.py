@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
+        "--problem",
+        type=Path,
+        help="the problem file a PI-VAE was trained with (its checkpoint names the file and "
+        "its SHA-256, never loads it)",
+    )
+    parser.add_argument(
         "--option",
         action="append",
         default=[],
@@ -218,7 +224,13 @@ def _sample(args: argparse.Namespace) -> int:
             "written by 'physgen train'); sample it from Python with load_checkpoint()"
         )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(contents, use_ema=not args.raw, device=device)
+    objects = {}
+    if args.problem is not None:  # the user's own file, as the checkpoint's config recorded
+        from physgen.problem import load
+
+        config = contents["model_config"]
+        objects["problem_object"] = load(args.problem, **(config.get("problem_params") or {}))
+    model = build_model(contents, use_ema=not args.raw, device=device, objects=objects)
     options = parse_options(args.option)
     conditional = bool(data["cond_fields"])
     if conditional and args.cond is None:

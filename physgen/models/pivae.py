@@ -13,9 +13,41 @@ from .base import register_model
 from .vae import LatentGaussianModel
 
 if TYPE_CHECKING:
-    pass
+    from physgen.problem import Problem
 
 __all__ = ["PIVAE", "mmd_rows", "synthetic_latents"]
+
+
+def _problem_of(
+    name: str,
+    params: dict[str, Any] | None,
+    source_file: str | None,
+    source_sha256: str | None,
+    loaded: Problem | None,
+) -> Problem:
+    """The PI-VAE's problem: the caller's loaded one (checked), else a registered one.
+
+    A config recording a problem file is refused without the loaded problem: the config is
+    data, and data never name code to run.
+    """
+    from physgen.problem import UnregisteredProblemError, load_registered
+
+    if loaded is None:
+        if source_file is not None:
+            raise UnregisteredProblemError(
+                f"PIVAE: problem {name!r} was loaded from {source_file}; a model configuration "
+                "never names code to run: pass that file explicitly (--problem PATH, or "
+                "problem_object=physgen.problem.load(PATH) in Python)"
+            )
+        return load_registered(name, **(params or {}))
+    if loaded.name != name:
+        raise ValueError(f"PIVAE: problem_object is {loaded.name!r}, the config names {name!r}")
+    if source_sha256 is not None and loaded.source_sha256 != source_sha256:
+        raise ValueError(
+            f"PIVAE: {loaded.source_file} has SHA-256 {str(loaded.source_sha256)[:12]}…, not the "
+            f"{source_sha256[:12]}… of {source_file}, the file the model was trained with"
+        )
+    return loaded
 
 
 def synthetic_latents(n: int, dim: int, method: str = "lhs", seed: int = 0) -> Tensor:
@@ -112,11 +144,16 @@ class PIVAE(LatentGaussianModel):
             ``physgen.problems`` entry point); ``problem_params`` its parameters. The name is part
             of the model config that checkpoints store, so it is never a path: loading a
             checkpoint must not import a file the checkpoint chooses.
+        problem_object: a problem the caller loaded itself (``physgen.problem.load(PATH)``, a
+            user's own file); not part of the config. Its file and SHA-256 are recorded as
+            ``problem_file``/``problem_sha256``, and rebuilding the model from its config then
+            needs the same file passed again, never read from the config.
         channel_mean, channel_std: per-channel de-normalisation (physical = x·std + mean).
         alpha1, alpha2: weights of the physics terms on reconstructions and on Z_syn.
     """
 
     example_shape = (3, 17)
+    config_exclude = ("problem_object",)  # a loaded problem: passed again, never stored
 
     def __init__(
         self,
@@ -138,14 +175,21 @@ class PIVAE(LatentGaussianModel):
         syn_sampling: str = "lhs",
         syn_seed: int = 0,
         pretrain_steps: int = 0,
+        problem_file: str | None = None,
+        problem_sha256: str | None = None,
+        problem_object: Problem | None = None,
     ) -> None:
-        from physgen.problem import load_registered  # deferred: problems live outside
-
         c = sample_shape[0]
         mean = list(channel_mean) if channel_mean is not None else [0.0] * c
         std = list(channel_std) if channel_std is not None else [1.0] * c
         super().__init__()
-        self.problem = load_registered(problem, **(problem_params or {}))
+        if problem_object is not None:
+            self._config.update(  # where the problem came from: provenance, never code to run
+                problem_file=problem_object.source_file, problem_sha256=problem_object.source_sha256
+            )
+        self.problem = _problem_of(
+            problem, problem_params, problem_file, problem_sha256, problem_object
+        )
         expected = tuple(self.problem.sample_shape())
         if tuple(sample_shape) != expected:
             raise ValueError(

@@ -266,6 +266,7 @@ def build_model(
     use_ema: bool = True,
     model_class: type[GenerativeModel] | None = None,
     device: str | torch.device = "cpu",
+    objects: dict[str, Any] | None = None,
 ) -> GenerativeModel:
     """Rebuild the model of a read checkpoint from its config (no code is unpickled).
 
@@ -274,6 +275,9 @@ def build_model(
         use_ema: load the exponential-moving-average weights when the checkpoint has them.
         model_class: the class, for models not in the registry.
         device: where to put the model.
+        objects: constructor arguments that are not configuration (the class's
+            ``config_exclude``), given again by the caller: e.g. ``problem_object``, a
+            problem the caller loaded from its own file.
 
     Returns:
         The model in eval mode.
@@ -285,7 +289,13 @@ def build_model(
                 "the checkpoint's model class is not registered; pass model_class= to load it"
             )
         model_class = get_model_class(name)
-    model = model_class.from_config(contents["model_config"])
+    unknown = set(objects or {}) - set(model_class.config_exclude)
+    if unknown:
+        raise ValueError(
+            f"{model_class.__name__} takes no objects {sorted(unknown)} beside its config "
+            f"(it takes {list(model_class.config_exclude) or 'none'})"
+        )
+    model = model_class(**contents["model_config"], **(objects or {}))
     ema_state = contents.get("ema_state")
     use_ema = use_ema and ema_state is not None
     model.load_state_dict(ema_state if use_ema else contents["model_state"])
