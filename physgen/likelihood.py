@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -9,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .nn.unet import twice_differentiable
 from .utils import fp32, full_precision
 
 __all__ = [
@@ -105,7 +107,10 @@ def divergence(
             probes = probes.to(x.dtype)
         if not x.requires_grad:
             x = x.detach().requires_grad_(True)
-        out = fn(x)
+        # A kept divergence is differentiated again in training: fused attention kernels
+        # have no second derivative, so the network runs on composite operations then.
+        with twice_differentiable() if create_graph else contextlib.nullcontext():
+            out = fn(x)
         if probes is None:
             flat = out.flatten(1)  # (B, D)
             div = torch.zeros(x.shape[0], dtype=out.dtype, device=out.device)

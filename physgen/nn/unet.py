@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .conv import conv_nd
 from .embeddings import SinusoidalEmbedding
 
-__all__ = ["UNet"]
+__all__ = ["UNet", "twice_differentiable"]
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -37,8 +39,20 @@ class _ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+def twice_differentiable() -> AbstractContextManager[None]:
+    """Attention computed by composite operations, so its gradient can be differentiated."""
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 class _Attention(nn.Module):
-    """Multi-head self-attention over all grid points, residual."""
+    """Multi-head self-attention over all grid points, residual.
+
+    Always the fused kernel (``scaled_dot_product_attention``), in training too. Its fused
+    CPU/GPU backends have no second derivative, so code that differentiates a gradient
+    through the network (a divergence kept for training, see
+    :func:`physgen.likelihood.divergence`) runs the forward pass under
+    ``twice_differentiable()``, which selects the composite (math) backend.
+    """
 
     def __init__(self, channels: int, head_dim: int = 32) -> None:
         super().__init__()
@@ -52,13 +66,7 @@ class _Attention(nn.Module):
         h = self.norm(x).flatten(2).transpose(1, 2)  # (B, L, C)
         q, k, v = self.qkv(h).reshape(b, -1, 3, self.heads, c // self.heads).unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, L, d)
-        if x.requires_grad:
-            # Derivatives with respect to the input (divergences, guidance) may need a double
-            # backward, which the fused CPU kernel does not implement.
-            w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-            a = w @ v
-        else:
-            a = F.scaled_dot_product_attention(q, k, v)
+        a = F.scaled_dot_product_attention(q, k, v)
         a = a.transpose(1, 2).reshape(b, -1, c)  # (B, L, C)
         return x + self.out(a).transpose(1, 2).reshape(x.shape)
 
