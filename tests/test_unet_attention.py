@@ -3,25 +3,18 @@ derivative where a training divergence needs one."""
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
 
 from physgen.likelihood import divergence
 from physgen.nn.unet import UNet, _Attention
+from physgen.paths import load_module_from_path
 
-
-def _reference(block: _Attention, x: Tensor) -> Tensor:
-    """softmax(q kᵀ / √d) v written out, the attention before the fused kernel."""
-    b, c = x.shape[:2]
-    h = block.norm(x).flatten(2).transpose(1, 2)  # (B, L, C)
-    q, k, v = block.qkv(h).reshape(b, -1, 3, block.heads, c // block.heads).unbind(2)
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, L, d)
-    w = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
-    a = (w @ v).transpose(1, 2).reshape(b, -1, c)  # (B, L, C)
-    return x + block.out(a).transpose(1, 2).reshape(x.shape)
+# The written-out attention of the benchmark, ``softmax(q kᵀ / √d) v``: the reference here.
+_BENCH = Path(__file__).parents[1] / "studies" / "benchmarks" / "attention_bench.py"
+_reference = load_module_from_path(_BENCH, "physgen_attention_bench").written_out
 
 
 def test_fused_attention_matches_the_reference_values_and_gradients() -> None:
