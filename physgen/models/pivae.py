@@ -234,7 +234,8 @@ class PIVAE(LatentGaussianModel):
     @property
     def physics_active(self) -> bool:
         """Whether the two-stage schedule has reached the physics stage."""
-        return int(self.steps) >= self.pretrain_steps
+        # Without a pre-training stage, no host sync: reading the step buffer waits for the GPU.
+        return self.pretrain_steps <= 0 or int(self.steps) >= self.pretrain_steps
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         rec, kl, out = self._terms(x, cond)

@@ -333,7 +333,8 @@ class SDEPIVAE(GenerativeModel):
         recon = self.sensors(z)
         total = self.sensor_mmd(recon, x)
         total = total + mmd_rows(z, torch.randn_like(z), self.kernel_mul, self.kernel_num)
-        active = int(self.steps) >= self.pretrain_steps
+        # Without a pre-training stage, no host sync: reading the step buffer waits for the GPU.
+        active = self.pretrain_steps <= 0 or int(self.steps) >= self.pretrain_steps
         if self.training:
             self.steps += 1
         if active:
