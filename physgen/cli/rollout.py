@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from physgen.cli.sample import add_draw_options
+
 __all__ = ["register"]
 
 
@@ -31,17 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--start", type=int, default=0, help="first frame of the initial history (default 0)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, help="histories per model call (default: all)")
-    parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
-    parser.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="sampler option passed to model.sample (repeatable; VALUE parsed as JSON if it can)",
-    )
+    add_draw_options(parser, "the checkpoint family's sampler options, see 'physgen sample -h'")
     parser.set_defaults(handler=_rollout)
 
 

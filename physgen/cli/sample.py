@@ -43,10 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--n", type=int, required=True, help="samples (per condition)")
     parser.add_argument("--out", type=Path, required=True, help="output .nc file")
     parser.add_argument("--cond", type=Path, help="field file with the conditioning variables")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=256, help="samples per model call")
-    parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.add_argument(
         "--problem",
@@ -54,15 +51,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the problem file a PI-VAE was trained with (its checkpoint names the file and "
         "its SHA-256, never loads it)",
     )
+    add_draw_options(parser, "e.g. steps=200; the keys of each family are listed below")
+    parser.set_defaults(handler=_sample)
+
+
+def add_draw_options(parser: argparse.ArgumentParser, option_note: str) -> None:
+    """The options of every command that draws from a checkpoint: seed, device, weights and
+    the sampler's ``--option KEY=VALUE``."""
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--raw", action="store_true", help="use the raw, not the EMA, weights")
     parser.add_argument(
         "--option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="sampler option passed to model.sample, e.g. steps=200 (repeatable; VALUE parsed "
-        "as JSON if it can; the keys of each family are listed below)",
+        help=f"sampler option passed to model.sample ({option_note}; repeatable; VALUE parsed "
+        "as JSON if it can)",
     )
-    parser.set_defaults(handler=_sample)
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
