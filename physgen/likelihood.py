@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from .checkpoint_adjoint import CHECKPOINT_METHODS, checkpoint_odeint
 from .nn.unet import twice_differentiable
 from .utils import fp32, full_precision
 
@@ -17,6 +18,7 @@ __all__ = [
     "FIXED_GRID_METHODS",
     "LogProb",
     "VelocityFn",
+    "adjoint_mode",
     "divergence",
     "hutchinson_probes",
     "ode_log_prob",
@@ -160,7 +162,7 @@ def _integrate(
     rtol: float,
     atol: float,
     steps: int | None,
-    adjoint: bool,
+    adjoint: bool | str,
     adjoint_params: tuple[Tensor, ...] | None,
 ) -> object:
     first = state[0] if isinstance(state, tuple) else state
@@ -175,14 +177,39 @@ def _integrate(
         # coefficients are undefined before 0 (VP: beta < 0), so the last step must land on t1.
         options["step_t"] = times[1:]
     kwargs = {"method": method, "rtol": rtol, "atol": atol, "options": options}
-    if adjoint:
-        params = adjoint_params
-        if params is None:
-            params = tuple(p for p in _parameters_of(func.velocity) if p.requires_grad)
-        out = odeint_adjoint(func, state, times, adjoint_params=params, **kwargs)
-    else:
+    mode = adjoint_mode(adjoint, method)
+    if mode is None:
         out = odeint(func, state, times, **kwargs)
-    return tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
+        return tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
+    params = adjoint_params
+    if params is None:
+        params = tuple(p for p in _parameters_of(func.velocity) if p.requires_grad)
+    if mode == "backsolve":
+        out = odeint_adjoint(func, state, times, adjoint_params=params, **kwargs)
+        return tuple(o[-1] for o in out) if isinstance(out, tuple) else out[-1]
+    if isinstance(state, tuple):
+        return checkpoint_odeint(func, state, times, params, **kwargs)
+    (out,) = checkpoint_odeint(lambda t, y: (func(t, y[0]),), (state,), times, params, **kwargs)
+    return out
+
+
+def adjoint_mode(adjoint: bool | str, method: str) -> str | None:
+    """How gradients of an ODE solve are taken: ``None`` (backpropagation through the
+    solver, ``adjoint=False``), ``"checkpoint"`` (``checkpoint_odeint``; what ``True``
+    means for the Runge–Kutta methods) or ``"backsolve"`` (torchdiffeq's continuous
+    adjoint, O(1) memory in the steps; what ``True`` means for the Adams methods)."""
+    if adjoint is False:
+        return None
+    if adjoint is True:
+        return "checkpoint" if method in CHECKPOINT_METHODS else "backsolve"
+    if adjoint == "checkpoint" and method not in CHECKPOINT_METHODS:
+        raise ValueError(
+            f"adjoint='checkpoint' needs a Runge–Kutta method {CHECKPOINT_METHODS}, "
+            f"got method={method!r}; use adjoint='backsolve'"
+        )
+    if adjoint in ("checkpoint", "backsolve"):
+        return adjoint
+    raise ValueError(f"adjoint must be False, True, 'checkpoint' or 'backsolve', got {adjoint!r}")
 
 
 def _parameters_of(fn: object) -> list[Tensor]:
@@ -201,7 +228,7 @@ def solve_ode(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     steps: int | None = None,
-    adjoint: bool = False,
+    adjoint: bool | str = False,
     adjoint_params: tuple[Tensor, ...] | None = None,
 ) -> tuple[Tensor, int]:
     r"""Integrate :math:`dx/dt = v(x, t)` from ``t0`` to ``t1`` (either direction) with
@@ -209,8 +236,11 @@ def solve_ode(
 
     ``method`` is any torchdiffeq solver: adaptive (``dopri5`` default, ``bosh3``,
     ``tsit5``, ...) with ``rtol``/``atol``, or fixed-grid (``euler``, ``midpoint``, ``rk4``)
-    with ``steps`` equal steps. ``adjoint=True`` uses ``odeint_adjoint`` (memory O(1) in
-    the number of steps; Chen et al., "Neural Ordinary Differential Equations", 2018).
+    with ``steps`` equal steps. ``adjoint`` picks how gradients are taken (see
+    ``adjoint_mode``): ``True`` or ``"checkpoint"``, a discrete adjoint through the
+    accepted steps (``checkpoint_odeint``); ``"backsolve"``, torchdiffeq's
+    ``odeint_adjoint`` (memory O(1) in the number of steps; Chen et al., "Neural Ordinary
+    Differential Equations", 2018).
     """
     func = _Counted(velocity, None, with_divergence=False)
     out = _integrate(
@@ -240,7 +270,7 @@ def ode_log_prob(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     steps: int | None = None,
-    adjoint: bool = False,
+    adjoint: bool | str = False,
     adjoint_params: tuple[Tensor, ...] | None = None,
 ) -> LogProb:
     r"""Log-density of ``x`` under the flow of :math:`dx/dt = v(x, t)` from data at ``t0`` to
@@ -253,8 +283,8 @@ def ode_log_prob(
     divergence is exact (``probes=None``) or Hutchinson's with fixed ``probes`` for the
     whole solve (see ``divergence``). Serves the CNF (``t0=0, t1=1``) and diffusion's
     probability-flow ODE (``t0=eps, t1=T``) alike. Differentiable (training by maximum
-    likelihood) by backpropagation through the solver or, with ``adjoint=True``, by the
-    adjoint method.
+    likelihood) by backpropagation through the solver or, with ``adjoint``, by an adjoint
+    method (``True``/``"checkpoint"`` or ``"backsolve"``, as in ``solve_ode``).
 
     The whole solve runs in float32 even under autocast: the log-density integrates the
     divergence, and an adaptive solver's error control needs more than bf16's 8 bits.

@@ -64,12 +64,13 @@ def test_sampling_inverts_the_density_map(generator: torch.Generator) -> None:
 def test_adjoint_and_backprop_training_gradients_agree(generator: torch.Generator) -> None:
     x = torch.randn(4, 2, generator=generator, dtype=torch.float64)
     grads = []
-    for adjoint in (False, True):
+    for adjoint in (False, True, "backsolve"):
         model = _random_cnf(tol=1e-7, adjoint=adjoint)
         model.loss(x).mean().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-    for g_direct, g_adjoint in zip(*grads, strict=True):
-        torch.testing.assert_close(g_direct, g_adjoint, rtol=1e-3, atol=1e-5)
+    for g_direct, *g_adjoints in zip(*grads, strict=True):
+        for g_adjoint in g_adjoints:
+            torch.testing.assert_close(g_direct, g_adjoint, rtol=1e-3, atol=1e-5)
 
 
 def _train(model: nn.Module, data: torch.Tensor, steps: int, lr: float) -> None:

@@ -197,14 +197,15 @@ def test_adjoint_gradients_match_backprop(generator: torch.Generator) -> None:
         return normal.log_prob(z).sum(1)
 
     grads = []
-    for adjoint in (False, True):
+    for adjoint in (False, True, "backsolve"):
         lp = ode_log_prob(
             velocity, x, base, rtol=1e-9, atol=1e-9, adjoint=adjoint,
             adjoint_params=tuple(net.parameters()),
         ).log_prob  # fmt: skip
         grads.append(torch.autograd.grad(lp.sum(), list(net.parameters())))
-    for g_direct, g_adjoint in zip(*grads, strict=True):
-        torch.testing.assert_close(g_direct, g_adjoint, rtol=1e-5, atol=1e-7)
+    for g_direct, *g_adjoints in zip(*grads, strict=True):
+        for g_adjoint in g_adjoints:
+            torch.testing.assert_close(g_direct, g_adjoint, rtol=1e-5, atol=1e-7)
 
 
 def test_solve_ode_fixed_grid_orders(generator: torch.Generator) -> None:

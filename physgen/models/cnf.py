@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ..distributions import NormalizingFlow, expand_context, standard_normal
-from ..likelihood import ode_log_prob, solve_ode, trace_probes
+from ..likelihood import adjoint_mode, ode_log_prob, solve_ode, trace_probes
 from ..nn import time_network
 from ..sde import build_interpolant
 from ..transforms.base import Transform
@@ -104,9 +104,10 @@ class _ContinuousFlow(DensityModel):
         rtol: float = 1e-5,
         atol: float = 1e-5,
         steps: int | None = None,
-        adjoint: bool = False,
+        adjoint: bool | str = False,
         **config: Any,
     ) -> None:
+        adjoint_mode(adjoint, method)  # a clear error for a bad value, before building
         if trace not in ("exact", "hutchinson"):
             raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
         if probe not in ("rademacher", "gaussian"):
@@ -213,7 +214,9 @@ class CNF(_ContinuousFlow):
     r"""FFJORD: a continuous normalizing flow trained by maximum likelihood (Grathwohl et
     al., ICLR 2019; Chen et al. 2018). ``loss = -log p(x | c)`` through the ODE, with the
     exact trace (small D) or Hutchinson's estimator (``trace="hutchinson"``), gradients by
-    backpropagation through the solver or the adjoint (``adjoint=True``).
+    backpropagation through the solver or an adjoint (``adjoint=True``: a discrete adjoint
+    through the solver's accepted steps; ``"backsolve"``: the continuous adjoint, see
+    :func:`physgen.likelihood.solve_ode`).
 
     Vectors use an MLP on ``[cos πkt, sin πkt, x, c]``; fields use the U-Net.
 
