@@ -13,22 +13,13 @@ from torch import Tensor
 from ..distributions import NormalizingFlow, expand_context, standard_normal
 from ..likelihood import adjoint_mode, ode_log_prob, solve_ode, trace_probes
 from ..nn import time_network
+from ..pairing import ot_pairing
 from ..sde import build_interpolant
 from ..transforms.base import Transform
 from ..utils import append_dims
 from .base import DensityModel, register_model
 
 __all__ = ["CNF", "FlowMatching", "ot_pairing"]
-
-
-def ot_pairing(x: Tensor, y: Tensor) -> Tensor:
-    r"""The permutation ``p`` minimising :math:`\sum_i \|x_i - y_{p(i)}\|^2` (an exact
-    assignment, Jonker–Volgenant through scipy), so ``y[p]`` is paired with ``x``."""
-    from scipy.optimize import linear_sum_assignment
-
-    cost = torch.cdist(x.detach().flatten(1), y.detach().flatten(1)).pow(2)  # (B, B)
-    _, cols = linear_sum_assignment(cost.cpu().double().numpy())
-    return torch.as_tensor(cols, device=x.device)
 
 
 class _ODETransform(Transform):
@@ -240,7 +231,8 @@ class FlowMatching(_ContinuousFlow):
 
     averaged over dimensions, along a ``linear`` (optimal-transport) or ``vp`` path.
     ``coupling="ot"`` pairs each minibatch of data with its noise draws by an exact
-    optimal assignment under squared Euclidean cost (minibatch OT-CFM, Tong et al., TMLR 2024;
+    optimal assignment under squared Euclidean cost (:func:`physgen.pairing.ot_pairing`;
+    minibatch OT-CFM, Tong et al., TMLR 2024;
     Pooladian et al., ICML 2023), which straightens the learned paths; ``"independent"``
     (default) is I-CFM. Likelihoods and samples use the same ODE code as ``CNF``.
 
