@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -113,21 +114,29 @@ def divergence(
         # have no second derivative, so the network runs on composite operations then.
         with twice_differentiable() if create_graph else contextlib.nullcontext():
             out = fn(x)
+        # One VJP per dimension (exact) or per probe (Hutchinson). Without a kept graph the
+        # last VJP may free it.
         if probes is None:
             flat = out.flatten(1)  # (B, D)
-            div = torch.zeros(x.shape[0], dtype=out.dtype, device=out.device)
-            for i in range(flat.shape[1]):
-                (row,) = torch.autograd.grad(
-                    flat[:, i].sum(), x, create_graph=create_graph, retain_graph=True
-                )
-                div = div + row.flatten(1)[:, i]
+            last = flat.shape[1] - 1
+            terms = (
+                torch.autograd.grad(
+                    flat[:, i].sum(), x, create_graph=create_graph,
+                    retain_graph=create_graph or i < last,
+                )[0].flatten(1)[:, i]
+                for i in range(last + 1)
+            )  # fmt: skip
         else:
-            div = torch.zeros(x.shape[0], dtype=out.dtype, device=out.device)
-            for v in probes:
-                (vjp,) = torch.autograd.grad(
-                    out, x, grad_outputs=v, create_graph=create_graph, retain_graph=True
-                )
-                div = div + (vjp * v).flatten(1).sum(1)
+            last = probes.shape[0] - 1
+            terms = (
+                (torch.autograd.grad(
+                    out, x, grad_outputs=v, create_graph=create_graph,
+                    retain_graph=create_graph or k < last,
+                )[0] * v).flatten(1).sum(1)
+                for k, v in enumerate(probes)
+            )  # fmt: skip
+        div = functools.reduce(torch.add, terms)
+        if probes is not None and last > 0:
             div = div / probes.shape[0]
     if not create_graph:
         out, div = out.detach(), div.detach()
