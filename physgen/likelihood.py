@@ -108,7 +108,9 @@ def divergence(
         x = full_precision(x)
         if probes is not None:
             probes = probes.to(x.dtype)
-        if not x.requires_grad:
+        # Without a kept graph nothing flows back through x: a fresh leaf also serves an x
+        # that requires grad but was made where autograd was off (torchdiffeq's adjoint).
+        if not x.requires_grad or not create_graph:
             x = x.detach().requires_grad_(True)
         # A kept divergence is differentiated again in training: fused attention kernels
         # have no second derivative, so the network runs on composite operations then.

@@ -190,7 +190,7 @@ def test_adjoint_gradients_match_backprop(generator: torch.Generator) -> None:
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return net(torch.cat([x, t[:, None]], 1))
 
-    x = torch.randn(6, 2, generator=generator, dtype=torch.float64)
+    x = torch.randn(6, 2, generator=generator, dtype=torch.float64, requires_grad=True)
     normal = torch.distributions.Normal(0.0, 1.0)
 
     def base(z: torch.Tensor) -> torch.Tensor:
@@ -202,7 +202,7 @@ def test_adjoint_gradients_match_backprop(generator: torch.Generator) -> None:
             velocity, x, base, rtol=1e-9, atol=1e-9, adjoint=adjoint,
             adjoint_params=tuple(net.parameters()),
         ).log_prob  # fmt: skip
-        grads.append(torch.autograd.grad(lp.sum(), list(net.parameters())))
+        grads.append(torch.autograd.grad(lp.sum(), [*net.parameters(), x]))
     for g_direct, *g_adjoints in zip(*grads, strict=True):
         for g_adjoint in g_adjoints:
             torch.testing.assert_close(g_direct, g_adjoint, rtol=1e-5, atol=1e-7)
