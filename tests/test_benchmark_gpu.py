@@ -4,6 +4,7 @@ CPU smoke run of the whole script, and (marked ``gpu``) a short run on CUDA."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,20 @@ def test_cpu_smoke_run_prints_the_table_rows(capsys: pytest.CaptureFixture[str])
     assert float(cells[5]) > 0  # model GFLOP/step were counted
     assert any(line.startswith("| 8² | 2 | 2 |") for line in text.splitlines())  # sampling
     assert "no MFU on the CPU" in text and "DDP scaling skipped" in text
+
+
+@pytest.mark.slow
+def test_ddp_worker_runs_under_torchrun_on_the_cpu(tmp_path: Path) -> None:
+    """The DDP rows' worker, two gloo processes: rank 0 reports the world's throughput."""
+    out = tmp_path / "ddp.json"
+    env = {**os.environ, "PYTHONPATH": str(SCRIPT.parents[2]), "OMP_NUM_THREADS": "1",
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", str(SCRIPT), "--ddp-worker", str(out), "--ddp-grid", "8",
+               "--batch", "2", "--steps", "1", "--warmup", "1"]  # fmt: skip
+    subprocess.run(command, env=env, check=True, timeout=600, capture_output=True)
+    row = json.loads(out.read_text())
+    assert row["gpus"] == 2 and row["samples_per_s"] > 0
 
 
 @pytest.mark.gpu

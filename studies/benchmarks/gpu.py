@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -219,10 +218,11 @@ def sampling_rows(
 
 
 def _ddp_worker(args: argparse.Namespace) -> None:
-    """One process of a ``torchrun`` launch: the training step through physgen's DDP path."""
+    """One process of a ``torchrun`` launch: the training step through physgen's DDP path
+    (NCCL on CUDA; gloo on the CPU, where it only checks the path)."""
     from physgen.training.distributed import setup, wrap
 
-    process, device = setup(torch.device("cuda"))
+    process, device = setup(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(process.rank)
     model = _model(args.channels, args.grid, device)
     x = _batch(args.channels, args.grid, args.batch, device)
@@ -231,7 +231,7 @@ def _ddp_worker(args: argparse.Namespace) -> None:
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
             loss = objective("loss", x, None).mean()
         loss.backward()
         optimizer.step()
@@ -382,5 +382,4 @@ def main(argv: Sequence[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     main()
