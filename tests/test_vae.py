@@ -221,7 +221,7 @@ def test_cvae_loss_embeds_the_condition_once(cond_shape: tuple[int, ...], prior:
     assert not torch.equal(_old_loss(model, x, c).detach(), new)
 
 
-def test_cvae_iwae_embeds_the_condition_once() -> None:
+def test_cvae_iwae_and_sample_embed_the_condition_once() -> None:
     torch.manual_seed(0)
     model = CVAE((6,), (2,), latent_dim=2, hidden=(16,)).double()
     x, c = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
@@ -230,4 +230,7 @@ def test_cvae_iwae_embeds_the_condition_once() -> None:
     model.cond_encoder.register_forward_hook(lambda *_: calls.append(1))
     with torch.no_grad():
         model.iwae(x, c, k=8)
+    assert len(calls) == 1
+    calls.clear()
+    model.sample(3, cond=c[0])
     assert len(calls) == 1
