@@ -169,3 +169,68 @@ def test_bernoulli_likelihood_refuses_data_outside_the_unit_interval() -> None:
     assert torch.isfinite(model.loss(x)).all()
     with pytest.raises(ValueError, match=r"likelihood='bernoulli' needs data in \[0, 1\]"):
         model.loss(x - 0.5)
+
+
+def _old_loss(model: CVAE, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The loss composed from the public pieces, each embedding the condition itself (three
+    runs of the condition encoder): the computation the shared embedding replaces."""
+    mu, logvar = model.encode(x, c)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    mu_p, logvar_p = model.prior(c, x.shape[0])
+    kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
+    rec = model.log_likelihood(x, model.decoder_output(z, c))
+    return -(rec - model.beta * kl)
+
+
+@pytest.mark.parametrize(
+    ("cond_shape", "prior"), [((3,), "learned"), ((3,), "standard"), ((1, 12), "learned")]
+)
+def test_cvae_loss_embeds_the_condition_once(cond_shape: tuple[int, ...], prior: str) -> None:
+    """One condition-encoder run per loss, and the same loss to the bit as the three-run
+    composition (same seed, float64), with gradients equal up to rounding."""
+    torch.manual_seed(0)
+    model = CVAE((1, 12), cond_shape, latent_dim=2, hidden=(16,), channels=(4,), prior=prior)
+    model = model.double()
+    x = torch.randn(5, 1, 12, dtype=torch.float64)
+    c = torch.randn(5, *cond_shape, dtype=torch.float64)
+    calls = []
+    assert model.cond_encoder is not None
+    model.cond_encoder.register_forward_hook(lambda *_: calls.append(1))
+
+    def run(loss_fn: object) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        calls.clear()
+        model.zero_grad()
+        torch.manual_seed(7)
+        loss = loss_fn(x, c)  # type: ignore[operator]
+        loss.sum().backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    new, new_grads = run(model.loss)
+    assert len(calls) == 1
+    old, old_grads = run(lambda x, c: _old_loss(model, x, c))
+    assert len(calls) == 3  # negative control: the hook sees every run of the encoder
+    torch.testing.assert_close(new, old, rtol=0, atol=0)
+    assert len(new_grads) == len(old_grads)
+    # The encoder's gradient sums the three uses before its backward instead of after: equal
+    # up to float64 rounding of that sum (a few ulps of the largest entry).
+    eps = torch.finfo(torch.float64).eps
+    for g_new, g_old in zip(new_grads, old_grads, strict=True):
+        torch.testing.assert_close(g_new, g_old, rtol=0, atol=16 * eps * g_old.abs().max().item())
+    # A different noise draw changes the loss: the comparison can tell losses apart.
+    torch.manual_seed(8)
+    assert not torch.equal(_old_loss(model, x, c).detach(), new)
+
+
+def test_cvae_iwae_and_sample_embed_the_condition_once() -> None:
+    torch.manual_seed(0)
+    model = CVAE((6,), (2,), latent_dim=2, hidden=(16,)).double()
+    x, c = torch.randn(4, 6, dtype=torch.float64), torch.randn(4, 2, dtype=torch.float64)
+    calls = []
+    assert model.cond_encoder is not None
+    model.cond_encoder.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        model.iwae(x, c, k=8)
+    assert len(calls) == 1
+    calls.clear()
+    model.sample(3, cond=c[0])
+    assert len(calls) == 1

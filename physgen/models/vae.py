@@ -121,16 +121,27 @@ class LatentGaussianModel(GenerativeModel):
 
     def encode(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Posterior q(z | x[, cond]) as ``(mu, logvar)``, each ``(B, latent_dim)``."""
+        return self._posterior(x, self._features(cond, x.shape[0]))
+
+    def prior(self, cond: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+        """Prior p(z[ | cond]) as ``(mu, logvar)`` of shape ``(n, latent_dim)``."""
+        return self._prior(self._features(cond, n), n)
+
+    def decoder_output(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Decoder mean (Gaussian) or logits (Bernoulli), ``(B, *sample_shape)``."""
+        return self._decoder_output(z, self._features(cond, z.shape[0]))
+
+    # The three networks from the conditioning features ``c`` (``_features``), so that one
+    # loss embeds its condition once and shares the features among them.
+
+    def _posterior(self, x: Tensor, c: Tensor | None) -> tuple[Tensor, Tensor]:
         h = self.encoder(x)
-        c = self._features(cond, x.shape[0])
         if c is not None:
             h = torch.cat([h, c], dim=1)
         mu, logvar = self.encoder_head(h).chunk(2, dim=1)
         return mu, logvar
 
-    def prior(self, cond: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
-        """Prior p(z[ | cond]) as ``(mu, logvar)`` of shape ``(n, latent_dim)``."""
-        c = self._features(cond, n)
+    def _prior(self, c: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
         if self.prior_net is not None and c is not None:
             mu, logvar = self.prior_net(c).chunk(2, dim=1)
             return mu, logvar
@@ -138,9 +149,7 @@ class LatentGaussianModel(GenerativeModel):
         zeros = torch.zeros(n, self.latent_dim, device=w.device, dtype=w.dtype)
         return zeros, zeros
 
-    def decoder_output(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Decoder mean (Gaussian) or logits (Bernoulli), ``(B, *sample_shape)``."""
-        c = self._features(cond, z.shape[0])
+    def _decoder_output(self, z: Tensor, c: Tensor | None) -> Tensor:
         return self.decoder(z if c is None else torch.cat([z, c], dim=1))
 
     def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -167,11 +176,12 @@ class LatentGaussianModel(GenerativeModel):
 
     def _terms(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(log p(x|z) at one reparameterized draw z ~ q(z|x), analytic KL, decoder output)."""
-        mu, logvar = self.encode(x, cond)
+        c = self._features(cond, x.shape[0])  # the condition's embedding, once per loss
+        mu, logvar = self._posterior(x, c)
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
-        mu_p, logvar_p = self.prior(cond, x.shape[0])
+        mu_p, logvar_p = self._prior(c, x.shape[0])
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
-        out = self.decoder_output(z, cond)
+        out = self._decoder_output(z, c)
         return self.log_likelihood(x, out), kl, out
 
     def elbo(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -182,13 +192,14 @@ class LatentGaussianModel(GenerativeModel):
     def iwae(self, x: Tensor, cond: Tensor | None = None, k: int = 64) -> Tensor:
         r"""Importance-weighted bound :math:`\mathcal L_K` per sample, shape ``(B,)``."""
         b = x.shape[0]
-        mu, logvar = self.encode(x, cond)
-        mu_p, logvar_p = self.prior(cond, b)
+        c = self._features(cond, b)
+        mu, logvar = self._posterior(x, c)
+        mu_p, logvar_p = self._prior(c, b)
         z = mu + (0.5 * logvar).exp() * torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)
         z = z.reshape(k * b, -1)  # (K*B, L), sample-major over K
         rep = lambda t: t.repeat(k, *([1] * (t.ndim - 1)))  # noqa: E731
-        cond_k = None if cond is None else rep(cond)
-        log_px = self.log_likelihood(rep(x), self.decoder_output(z, cond_k))
+        c_k = None if c is None else rep(c)
+        log_px = self.log_likelihood(rep(x), self._decoder_output(z, c_k))
         log_w = (
             log_px
             + gaussian_log_prob(z, rep(mu_p), rep(logvar_p))
@@ -223,10 +234,10 @@ class LatentGaussianModel(GenerativeModel):
         **options: Any,
     ) -> Tensor:
         """Draw z from the prior and decode; ``mean=False`` also draws the observation noise."""
-        cond = self._expand_cond(cond, n)
-        mu_p, logvar_p = self.prior(cond, n)
+        c = self._features(self._expand_cond(cond, n), n)
+        mu_p, logvar_p = self._prior(c, n)
         z = mu_p + (0.5 * logvar_p).exp() * _normal_like(mu_p, generator)
-        out = self.decoder_output(z, cond)
+        out = self._decoder_output(z, c)
         if self.likelihood == "bernoulli":
             p = torch.sigmoid(out)
             return p if mean else torch.bernoulli(p, generator=generator)

@@ -26,10 +26,11 @@ def time_network(
     blocks: int,
     attention: list[bool] | None,
     periodic: bool,
+    time_scale: float = 1000.0,
 ) -> nn.Module:
     """``net(x, t, cond)`` for samples of ``sample_shape``: ``TimeMLP`` on vectors, ``UNet`` on
-    fields ``(C, *grid)``. A field ``cond`` (same grid) is stacked as channels, any other is
-    flattened into features."""
+    fields ``(C, *grid)`` (time embedded at ``time_scale``). A field ``cond`` (same grid) is
+    stacked as channels, any other is flattened into features."""
     if len(sample_shape) == 1:
         features = math.prod(cond_shape) if cond_shape else 0
         return TimeMLP(sample_shape, features, hidden, act, freqs)
@@ -43,6 +44,7 @@ def time_network(
         periodic=periodic,
         cond_features=math.prod(cond_shape) if cond_shape and not field_cond else 0,
         cond_channels=cond_shape[0] if field_cond else 0,
+        time_scale=time_scale,
     )
 
 

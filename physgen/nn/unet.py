@@ -82,6 +82,9 @@ class UNet(nn.Module):
     to periodic shifts by multiples of ``2**(levels-1)``. Conditioning: a vector ``cond``
     (``cond_features``) is added to the time embedding; a field ``cond`` with
     ``cond_channels`` is concatenated to the input. The last convolution starts at zero.
+    The time enters through ``SinusoidalEmbedding`` of ``time_scale * t``: DDPM's 1000 for
+    noise levels, or a small scale where the output must be smooth in ``t`` (an ODE's
+    velocity: the fastest feature varies at ``time_scale`` radians per unit time).
 
     Example:
         >>> net = UNet(ndim=1, in_channels=2, channels=(16, 32))
@@ -100,6 +103,7 @@ class UNet(nn.Module):
         periodic: bool = False,
         cond_features: int = 0,
         cond_channels: int = 0,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         if ndim not in (1, 2, 3):
@@ -112,8 +116,8 @@ class UNet(nn.Module):
         emb = 4 * channels[0]
         self.cond_features, self.cond_channels = cond_features, cond_channels
         self.time = nn.Sequential(
-            SinusoidalEmbedding(channels[0]), nn.Linear(channels[0], emb), nn.SiLU(),
-            nn.Linear(emb, emb),
+            SinusoidalEmbedding(channels[0], scale=time_scale), nn.Linear(channels[0], emb),
+            nn.SiLU(), nn.Linear(emb, emb),
         )  # fmt: skip
         self.cond = nn.Linear(cond_features, emb) if cond_features else None
         c_in = in_channels + cond_channels
