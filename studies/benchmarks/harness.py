@@ -166,11 +166,14 @@ def comparison_table(
     rows: Sequence[Comparison],
     load_start: str,
     load_end: str,
+    labels: tuple[str, str] = ("physgen", "peer"),
 ) -> str:
     """A markdown table: per row, physgen's speed over the peer's, paired per round, in wall
-    and CPU time (median [min–max] over rounds; > 1: physgen faster), with the load average."""
+    and CPU time (median [min–max] over rounds; > 1: physgen faster), with the load average.
+    ``labels`` names the two sides in the header."""
+    a, b = labels
     lines = [
-        "| physgen | peer | matched | speed physgen / peer, wall | speed physgen / peer, CPU |",
+        f"| {a} | {b} | matched | speed {a} / {b}, wall | speed {a} / {b}, CPU |",
         "|---|---|---|---:|---:|",
     ]
     for row in rows:
