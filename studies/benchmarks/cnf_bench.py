@@ -182,15 +182,15 @@ def main(argv: list[str] | None = None) -> None:
     load_start = load_average()
     times = run_rounds(steppers, rounds=args.rounds, warmup=WARMUP)
     load_end = load_average()
-    print("\n## seconds per training step (log_prob + backward + Adam)\n")
+    print("\n### seconds per training step (log_prob + backward + Adam)\n")
     print(timing_table(times, unit="s per step"))
-    print("\n## work per step (timed rounds) and loss after the last step\n")
+    print("\n### work per step (timed rounds) and loss after the last step\n")
     print("| contender | NFE forward | NFE backward | loss after |")
     print("|---|---:|---:|---:|")
     for name, s in steppers.items():
         fwd, bwd = statistics.mean(s.nfe_fwd[WARMUP:]), statistics.mean(s.nfe_bwd[WARMUP:])
         print(f"| {name} | {fwd:.1f} | {bwd:.1f} | {s.loss:.4f} |")
-    print("\n## physgen against the peers, paired per round\n")
+    print("\n### physgen against the peers, paired per round\n")
     print(comparison_table(times, rows, load_start, load_end))
 
 

@@ -154,13 +154,13 @@ def main(argv: list[str] | None = None) -> None:
         rounds=args.rounds,
     )
     load_end = load_average()
-    print(f"\n## training: seconds per {args.steps} steps, batch {BATCH}\n")
+    print(f"\n### training: seconds per {args.steps} steps, batch {BATCH}\n")
     print(timing_table(train, unit=f"s per {args.steps} steps"))
-    print("\n## training, physgen against diffusers, paired per round\n")
+    print("\n### training, physgen against diffusers, paired per round\n")
     print(comparison_table(train, rows, load_start, load_mid))
-    print(f"\n## DDIM-{DDIM_STEPS} sampling of {SAMPLES} fields: seconds per call\n")
+    print(f"\n### DDIM-{DDIM_STEPS} sampling of {SAMPLES} fields: seconds per call\n")
     print(timing_table(sample))
-    print("\n## sampling, physgen against diffusers, paired per round\n")
+    print("\n### sampling, physgen against diffusers, paired per round\n")
     print(comparison_table(sample, rows, load_mid, load_end))
 
 

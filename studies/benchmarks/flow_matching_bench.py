@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     load_start = load_average()
     times = run_rounds(runs, rounds=args.rounds, warmup=1)
     load_end = load_average()
-    print(f"\n## seconds per {args.steps} training steps\n")
+    print(f"\n### seconds per {args.steps} training steps\n")
     print(timing_table(times, unit=f"s per {args.steps} steps"))
-    print("\n## physgen against torchcfm, paired per round\n")
+    print("\n### physgen against torchcfm, paired per round\n")
     print(comparison_table(times, rows, load_start, load_end))
 
 
