@@ -5,8 +5,8 @@ then x, hidden [64, 64, 64] Tanh (9,026 parameters, one set of seed-0 weights in
 straight (sigma = 0) path between N(0, I) and the data; Adam 1e-3, batch 512. Pairings:
 
 - independent (I-CFM) on both sides;
-- physgen's ``coupling="ot"``: the exact optimal permutation of each minibatch (scipy's
-  ``linear_sum_assignment``), against torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``,
+- physgen's ``coupling="ot"``: the exact optimal permutation of each minibatch (physgen's
+  ``ot_pairing``), against torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``,
   which solves the plan with POT's ``emd`` and then draws B pairs from it *with replacement*
   (a different estimator: some pairs repeat, others drop out);
 - the same estimator on both sides: torchcfm's plan drawn *without* replacement (B distinct
@@ -47,10 +47,10 @@ from harness import (
 from physgen.models.cnf import FlowMatching, ot_pairing
 
 BATCH = 512
-INDEPENDENT, OT = "physgen, independent", "physgen, OT (exact permutation, scipy)"
+INDEPENDENT, OT = "physgen, independent", "physgen, OT (exact permutation)"
 PEER_I, PEER_OT = "torchcfm I-CFM", "torchcfm OT-CFM (POT plan, pairs drawn with replacement)"
 PEER_PERM = "torchcfm OT-CFM (POT plan, drawn without replacement = exact permutation)"
-PEER_OURS = "torchcfm CFM loss on physgen's ot_pairing (scipy)"
+PEER_OURS = "torchcfm CFM loss on physgen's ot_pairing"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         Comparison(INDEPENDENT, PEER_I, "independent pairs"),
         Comparison(OT, PEER_OT, "**different estimators**: permutation vs plan draw"),
-        Comparison(OT, PEER_PERM, "exact permutation; solvers differ (scipy vs POT emd)"),
-        Comparison(OT, PEER_OURS, "exact permutation, same solver (scipy)"),
+        Comparison(OT, PEER_PERM, "exact permutation; solvers differ (physgen's vs POT emd)"),
+        Comparison(OT, PEER_OURS, "exact permutation, same solver (physgen's)"),
     ]
     print(f"# flow matching on two moons, batch {BATCH}; {versions('torchcfm', 'pot', 'scipy')}")
     print(f"# threads {args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
