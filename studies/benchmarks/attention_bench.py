@@ -3,23 +3,25 @@
 The same U-Net (attention at the coarse level and in the middle block), the same batch and the
 same Adam step; the only difference is the attention: ``scaled_dot_product_attention`` (what
 the U-Net runs) or ``softmax(q kᵀ/√d) v`` written out (what it ran in training before). The
-two variants alternate within each round, in alternating order, and the ratio is paired per
-round, in wall-clock and CPU time; the load average is printed with the result.
+two variants run through ``harness.run_rounds`` (balanced order per round, wall-clock and CPU
+time), and the speed-up is paired per round; the load average is printed with the result.
 
-Usage: ``python studies/benchmarks/attention_bench.py [--grid 32] [--batch 16] [--rounds 7]``
+Usage: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/attention_bench.py [--grid 32]
+[--batch 16] [--rounds 7]``
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import THREADS_HELP, Comparison, comparison_table, load_average, run_rounds
 
 from physgen.nn.unet import UNet, _Attention
 
@@ -37,20 +39,13 @@ def written_out(block: _Attention, x: Tensor) -> Tensor:
     return x + block.out(a).transpose(1, 2).reshape(x.shape)
 
 
-def _timed(step: Callable[[], None], steps: int) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5, help="training steps per timing")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,27 +60,27 @@ def main() -> None:
         ((net(x, t) - x) ** 2).mean().backward()
         optimizer.step()
 
-    def run(variant: str) -> tuple[float, float]:
+    def run(variant: str) -> None:
         _Attention.forward = fused if variant == "fused" else written_out  # type: ignore[method-assign]
         try:
-            return _timed(step, args.steps)
+            for _ in range(args.steps):
+                step()
         finally:
             _Attention.forward = fused  # type: ignore[method-assign]
 
-    run("fused"), run("written out")  # warm-up
-    ratios_wall, ratios_cpu = [], []
-    for r in range(args.rounds):
-        order = ("fused", "written out") if r % 2 == 0 else ("written out", "fused")
-        times = {variant: run(variant) for variant in order}
-        ratios_wall.append(times["written out"][0] / times["fused"][0])
-        ratios_cpu.append(times["written out"][1] / times["fused"][1])
+    load_start = load_average()
+    times = run_rounds(
+        {"fused": lambda: run("fused"), "written out": lambda: run("written out")},
+        rounds=args.rounds,
+    )
+    load_end = load_average()
     print(
         f"U-Net training step, {args.grid}² grid, batch {args.batch}, {args.threads} thread(s), "
-        f"{args.rounds} rounds of {args.steps} steps; load average {os.getloadavg()[0]:.2f}"
+        f"{args.rounds} rounds of {args.steps} steps; speed of the fused attention over the "
+        "written-out one (written-out time / fused time), paired per round:\n"
     )
-    print("speed-up of the fused attention (written-out time / fused time), median [range]:")
-    for name, ratios in (("wall", ratios_wall), ("CPU", ratios_cpu)):
-        print(f"  {name:4s} {statistics.median(ratios):.2f}× [{min(ratios):.2f}–{max(ratios):.2f}]")
+    rows = [Comparison("fused", "written out", "same net, batch and Adam step")]
+    print(comparison_table(times, rows, load_start, load_end, labels=("variant", "against")))
 
 
 if __name__ == "__main__":

@@ -3,18 +3,23 @@
 Workload (same in every implementation): 10,000 standardised two-moons points; velocity MLP on
 ``[cos πkt, sin πkt]_{k=1..3}`` then x, hidden [64, 64, 64] Tanh, output 2 (9,026 parameters),
 one set of seed-0 weights loaded into all; data at t=0, N(0, I) at t=1; dopri5 with
-rtol = atol = 1e-5; exact trace or one Hutchinson probe per solve; Adam 1e-3, batch 512.
-3 warm-up steps, then 20 interleaved rounds (one step of every contender per round).
+rtol = atol = 1e-5; exact trace or one Gaussian Hutchinson probe per solve; Adam 1e-3,
+batch 512. Each comparison matches the gradient method (zuko always uses the adjoint, so
+physgen runs with ``adjoint=True`` against it) and the trace estimator. 3 warm-up steps,
+then rounds of one training step per contender (``harness.run_rounds``: balanced order,
+wall and CPU time, physgen's speed over the peer's paired per round).
 Reported: seconds per step (log_prob + backward + Adam), NFE (velocity-MLP calls) per step
-forward and backward, and the loss after the last step.
+forward and backward, the loss after the last step, and the paired speed ratios.
 
-Run: ``python studies/benchmarks/cnf_bench.py [--threads 1] [--steps 20]``.
+Run: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/cnf_bench.py [--threads 1]
+[--rounds 10]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 from collections.abc import Callable
@@ -25,19 +30,19 @@ from torch import Tensor, nn
 from torchdiffeq import odeint_adjoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import (
-    NFECounter,
-    interleaved,
-    machine_load,
-    median_range,
-    print_table,
-    two_moons,
-    versions,
+from core_bench import NFECounter, two_moons, versions
+from harness import (
+    THREADS_HELP,
+    Comparison,
+    comparison_table,
+    load_average,
+    run_rounds,
+    timing_table,
 )
 
 from physgen.models.cnf import CNF
 
-BATCH, TOL = 512, 1e-5
+BATCH, TOL, WARMUP = 512, 1e-5, 3
 
 
 class _Stepper:
@@ -124,8 +129,8 @@ def _mlp_of_zuko(flow: nn.Module) -> nn.Module:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = two_moons()
@@ -149,38 +154,44 @@ def main(argv: list[str] | None = None) -> None:
         return ref, mlp, lambda x: ref.nll(x, adjoint)
 
     builds = {
-        "physgen CNF, exact, backprop": lambda: physgen("exact", "rademacher", False),
-        "physgen CNF, exact, adjoint": lambda: physgen("exact", "rademacher", True),
-        "physgen CNF, Hutchinson Rademacher, backprop": lambda: physgen(
-            "hutchinson", "rademacher", False
-        ),
-        "physgen CNF, Hutchinson Gaussian, adjoint": lambda: physgen(
-            "hutchinson", "gaussian", True
-        ),
-        "zuko CNF, exact": lambda: zuko_flow(True),
-        "zuko CNF, Hutchinson Gaussian": lambda: zuko_flow(False),
+        "physgen, exact, adjoint": lambda: physgen("exact", "rademacher", True),
+        "physgen, Hutchinson Gaussian, adjoint": lambda: physgen("hutchinson", "gaussian", True),
+        "physgen, exact, backprop": lambda: physgen("exact", "rademacher", False),
+        "zuko, exact (adjoint)": lambda: zuko_flow(True),
+        "zuko, Hutchinson Gaussian (adjoint)": lambda: zuko_flow(False),
         "torchdiffeq FFJORD, exact, adjoint": lambda: ffjord(True, True),
-        "torchdiffeq FFJORD, Gaussian, adjoint": lambda: ffjord(False, True),
+        "torchdiffeq FFJORD, Hutchinson Gaussian, adjoint": lambda: ffjord(False, True),
         "torchdiffeq, exact, backprop": lambda: ffjord(True, False),
     }
+    rows = [
+        Comparison("physgen, exact, adjoint", "zuko, exact (adjoint)",
+                   "exact trace, adjoint gradients"),
+        Comparison("physgen, Hutchinson Gaussian, adjoint", "zuko, Hutchinson Gaussian (adjoint)",
+                   "one Gaussian probe per solve, adjoint gradients"),
+        Comparison("physgen, exact, adjoint", "torchdiffeq FFJORD, exact, adjoint",
+                   "exact trace, adjoint gradients"),
+        Comparison("physgen, Hutchinson Gaussian, adjoint",
+                   "torchdiffeq FFJORD, Hutchinson Gaussian, adjoint",
+                   "one Gaussian probe per solve, adjoint gradients"),
+        Comparison("physgen, exact, backprop", "torchdiffeq, exact, backprop",
+                   "exact trace, backpropagation through the solver"),
+    ]  # fmt: skip
     steppers = {name: _Stepper(name, *build(), data) for name, build in builds.items()}
     print(f"# CNF on two moons, batch {BATCH}, dopri5 {TOL:g}; {versions('zuko', 'torchdiffeq')}")
-    print(f"# threads {args.threads}; before: {machine_load()}")
-    times = interleaved(steppers, repeats=args.steps, warmup=3)
-    print(f"# after: {machine_load()}")
-    best_peer = min(statistics.median(t) for n, t in times.items() if not n.startswith("physgen"))
-    rows = []
+    print(f"# threads {args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
+    load_start = load_average()
+    times = run_rounds(steppers, rounds=args.rounds, warmup=WARMUP)
+    load_end = load_average()
+    print("\n### seconds per training step (log_prob + backward + Adam)\n")
+    print(timing_table(times, unit="s per step"))
+    print("\n### work per step (timed rounds) and loss after the last step\n")
+    print("| contender | NFE forward | NFE backward | loss after |")
+    print("|---|---:|---:|---:|")
     for name, s in steppers.items():
-        med = statistics.median(times[name])
-        rows.append({
-            "implementation": name,
-            "s/step median [min-max]": median_range(times[name]),
-            "NFE fwd": statistics.mean(s.nfe_fwd[3:]),
-            "NFE bwd": statistics.mean(s.nfe_bwd[3:]),
-            "loss after": round(s.loss, 4),
-            "time / fastest peer": round(med / best_peer, 3),
-        })  # fmt: skip
-    print_table(rows, list(rows[0]))
+        fwd, bwd = statistics.mean(s.nfe_fwd[WARMUP:]), statistics.mean(s.nfe_bwd[WARMUP:])
+        print(f"| {name} | {fwd:.1f} | {bwd:.1f} | {s.loss:.4f} |")
+    print("\n### physgen against the peers, paired per round\n")
+    print(comparison_table(times, rows, load_start, load_end))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,9 @@
-"""Shared pieces of the benchmarks here: data, interleaved timing, machine load, versions."""
+"""Shared pieces of the benchmarks here: data, NFE counting, machine busy share, versions."""
 
 from __future__ import annotations
 
-import math
-import os
 import statistics
 import time
-from collections.abc import Callable
 from importlib import metadata
 
 import numpy as np
@@ -17,12 +14,8 @@ __all__ = [
     "NFECounter",
     "cpu_busy_pct",
     "grf2d",
-    "interleaved",
-    "machine_load",
-    "median_range",
     "median_stats",
     "package_version",
-    "print_table",
     "two_moons",
     "versions",
 ]
@@ -66,30 +59,6 @@ class NFECounter:
         self.count += 1
 
 
-def interleaved(
-    contenders: dict[str, Callable[[], None]], repeats: int, warmup: int = 1
-) -> dict[str, list[float]]:
-    """Wall time of each contender's ``fn()``, ``warmup`` untimed calls then ``repeats``
-    rounds in which every contender runs once in turn (so a change in machine load hits all
-    of them alike)."""
-    for fn in contenders.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def machine_load() -> str:
-    """Load averages and the number of CPUs, for the record (the machine is shared)."""
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
-
-
 def cpu_busy_pct(interval: float = 2.0) -> float:
     """Share of all CPUs busy (user+system+...; not idle/iowait) over ``interval`` seconds."""
 
@@ -118,28 +87,7 @@ def versions(*packages: str) -> str:
     return ", ".join(f"{name} {package_version(name)}" for name in ("torch", *packages))
 
 
-def print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
-    """A plain-text table of ``rows`` (dicts) with the given column order."""
-    cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-
-
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}" if math.isfinite(v) else str(v)
-    return str(v)
-
-
 def median_stats(values: list[float]) -> dict[str, float | int]:
     """Median, min, max and count of repeated measurements."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "n": len(values)}  # fmt: skip
-
-
-def median_range(values: list[float]) -> str:
-    """``median [min-max]`` of repeated measurements."""
-    stats = median_stats(values)
-    return f"{stats['median']:.4g} [{stats['min']:.4g}-{stats['max']:.4g}]"

@@ -8,21 +8,22 @@ per chunk, as ``write_fields`` stores it) to a temporary folder and times random
   dataset handles opened once, and against one contiguous-slice read per field of the same
   number of bytes (a random run of ``batch`` consecutive samples).
 
-Every contender reads the same random index lists in a round; rounds alternate the order of
-the contenders and ratios are taken within a round. The file sits in the page cache (it was
-just written), so the lazy figures measure the read path, not the disk. Run with
-``OMP_WAIT_POLICY=PASSIVE`` on a shared machine; the load average is printed.
+Every contender reads the same random index lists in a round; the rounds run through
+``harness.run_rounds`` (balanced order, wall and CPU time) and ratios are paired per round.
+The file sits in the page cache (it was just written), so the lazy figures measure the read
+path, not the disk. Run with ``OMP_WAIT_POLICY=PASSIVE`` on a shared machine; the load
+average is printed.
 
-Usage: ``python studies/benchmarks/dataload.py [--samples 4000] [--grid 64] [--rounds 7]``
+Usage: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/dataload.py [--samples 4000]
+[--grid 64] [--rounds 7]``
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,9 +32,20 @@ import numpy as np
 import torch
 import xarray as xr
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    THREADS_HELP,
+    Comparison,
+    Timing,
+    comparison_table,
+    load_average,
+    run_rounds,
+)
+
 from physgen.data import FieldDataset, write_fields
 
 Reader = Callable[[np.ndarray], object]
+OURS = "physgen get_batch"
 
 
 def make_file(folder: Path, samples: int, fields: int, grid: int) -> Path:
@@ -53,7 +65,7 @@ def memory_readers(path: Path) -> dict[str, Reader]:
     stacked = data.get_batch(np.arange(len(data)))
     assert isinstance(stacked, torch.Tensor)
     return {
-        "physgen get_batch": data.get_batch,
+        OURS: data.get_batch,
         "x[idx]": lambda idx: stacked[torch.from_numpy(idx)],
     }
 
@@ -81,46 +93,50 @@ def lazy_readers(path: Path, samples: int) -> dict[str, Reader]:
         return out
 
     return {
-        "physgen get_batch": data.get_batch,
+        OURS: data.get_batch,
         "h5py per-sample (cached handles)": per_sample,
         "h5py contiguous slice": contiguous,
     }
 
 
-def time_reader(read: Reader, batches: list[np.ndarray]) -> float:
-    """Samples/s of ``read`` over ``batches``."""
-    start = time.perf_counter()
-    for idx in batches:
-        read(idx)
-    return sum(len(i) for i in batches) / (time.perf_counter() - start)
-
-
-def run_rounds(
+def run_reader_rounds(
     readers: dict[str, Reader], samples: int, batch: int, n_batches: int, rounds: int
-) -> dict[str, list[float]]:
-    """Samples/s per contender per round, contender order reversed every other round."""
+) -> dict[str, list[Timing]]:
+    """Time each reader over the same ``n_batches`` random index lists per round."""
     rng = np.random.default_rng(2)
-    names = list(readers)
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    for name in names:  # warm-up: first touches, handle opening
-        time_reader(readers[name], [rng.integers(0, samples, batch) for _ in range(3)])
-    for r in range(rounds):
-        batches = [rng.permutation(samples)[:batch] for _ in range(n_batches)]
-        for name in names if r % 2 == 0 else names[::-1]:
-            rates[name].append(time_reader(readers[name], batches))
-    return rates
+    batches: list[np.ndarray] = [rng.integers(0, samples, batch) for _ in range(3)]  # warm-up
+
+    def new_round(_: int) -> None:
+        batches[:] = [rng.permutation(samples)[:batch] for _ in range(n_batches)]
+
+    def reading(read: Reader) -> Callable[[], None]:
+        def run() -> None:
+            for idx in batches:
+                read(idx)
+
+        return run
+
+    contenders = {name: reading(read) for name, read in readers.items()}
+    return run_rounds(contenders, rounds, warmup=1, before_round=new_round)
 
 
-def report(title: str, rates: dict[str, list[float]]) -> None:
-    """A markdown table: median samples/s, and physgen's paired ratio to each contender."""
-    mine = rates["physgen get_batch"]
+def report(
+    title: str, times: dict[str, list[Timing]], batch: int, n_batches: int, load_start: str
+) -> None:
+    """Median samples/s per contender, and physgen's paired speed ratio to each."""
     print(f"\n### {title}\n")
-    print("| contender | samples/s (median) | physgen / contender, median [min–max] |")
-    print("|---|---:|---:|")
-    for name, values in rates.items():
-        ratios = [a / b for a, b in zip(mine, values, strict=True)]
-        spread = f"{statistics.median(ratios):.2f}× [{min(ratios):.2f}–{max(ratios):.2f}]"
-        print(f"| {name} | {statistics.median(values):,.0f} | {spread} |")
+    print("| contender | samples/s (wall, median) |")
+    print("|---|---:|")
+    for name, ts in times.items():
+        print(f"| {name} | {statistics.median(batch * n_batches / t.wall for t in ts):,.0f} |")
+    print()
+    rows = [
+        Comparison(OURS, name, "same bytes, one contiguous run" if "slice" in name else
+                   "same index lists")
+        for name in times
+        if name != OURS
+    ]  # fmt: skip
+    print(comparison_table(times, rows, load_start, load_average()))
 
 
 def main() -> None:
@@ -132,20 +148,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40, help="batches per contender and round")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
         f"file: {args.samples} × {args.fields} × {args.grid}² float32, batch {args.batch}, "
         f"{args.batches} batches × {args.rounds} rounds, torch threads {args.threads}"
     )
-    print(f"load average at start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         path = make_file(Path(tmp), args.samples, args.fields, args.grid)
         setting = (args.samples, args.batch, args.batches, args.rounds)
-        report("in memory", run_rounds(memory_readers(path), *setting))
-        report("lazy (file in page cache)", run_rounds(lazy_readers(path, args.samples), *setting))
-    print(f"\nload average at end: {os.getloadavg()}")
+        shape = (args.batch, args.batches)
+        load = load_average()
+        memory = run_reader_rounds(memory_readers(path), *setting)
+        report("in memory", memory, *shape, load)
+        load = load_average()
+        lazy = run_reader_rounds(lazy_readers(path, args.samples), *setting)
+        report("lazy (file in page cache)", lazy, *shape, load)
 
 
 if __name__ == "__main__":

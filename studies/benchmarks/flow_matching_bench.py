@@ -1,37 +1,63 @@
 """Flow-matching training throughput on two moons: physgen vs torchcfm, same velocity network.
 
 Workload: 10,000 standardised two-moons points; velocity MLP on ``[cos πkt, sin πkt]_{k=1..3}``
-then x, hidden [64, 64, 64] Tanh (9,026 parameters, one set of seed-0 weights in both);
-straight (sigma = 0) path between N(0, I) and the data, with independent pairs (I-CFM) or
-exact minibatch optimal-transport pairs (OT-CFM); Adam 1e-3, batch 512.
-One warm-up round of 100 steps, then 5 interleaved rounds of 100 steps each.
-Reported: training steps/s.
+then x, hidden [64, 64, 64] Tanh (9,026 parameters, one set of seed-0 weights in all);
+straight (sigma = 0) path between N(0, I) and the data; Adam 1e-3, batch 512. Pairings:
 
-Run: ``python studies/benchmarks/flow_matching_bench.py [--threads 1]``.
+- independent (I-CFM) on both sides;
+- physgen's ``coupling="ot"``: the exact optimal permutation of each minibatch (physgen's
+  ``ot_pairing``), against torchcfm's ``ExactOptimalTransportConditionalFlowMatcher``,
+  which solves the plan with POT's ``emd`` and then draws B pairs from it *with replacement*
+  (a different estimator: some pairs repeat, others drop out);
+- the same estimator on both sides: torchcfm's plan drawn *without* replacement (B distinct
+  entries of a permutation plan: the exact permutation, solved by POT), and torchcfm's loss
+  on physgen's ``ot_pairing`` (the same permutation and solver as physgen: only the rest of
+  the step differs).
+
+One warm-up call, then rounds of ``--steps`` training steps per contender
+(``harness.run_rounds``: balanced order, wall and CPU time, physgen's speed over the peer's
+paired per round).
+
+Run: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/flow_matching_bench.py [--threads 1]
+[--rounds 5] [--steps 50]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from core_bench import interleaved, machine_load, print_table, two_moons, versions
+from core_bench import two_moons, versions
+from harness import (
+    THREADS_HELP,
+    Comparison,
+    comparison_table,
+    load_average,
+    run_rounds,
+    timing_table,
+)
 
-from physgen.models.cnf import FlowMatching
+from physgen.models.cnf import FlowMatching, ot_pairing
 
-BATCH, STEPS = 512, 100
+BATCH = 512
+INDEPENDENT, OT = "physgen, independent", "physgen, OT (exact permutation)"
+PEER_I, PEER_OT = "torchcfm I-CFM", "torchcfm OT-CFM (POT plan, pairs drawn with replacement)"
+PEER_PERM = "torchcfm OT-CFM (POT plan, drawn without replacement = exact permutation)"
+PEER_OURS = "torchcfm CFM loss on physgen's ot_pairing"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50, help="training steps per timed call")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from torchcfm.conditional_flow_matching import (
@@ -44,72 +70,69 @@ def main(argv: list[str] | None = None) -> None:
     ours = FlowMatching((2,), hidden=(64, 64, 64), act="tanh", freqs=3, path="linear")
     ours_ot = FlowMatching((2,), hidden=(64, 64, 64), act="tanh", freqs=3, coupling="ot")
     ours_ot.load_state_dict(ours.state_dict())
-    peer_nets = [FlowMatching((2,), hidden=(64, 64, 64), act="tanh", freqs=3).net for _ in "ab"]
-    for net in peer_nets:
-        net.load_state_dict(ours.net.state_dict())
 
-    def peer_loss(net: torch.nn.Module, cfm: ConditionalFlowMatcher):
+    def peer_net() -> nn.Module:
+        net = FlowMatching((2,), hidden=(64, 64, 64), act="tanh", freqs=3).net
+        net.load_state_dict(ours.net.state_dict())
+        return net
+
+    def peer(pairs: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]):
+        net, cfm = peer_net(), ConditionalFlowMatcher(0.0)
+
         def loss(x1: Tensor) -> Tensor:
-            x0 = torch.randn_like(x1)
+            x0, x1 = pairs(torch.randn_like(x1), x1)
             t, xt, ut = cfm.sample_location_and_conditional_flow(x0, x1)
             return (net(xt, t) - ut).pow(2).mean()
 
-        return loss
+        return net.parameters(), loss
 
-    def stepper(params, loss_fn):
+    ot_cfm = ExactOptimalTransportConditionalFlowMatcher(0.0)
+
+    def with_replacement(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        return ot_cfm.ot_sampler.sample_plan(x0, x1, replace=True)
+
+    def without_replacement(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        return ot_cfm.ot_sampler.sample_plan(x0, x1, replace=False)
+
+    def physgen_pairs(x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        return x0[ot_pairing(x1, x0)], x1
+
+    def stepper(params, loss_fn) -> Callable[[], None]:
         opt = torch.optim.Adam(params, lr=1e-3)
         batches = torch.Generator().manual_seed(1)
-        losses: list[float] = []
 
         def run() -> None:
-            for _ in range(STEPS):
+            for _ in range(args.steps):
                 x = data[torch.randint(0, data.shape[0], (BATCH,), generator=batches)]
                 opt.zero_grad()
-                loss = loss_fn(x)
-                loss.backward()
+                loss_fn(x).backward()
                 opt.step()
-            losses.append(float(loss.detach()))
 
-        return run, losses
+        return run
 
     runs = {
-        "physgen FlowMatching, independent": stepper(
-            ours.parameters(), lambda x: ours.loss(x).mean()
-        ),
-        "torchcfm I-CFM": stepper(
-            peer_nets[0].parameters(), peer_loss(peer_nets[0], ConditionalFlowMatcher(0.0))
-        ),
-        "physgen FlowMatching, OT coupling": stepper(
-            ours_ot.parameters(), lambda x: ours_ot.loss(x).mean()
-        ),
-        "torchcfm OT-CFM (POT exact EMD)": stepper(
-            peer_nets[1].parameters(),
-            peer_loss(peer_nets[1], ExactOptimalTransportConditionalFlowMatcher(0.0)),
-        ),
-    }
-    print(f"# flow matching on two moons, batch {BATCH}; {versions('torchcfm')}")
-    print(f"# threads {args.threads}; before: {machine_load()}")
-    times = interleaved({n: r for n, (r, _) in runs.items()}, repeats=args.repeats, warmup=1)
-    print(f"# after: {machine_load()}")
-    rates = {n: [STEPS / t for t in ts] for n, ts in times.items()}
-    peer = {
-        "independent": statistics.median(rates["torchcfm I-CFM"]),
-        "OT": statistics.median(rates["torchcfm OT-CFM (POT exact EMD)"]),
+        INDEPENDENT: stepper(ours.parameters(), lambda x: ours.loss(x).mean()),
+        PEER_I: stepper(*peer(lambda x0, x1: (x0, x1))),
+        OT: stepper(ours_ot.parameters(), lambda x: ours_ot.loss(x).mean()),
+        PEER_OT: stepper(*peer(with_replacement)),
+        PEER_PERM: stepper(*peer(without_replacement)),
+        PEER_OURS: stepper(*peer(physgen_pairs)),
     }
     rows = [
-        {
-            "implementation": n,
-            "steps/s median": statistics.median(r),
-            "min": min(r),
-            "max": max(r),
-            "last loss": round(runs[n][1][-1], 4),
-            "rate / torchcfm same pairing": round(
-                statistics.median(r) / peer["OT" if "OT" in n else "independent"], 3
-            ),
-        }
-        for n, r in rates.items()
+        Comparison(INDEPENDENT, PEER_I, "independent pairs"),
+        Comparison(OT, PEER_OT, "**different estimators**: permutation vs plan draw"),
+        Comparison(OT, PEER_PERM, "exact permutation; solvers differ (physgen's vs POT emd)"),
+        Comparison(OT, PEER_OURS, "exact permutation, same solver (physgen's)"),
     ]
-    print_table(rows, list(rows[0]))
+    print(f"# flow matching on two moons, batch {BATCH}; {versions('torchcfm', 'pot', 'scipy')}")
+    print(f"# threads {args.threads}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '')}")
+    load_start = load_average()
+    times = run_rounds(runs, rounds=args.rounds, warmup=1)
+    load_end = load_average()
+    print(f"\n### seconds per {args.steps} training steps\n")
+    print(timing_table(times, unit=f"s per {args.steps} steps"))
+    print("\n### physgen against torchcfm, paired per round\n")
+    print(comparison_table(times, rows, load_start, load_end))
 
 
 if __name__ == "__main__":

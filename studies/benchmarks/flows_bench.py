@@ -7,14 +7,14 @@ import json
 import math
 import os
 import platform
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from core_bench import cpu_busy_pct, median_stats, package_version
+from harness import THREADS_HELP, Comparison, comparison_table, load_average, run_rounds
 from torch import Tensor, nn
 
 __all__ = [
@@ -66,8 +66,6 @@ class Contender:
     nll: Callable[[Tensor], Tensor]  # mean negative log-likelihood of a batch
     sample: Callable[[int], Tensor]
     version: str = ""
-    chunk_rates: list[float] = field(default_factory=list)
-    chunk_cpu_rates: list[float] = field(default_factory=list)
 
 
 def physgen_contender(flow: nn.Module) -> Contender:
@@ -82,13 +80,38 @@ def workload_args(argv: list[str] | None, doc: str, builders: dict) -> argparse.
     """The common command line of a workload script (``--threads``, ``--steps``,
     ``--libraries``, ``--out``); sets torch's thread count."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--libraries", nargs="+", default=list(builders), choices=list(builders))
     parser.add_argument("--out", type=Path, default=None, help="write JSON lines here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     return args
+
+
+def _trainer(c: Contender, train: Tensor, batch: int, steps: int) -> Callable[[], None]:
+    """``steps`` Adam(1e-3) steps of ``c`` per call, on minibatches of a seed-1 stream."""
+    opt = torch.optim.Adam(c.module.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(1)
+
+    def run() -> None:
+        for _ in range(steps):
+            idx = torch.randint(0, train.shape[0], (batch,), generator=gen)
+            loss = c.nll(train[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
+
+
+def _sampler(c: Contender, n: int) -> Callable[[], None]:
+    def run() -> None:
+        with torch.no_grad():
+            if not bool(torch.isfinite(c.sample(n)).all()):
+                raise RuntimeError(f"{c.name}: non-finite samples")
+
+    return run
 
 
 def run_workload(
@@ -104,63 +127,56 @@ def run_workload(
     extra: dict | None = None,
     out: Path | None = None,
 ) -> list[dict]:
-    """Train every contender with Adam(1e-3) on identical minibatches, interleaved chunk by
-    chunk (so machine load hits every library alike), then time sampling and score test NLL.
+    """Train every contender with Adam(1e-3) on identical minibatches, chunk by chunk through
+    ``harness.run_rounds`` (the first chunk is the warm-up, then one chunk per contender and
+    round in balanced order), then time sampling the same way and score the test NLL.
 
-    steps/s is the median over chunks 2..``chunks`` (chunk 1 is warm-up); samples/s is the
-    median of ``sample_repeats`` timed calls after one warm-up; a ``_cpu`` twin of each rate
-    uses process CPU time (contention-robust with one thread).
+    Rates are medians over rounds, in wall-clock and in process CPU time; the ratios printed
+    are physgen's speed over each peer's, paired per round.
     """
     busy = cpu_busy_pct()
-    load_start = os.getloadavg()
+    load_start = load_average()
     per_chunk = steps // chunks
-    state = {}
-    for c in contenders:
-        opt = torch.optim.Adam(c.module.parameters(), lr=1e-3)
-        state[c.name] = (opt, torch.Generator().manual_seed(1))
-    for _ in range(chunks):
-        for c in contenders:
-            opt, gen = state[c.name]
-            t0, p0 = time.perf_counter(), time.process_time()
-            for _ in range(per_chunk):
-                idx = torch.randint(0, train.shape[0], (batch,), generator=gen)
-                loss = c.nll(train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            c.chunk_rates.append(per_chunk / (time.perf_counter() - t0))
-            c.chunk_cpu_rates.append(per_chunk / (time.process_time() - p0))
+    trainers = {c.name: _trainer(c, train, batch, per_chunk) for c in contenders}
+    train_times = run_rounds(trainers, rounds=chunks - 1, warmup=1)
+    load_mid = load_average()
+    samplers = {c.name: _sampler(c, n_sample) for c in contenders}
+    sample_times = run_rounds(samplers, rounds=sample_repeats, warmup=1)
+    load_end = load_average()
     results = []
     for c in contenders:
         with torch.no_grad():
             test_nll = float(torch.cat([c.nll(t).reshape(1) * len(t) for t in test.split(5000)])
                              .sum() / len(test))  # fmt: skip
-            c.sample(n_sample)
-            rates, cpu_rates = [], []
-            for _ in range(sample_repeats):
-                t0, p0 = time.perf_counter(), time.process_time()
-                s = c.sample(n_sample)
-                rates.append(n_sample / (time.perf_counter() - t0))
-                cpu_rates.append(n_sample / (time.process_time() - p0))
-            finite = bool(torch.isfinite(s).all())
+        tt, st = train_times[c.name], sample_times[c.name]
         results.append({
             "workload": workload, "library": c.name, "version": c.version,
             "params": sum(p.numel() for p in c.module.parameters()),
-            "train_steps_per_s": median_stats(c.chunk_rates[1:]),
-            "train_steps_per_s_cpu": median_stats(c.chunk_cpu_rates[1:]),
+            "train_steps_per_s": median_stats([per_chunk / t.wall for t in tt]),
+            "train_steps_per_s_cpu": median_stats([per_chunk / t.cpu for t in tt]),
             "test_nll": test_nll,
-            "sample_per_s": median_stats(rates),
-            "sample_per_s_cpu": median_stats(cpu_rates),
-            "samples_finite": finite,
+            "sample_per_s": median_stats([n_sample / t.wall for t in st]),
+            "sample_per_s_cpu": median_stats([n_sample / t.cpu for t in st]),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
             "cpu_busy_before_pct": round(busy, 1), "load_start": load_start,
-            "load_end": os.getloadavg(), **(extra or {}),
+            "load_end": load_end, **(extra or {}),
         })  # fmt: skip
     for r in results:
         print(json.dumps(r))
     print(table(results))
+    rows = [
+        Comparison(c.name, p.name, "same model and minibatches")
+        for c in contenders
+        if c.name.startswith("physgen")
+        for p in contenders
+        if not p.name.startswith("physgen")
+    ]
+    print(f"\n### training, {per_chunk} steps per round\n")
+    print(comparison_table(train_times, rows, load_start, load_mid))
+    print(f"\n### sampling {n_sample:,} at once, one call per round\n")
+    print(comparison_table(sample_times, rows, load_mid, load_end))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(out.suffix + ".tmp")
@@ -171,28 +187,19 @@ def run_workload(
 
 
 def table(results: list[dict]) -> str:
-    """Markdown table with physgen's ratios against the fastest peer."""
-    peers = [r for r in results if not r["library"].startswith("physgen")]
-    best_train = max(r["train_steps_per_s"]["median"] for r in peers)
-    best_sample = max(r["sample_per_s"]["median"] for r in peers)
+    """Markdown table of the rates (wall and CPU time, median [min-max] over rounds)."""
     lines = [
         "| library | params | train steps/s [min-max] | cpu-time steps/s | test NLL | "
-        "samples/s [min-max] |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "samples/s [min-max] | cpu-time samples/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         tr, sa = r["train_steps_per_s"], r["sample_per_s"]
         lines.append(
             f"| {r['library']} {r['version']} | {r['params']:,} | {tr['median']:.1f} "
             f"[{tr['min']:.1f}-{tr['max']:.1f}] | {r['train_steps_per_s_cpu']['median']:.1f} | "
-            f"{r['test_nll']:.3f} | {sa['median']:,.0f} [{sa['min']:,.0f}-{sa['max']:,.0f}] |"
-        )
-    ours = next((r for r in results if r["library"] == "physgen"), None)
-    if ours is not None:
-        train_ratio = ours["train_steps_per_s"]["median"] / best_train
-        sample_ratio = ours["sample_per_s"]["median"] / best_sample
-        lines.append(
-            f"physgen / fastest peer: training {train_ratio:.2f}x, sampling {sample_ratio:.2f}x"
+            f"{r['test_nll']:.3f} | {sa['median']:,.0f} [{sa['min']:,.0f}-{sa['max']:,.0f}] | "
+            f"{r['sample_per_s_cpu']['median']:,.0f} |"
         )
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 Model (identical in every library): 5 affine autoregressive transforms, MADE hidden
 [128, 128] ReLU, sequential degrees, feature order reversed between transforms, base N(0, I);
 102,500 parameters. Adam 1e-3, batch 512, 2,000 steps; test NLL on 5,000 held-out points;
-sampling 10,000 at once. Run: ``python studies/benchmarks/w1_maf.py [--threads 2]``.
+sampling 10,000 at once. Run: ``python studies/benchmarks/w1_maf.py [--threads 1]``.
 """
 
 from __future__ import annotations

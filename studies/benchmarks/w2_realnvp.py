@@ -5,7 +5,7 @@ features with index % 2 == i % 2 and transforms the other 32), conditioner MLP
 32 -> 256 -> 256 -> 64 ReLU with default init, no permutations or normalisation, base
 N(0, I); 725,504 parameters. Adam 1e-3, batch 256, 2,000 steps; test NLL on 5,000 held-out
 fields against the exact Gaussian floor; sampling 10,000 at once.
-Run: ``python studies/benchmarks/w2_realnvp.py [--threads 2]``.
+Run: ``python studies/benchmarks/w2_realnvp.py [--threads 1]``.
 """
 
 from __future__ import annotations
