@@ -20,11 +20,17 @@ from physgen.diagnostics.disentanglement import (
     mig,
     mutual_information,
 )
+from physgen.diagnostics.feature_encoder import (
+    FeatureEncoder,
+    load_feature_encoder,
+    train_feature_encoder,
+)
 from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
 
 __all__ = [
     "SCORES",
     "DetectionScore",
+    "FeatureEncoder",
     "MIGResult",
     "auprc",
     "auroc",
@@ -36,6 +42,7 @@ __all__ = [
     "feature_frechet",
     "hanley_mcneil_se",
     "latent_factor_correlation",
+    "load_feature_encoder",
     "log_likelihood_ratio",
     "mig",
     "model_scores",
@@ -43,6 +50,7 @@ __all__ = [
     "perturb",
     "reconstruction_error",
     "residual_score",
+    "train_feature_encoder",
     "typicality_statistic",
     "typicality_threshold",
 ]
