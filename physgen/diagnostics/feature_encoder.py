@@ -34,6 +34,7 @@ __all__ = [
     "FeatureEncoder",
     "feature_distance_entry",
     "find_feature_encoder",
+    "fit_feature_encoder",
     "load_feature_encoder",
     "train_feature_encoder",
 ]
@@ -63,24 +64,31 @@ class FeatureEncoder:
     std: Tensor  # (C,) float64
     path: Path | None = None
 
+    def zscore(self, x: Tensor) -> Tensor:
+        """Fields ``(N, C, [T], *grid)`` in physical units → the encoder's input, float32."""
+        x = torch.as_tensor(x, dtype=torch.float64)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        z = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
+        want = tuple(self.model.sample_shape)
+        z = z.reshape(len(z), -1, *z.shape[z.ndim - (len(want) - 1) :])  # frames as channels
+        if tuple(z.shape[1:]) != want:
+            raise ValueError(
+                f"fields {self.fields} give samples of shape {tuple(z.shape[1:])}; the "
+                f"feature encoder{f' {self.path}' if self.path else ''} reads {want}"
+            )
+        return z.float()
+
     def stack(self, ds: xr.Dataset, limit: int, where: Path | str) -> Tensor:
-        """The encoder's fields of ``ds`` as z-scores ``(N, C·T, *grid)`` float32."""
+        """The encoder's fields of ``ds`` (at most ``limit`` samples) as its input."""
         missing = [f for f in self.fields if f not in ds.data_vars]
         if missing:
             raise KeyError(
                 f"{where}: the feature encoder reads fields {self.fields}; missing {missing}"
             )
-        x = _arrays(ds, self.fields, limit)  # (N, C, [T], *grid)
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        z = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
-        want = tuple(self.model.sample_shape)
-        z = z.reshape(len(z), -1, *z.shape[-(len(want) - 1) :])  # frames as channels
-        if tuple(z.shape[1:]) != want:
-            raise ValueError(
-                f"{where}: fields {self.fields} give samples of shape {tuple(z.shape[1:])}; "
-                f"the feature encoder{f' {self.path}' if self.path else ''} reads {want}"
-            )
-        return z.float()
+        try:
+            return self.zscore(_arrays(ds, self.fields, limit))
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
 
 
 def _arrays(ds: xr.Dataset, fields: list[str], limit: int) -> Tensor:
@@ -88,6 +96,54 @@ def _arrays(ds: xr.Dataset, fields: list[str], limit: int) -> Tensor:
     return torch.from_numpy(
         np.stack([np.asarray(ds[f].values[:limit], dtype=np.float64) for f in fields], axis=1)
     )
+
+
+def fit_feature_encoder(
+    x: Tensor,
+    fields: list[str],
+    *,
+    grid_dims: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    **options: Any,
+) -> FeatureEncoder:
+    """Train the feature encoder on fields ``x`` ``(N, C, [T], *grid)`` in physical units.
+
+    ``grid_dims`` counts the grid axes (default: every axis after the channels); an axis
+    between the channels and the grid (time) is stacked into the channels.
+    Each field is z-scored with its own mean and std over ``x``; the encoder is an
+    :class:`~physgen.models.autoencoder.Autoencoder` (``arch="conv"``) with the
+    :data:`DEFAULTS` unless ``options`` overrides them (``max_samples`` is the caller's).
+    """
+    from physgen.training import fit
+
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"unknown feature-encoder options {unknown}; known: {sorted(DEFAULTS)}")
+    cfg = {**DEFAULTS, **options}
+    x = torch.as_tensor(x, dtype=torch.float64)
+    if len(x) < 2 or x.ndim < 3:
+        raise ValueError(f"a feature encoder needs fields (N ≥ 2, C, *grid), got {tuple(x.shape)}")
+    dims = (0, *range(2, x.ndim))
+    mean, std = x.mean(dims), x.std(dims).clamp_min(1e-12)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    z = ((x - mean.reshape(shape)) / std.reshape(shape)).float()
+    grid_dims = x.ndim - 2 if grid_dims is None else grid_dims
+    z = z.reshape(len(z), -1, *z.shape[z.ndim - grid_dims :])
+    torch.manual_seed(seed)
+    model = Autoencoder(
+        tuple(z.shape[1:]),
+        latent_dim=cfg["latent_dim"],
+        arch="conv",
+        channels=cfg["channels"],
+        hidden=cfg["hidden"],
+    )
+    result = fit(
+        model, z, steps=cfg["steps"], batch_size=min(cfg["batch_size"], len(z)), lr=cfg["lr"],
+        grad_clip=1.0, device=device, seed=seed, progress=progress,
+    )  # fmt: skip
+    return FeatureEncoder(result.model.cpu().eval(), list(fields), mean, std)
 
 
 def train_feature_encoder(
@@ -100,52 +156,31 @@ def train_feature_encoder(
     progress: bool = False,
     **options: Any,
 ) -> Path:
-    """Train the feature encoder on the fields of ``train_path`` and save it to ``out``.
-
-    Each field is z-scored with its own mean and std over the training split; the encoder
-    is an :class:`~physgen.models.autoencoder.Autoencoder` (``arch="conv"``) with the
-    :data:`DEFAULTS` unless ``options`` overrides them. Returns ``out``.
-    """
+    """Train the feature encoder on the fields of ``train_path`` (:func:`fit_feature_encoder`)
+    and save it to ``out`` as a checkpoint with its fields and z-score. Returns ``out``."""
     from physgen.data import field_names, open_fields
-    from physgen.training import fit
     from physgen.training.checkpoint import model_entries, save_checkpoint
 
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"unknown feature-encoder options {unknown}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **options}
+    limit = options.pop("max_samples", DEFAULTS["max_samples"])
     with open_fields(train_path) as ds:
         names = fields or field_names(ds)
-        x = _arrays(ds, names, cfg["max_samples"])  # (N, C, [T], *grid)
+        x = _arrays(ds, names, limit)  # (N, C, [T], *grid)
         grid_dims = sum(d not in ("sample", "time") for d in ds[names[0]].dims)
-    if len(x) < 2:
-        raise ValueError(f"{train_path}: a feature encoder needs ≥ 2 training samples")
-    dims = (0, *range(2, x.ndim))
-    mean, std = x.mean(dims), x.std(dims).clamp_min(1e-12)
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    z = ((x - mean.reshape(shape)) / std.reshape(shape)).float()
-    z = z.reshape(len(z), -1, *z.shape[z.ndim - grid_dims :])
-    torch.manual_seed(seed)
-    model = Autoencoder(
-        tuple(z.shape[1:]),
-        latent_dim=cfg["latent_dim"],
-        arch="conv",
-        channels=cfg["channels"],
-        hidden=cfg["hidden"],
-    )
-    result = fit(
-        model, z, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-        grad_clip=1.0, device=device, seed=seed, progress=progress,
-    )  # fmt: skip
+    try:
+        encoder = fit_feature_encoder(
+            x, names, grid_dims=grid_dims, seed=seed, device=device, progress=progress, **options
+        )
+    except ValueError as err:
+        raise ValueError(f"{train_path}: {err}") from None
     contents = {
-        **model_entries(result.model.cpu().eval()),
+        **model_entries(encoder.model),
         "kind": ENCODER_KIND,
         "fields": list(names),
-        "field_mean": mean,
-        "field_std": std,
+        "field_mean": encoder.mean,
+        "field_std": encoder.std,
         "train_file": Path(train_path).name,
         "train_samples": len(x),
-        "settings": {**cfg, "seed": seed},
+        "settings": {**DEFAULTS, **options, "max_samples": limit, "seed": seed},
     }
     return save_checkpoint(out, contents)
 
