@@ -135,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="physgen run beta_vae", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="CPU configuration (minutes)")
     parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument("--betas", type=float, nargs="+", help="override the β values")
+    parser.add_argument("--steps", type=int, help="override the training steps per β")
+    parser.add_argument("--latent-dim", type=int, help="override the number of latents")
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
+    for key in ("betas", "steps", "latent_dim"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
     out = args.out or runs_root() / ("beta_vae-quick" if args.quick else "beta_vae")
     result = run_study(cfg, out)
     print("\n" + markdown(result["rows"]))
