@@ -11,7 +11,7 @@ import pytest
 
 from physgen.cli import main
 from physgen.data import open_fields
-from physgen.diagnostics import encoder_features, feature_distance, feature_frechet
+from physgen.diagnostics import feature_distance, feature_frechet
 from physgen.diagnostics.feature_encoder import (
     ENCODER_FILE,
     load_feature_encoder,
@@ -52,11 +52,17 @@ def test_the_encoder_is_a_plain_checkpoint_beside_the_data(made: Path) -> None:
 
 def test_trained_encoder_zero_floor_and_monotone_shift(made: Path) -> None:
     encoder = load_feature_encoder(made / ENCODER_FILE)
-    features = encoder_features(encoder.model)
+    features = encoder.features
     with open_fields(made / "test.nc") as ds:
         test = encoder.stack(ds, 1000, "test.nc")
     with open_fields(made / "train.nc") as ds:
         train = encoder.stack(ds, 1000, "train.nc")
+    # φ: the pooled activations of both stages (16 + 32 channels) and the 32-d code, each
+    # standardized over the training split: mean 0 and std 1 there (float32 network).
+    phi = features(train)
+    assert phi.shape == (160, 16 + 32 + 32)
+    assert phi.mean(0).abs().max() < 1e-5 and (phi.std(0) - 1).abs().max() < 1e-5
+    assert (features(test).std(0) - 1).abs().max() > 0.01  # another set is not standardized
     assert float(feature_frechet(features, test, test)) == pytest.approx(0.0, abs=1e-8)
     same = feature_distance(features, test, train)
     assert abs(same["value"] - same["floor"]) < 3 * same["floor_std"] + 0.2 * same["floor"]

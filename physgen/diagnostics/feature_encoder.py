@@ -4,9 +4,18 @@ r"""The feature encoder of a data set: trained on its reference split, stored be
 training split and saves it as ``feature_encoder.pt`` next to the split files: a normal
 physgen checkpoint (tensors and plain data only) with the field order and the per-field
 mean and std it was trained on. ``physgen evaluate`` finds it beside the reference file (or
-takes ``--feature-encoder PATH``) and reports the Fréchet distance of the two sets' codes
+takes ``--feature-encoder PATH``) and reports the Fréchet distance of the two sets' features
 (:func:`physgen.diagnostics.feature_distance`) beside its floor, the idea of FID (Heusel et
 al. 2017, arXiv:1706.08500) with an encoder of the data's own physics instead of ImageNet's.
+
+The features, as FID's pooled Inception activations, are read at every scale of the encoder:
+the grid average of each convolution stage's activations (one value per channel: local
+texture, noise, smoothness) and the code (the large-scale content),
+
+.. math:: \phi(x) = \bigl(\overline{h_1(x)}, \dots, \overline{h_L(x)}, z(x)\bigr),
+
+each dimension standardized by its mean and std over the training split (stored with the
+encoder), so that every feature counts in units of its own spread in the data.
 
 A field with a time axis is encoded with its frames stacked as channels, so the encoder
 reads ``(C·T, *grid)``.
@@ -22,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.diagnostics.features import encoder_features, feature_distance
+from physgen.diagnostics.features import feature_distance
 from physgen.models.autoencoder import Autoencoder
 
 if TYPE_CHECKING:
@@ -36,6 +45,7 @@ __all__ = [
     "find_feature_encoder",
     "fit_feature_encoder",
     "load_feature_encoder",
+    "pooled_features",
     "train_feature_encoder",
 ]
 
@@ -63,6 +73,16 @@ class FeatureEncoder:
     mean: Tensor  # (C,) float64, per field
     std: Tensor  # (C,) float64
     path: Path | None = None
+    feature_mean: Tensor | None = None  # (D,) float64, of φ over the training split
+    feature_std: Tensor | None = None
+
+    def features(self, z: Tensor, batch_size: int = 256) -> Tensor:
+        """φ of the encoder's inputs ``z`` (:meth:`zscore`): ``(N, D)`` float64, standardized
+        with the training split's feature mean and std."""
+        raw = pooled_features(self.model, z, batch_size)
+        if self.feature_mean is None or self.feature_std is None:
+            return raw
+        return (raw - self.feature_mean) / self.feature_std
 
     def zscore(self, x: Tensor) -> Tensor:
         """Fields ``(N, C, [T], *grid)`` in physical units → the encoder's input, float32."""
@@ -89,6 +109,27 @@ class FeatureEncoder:
             return self.zscore(_arrays(ds, self.fields, limit))
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
+
+
+def pooled_features(model: Autoencoder, z: Tensor, batch_size: int = 256) -> Tensor:
+    """The grid average of every convolution stage's activations of a conv autoencoder's
+    encoder, then its code: ``(N, Σ channels + latent_dim)`` float64, without gradients."""
+    stages = getattr(model.encoder, "features", None)
+    if not isinstance(stages, torch.nn.Sequential):
+        raise TypeError(f"{type(model).__name__}: the feature encoder needs arch='conv'")
+    like = next(model.parameters())
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(z), batch_size):
+            h = torch.as_tensor(z[i : i + batch_size]).to(like)
+            pooled = []
+            for layer in stages:
+                h = layer(h)
+                if not isinstance(layer, torch.nn.modules.conv._ConvNd):  # after each activation
+                    pooled.append(h.flatten(2).mean(2))
+            code = model.encoder.head(h.flatten(1))
+            parts.append(torch.cat([*pooled, code], 1).double().cpu())
+    return torch.cat(parts)
 
 
 def _arrays(ds: xr.Dataset, fields: list[str], limit: int) -> Tensor:
@@ -143,7 +184,10 @@ def fit_feature_encoder(
         model, z, steps=cfg["steps"], batch_size=min(cfg["batch_size"], len(z)), lr=cfg["lr"],
         grad_clip=1.0, device=device, seed=seed, progress=progress,
     )  # fmt: skip
-    return FeatureEncoder(result.model.cpu().eval(), list(fields), mean, std)
+    encoder = FeatureEncoder(result.model.cpu().eval(), list(fields), mean, std)
+    phi = pooled_features(encoder.model, z)
+    encoder.feature_mean, encoder.feature_std = phi.mean(0), phi.std(0).clamp_min(1e-12)
+    return encoder
 
 
 def train_feature_encoder(
@@ -178,6 +222,8 @@ def train_feature_encoder(
         "fields": list(names),
         "field_mean": encoder.mean,
         "field_std": encoder.std,
+        "feature_mean": encoder.feature_mean,
+        "feature_std": encoder.feature_std,
         "train_file": Path(train_path).name,
         "train_samples": len(x),
         "settings": {**DEFAULTS, **options, "max_samples": limit, "seed": seed},
@@ -200,7 +246,12 @@ def load_feature_encoder(path: Path) -> FeatureEncoder:
         raise ValueError(f"{path}: a feature encoder holds an autoencoder, not {type(model)}")
     mean = contents["field_mean"].double()
     std = contents["field_std"].double()
-    return FeatureEncoder(model, list(contents["fields"]), mean, std, Path(path))
+    if "feature_mean" not in contents:
+        raise ValueError(f"{path}: no feature statistics; make the encoder again")
+    return FeatureEncoder(
+        model, list(contents["fields"]), mean, std, Path(path),
+        contents["feature_mean"].double(), contents["feature_std"].double(),
+    )  # fmt: skip
 
 
 def find_feature_encoder(ref_path: Path) -> Path | None:
@@ -230,6 +281,5 @@ def feature_distance_entry(
         return {"encoder": str(path), "skipped": f"the samples lack fields {lacking}"}
     gen = encoder.stack(gen_ds, max_samples, paths[0])
     ref = encoder.stack(ref_ds, 2 * max_samples, paths[1])
-    features = encoder_features(encoder.model)
-    result = feature_distance(features, gen, ref, num_splits=splits, seed=seed)
+    result = feature_distance(encoder.features, gen, ref, num_splits=splits, seed=seed)
     return {"encoder": str(path), "fields": encoder.fields, **result}

@@ -3,12 +3,12 @@ pointwise metrics miss, and does it rank a set of models as the field metrics do
 
 The feature encoder is the product's own: ``physgen data make darcy-32 --feature-encoder``
 trains it on the training split and stores it beside the data; ``physgen evaluate`` then
-reports the Fréchet distance of the encoder's codes beside its floor.
+reports the Fréchet distance of the encoder's pooled features beside its floor.
 
 * **Shift.** Held-out fields (valid + test, 300) are evaluated against the training split
   by ``physgen evaluate`` (:func:`physgen.cli.evaluate.evaluate_files`), unchanged and with
   the pressure or the permeability scaled by 1 + s. Each metric is read against its floor:
-  "sees" means outside the floor by more than 2 floor sds.
+  "sees" means above the floor by more than 2 floor sds.
 * **Ranking.** A labelled set of "models": controlled degradations of 200 training fields
   (white noise, Gaussian blur, a scaled pressure, mode collapse onto a few fields) and the
   undegraded fields themselves, in the z-scores the Darcy benchmark uses. Each is scored
@@ -39,7 +39,7 @@ from torch import Tensor
 from physgen.cli.evaluate import evaluate_files
 from physgen.data import open_fields
 from physgen.data.atomic import atomic_output, write_json_atomic
-from physgen.diagnostics import encoder_features, feature_distance, load_feature_encoder
+from physgen.diagnostics import feature_distance, load_feature_encoder
 from physgen.diagnostics.feature_encoder import ENCODER_FILE, train_feature_encoder
 from physgen.diagnostics.ranking import consensus_score, rank_correlation
 from physgen.metrics import compare_to_floor
@@ -135,8 +135,9 @@ def shift_table(files: dict[str, Path], encoder: Path, cfg: dict[str, Any], tmp:
 
 
 def _seen(entry: dict[str, Any]) -> bool:
-    """Outside the floor by more than 2 floor sds."""
-    return not compare_to_floor(entry["value"], entry["floor"], entry["floor_std"]).within
+    """Above the floor by more than 2 floor sds (a value below the floor detects nothing)."""
+    z = compare_to_floor(entry["value"], entry["floor"], entry["floor_std"]).z
+    return z is not None and z > 2.0
 
 
 def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> 
         with open_fields(files[split]) as ds:
             refs.append(encoder.stack(ds, 1000, files[split]).double())
     ref = torch.cat(refs)
-    features = encoder_features(encoder.model)
+    features = encoder.features
     models: dict[str, dict[str, Any]] = {}
     for name, degrade in degradations(cfg["seed"]).items():
         x = degrade(base.clone())
@@ -184,7 +185,7 @@ def _cell(entry: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any]) -> str:
     """The shift table and the ranking table."""
     cols = ["feature_frechet"] + [f"{f}:{k}" for f in ("a", "u") for k in SHIFT_METRICS]
-    lines = ["Shift: value / floor ± floor sd (seen = outside 2 floor sds)", "",
+    lines = ["Shift: value / floor ± floor sd (seen = above the floor by > 2 floor sds)", "",
              "| case | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
     for row in result["shift"]:
         lines.append(f"| {row['case']} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
