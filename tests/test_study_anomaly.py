@@ -39,7 +39,7 @@ def data(study: Any) -> Any:
 def _cfg(study: Any) -> dict[str, Any]:
     cfg = copy.deepcopy(study.CONFIGS["quick"])
     cfg.update(
-        threads=None, iwae_samples=2, tile=4,
+        threads=None, iwae_samples=2, tile=4, feature_steps=2,
         vae={"latent_dim": 4, "channels": [4, 8], "hidden": [16], "steps": 2, "batch_size": 8},
         glow={"levels": 2, "steps": 1, "checker_steps": 1, "hidden": 8, "fit_steps": 2,
               "batch_size": 8},
@@ -98,6 +98,7 @@ def test_tiny_end_to_end(study: Any, data: Any, tmp_path: Path) -> None:
     assert saved["auroc"] == result["auroc"]
     detectors = set(result["auroc"])
     assert {"residual", "vae neg. ELBO", "glow NLL", "glow likelihood ratio"} <= detectors
+    assert {"vae latent Mahalanobis", "spectrum Mahalanobis"} <= detectors
     # The residual flags the 1 % source error perfectly even here (no training involved).
     assert result["auroc"]["residual"]["source"]["auroc"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("| detector |")

@@ -52,3 +52,11 @@ def test_tiny_sweep_writes_table_and_figure(study: Any, tmp_path: Path) -> None:
     assert all(0.0 <= row["mig"] <= 1.0 for row in result["rows"])
     assert (tmp_path / "traversal.png").stat().st_size > 0
     assert (tmp_path / "results.md").read_text().startswith("| β | MIG |")
+
+
+def test_a_range_override_moves_only_that_factor(study: Any) -> None:
+    cfg = copy.deepcopy(study.CONFIGS["quick"])
+    cfg.update(n_nodes=16, levels=2, ranges={"mean": [-12.0, 12.0]})
+    _, v = study.factor_fields(200, cfg, seed=0)
+    assert sorted(np.unique(v[:, 2])) == [-12.0, 12.0]
+    assert sorted(np.unique(v[:, 1])) == [0.5, 2.0]  # the amplitude keeps its default range

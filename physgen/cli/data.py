@@ -256,6 +256,15 @@ def add_make(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--shard", type=_shard, default=None, help="I/N: make shard I of N")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (1)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--feature-encoder",
+        action="store_true",
+        help="also train the feature encoder of 'physgen evaluate's feature distance on the "
+        "training split and save it beside the data as feature_encoder.pt (kept if present)",
+    )
+    parser.add_argument(
+        "--feature-steps", type=int, default=2000, help="training steps of the feature encoder"
+    )
     parser.set_defaults(handler=_make)
 
 
@@ -278,8 +287,19 @@ def _make(args: argparse.Namespace) -> int:
         written = make_dataset(
             args.recipe, args.out, shard=args.shard, workers=args.workers, progress=not args.quiet
         )
+    if args.feature_encoder and "train" in written and args.shard is None:
+        from physgen.diagnostics.feature_encoder import ENCODER_FILE, train_feature_encoder
+
+        target = written["train"].parent / ENCODER_FILE
+        if not target.exists() or target.stat().st_mtime < written["train"].stat().st_mtime:
+            train_feature_encoder(
+                written["train"], target, steps=args.feature_steps, progress=not args.quiet
+            )
+        written["encoder"] = target
+    elif args.feature_encoder:
+        print("--feature-encoder: skipped (the whole training split is needed, not a shard)")
     for key, path in written.items():
-        print(f"{key:<6} {path}")
+        print(f"{key:<7} {path}")
     return 0
 
 

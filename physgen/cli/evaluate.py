@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--splits", type=int, default=5, help="reference splits averaged for each floor"
     )
+    parser.add_argument(
+        "--feature-encoder",
+        type=Path,
+        metavar="PATH",
+        help="feature encoder of the Fréchet feature distance (default: feature_encoder.pt "
+        "beside the reference, made by 'physgen data make --feature-encoder', if present)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     parser.set_defaults(handler=_run)
@@ -192,6 +199,7 @@ def evaluate_files(
     figures: bool = True,
     residual: bool = True,
     progress: bool = False,
+    feature_encoder: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one file of generated fields against a reference file; write metrics.json.
 
@@ -206,6 +214,9 @@ def evaluate_files(
 
     Generated samples holding NaN or Inf are left out of every score and counted in
     ``nonfinite`` (see :func:`_drop_nonfinite`); a reference holding any is refused.
+
+    The Fréchet feature distance (``feature_distance``) uses ``feature_encoder`` or the
+    encoder stored beside the reference (:mod:`physgen.diagnostics.feature_encoder`).
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
@@ -298,6 +309,15 @@ def evaluate_files(
             bar.set_postfix_str(f"{f}: figures")
             _figures(f, gen, ref, entry, out, spatial, ensemble, _is_periodic(ref_ds, spatial))
             bar.update()
+    if not ensemble:
+        from physgen.diagnostics.feature_encoder import feature_distance_entry
+
+        features = feature_distance_entry(
+            feature_encoder, gen_ds, ref_ds, (samples_path, ref_path),
+            max_samples=max_samples, splits=splits, seed=seed,
+        )  # fmt: skip
+        if features is not None:
+            result["feature_distance"] = features
     if residual:
         bar.set_postfix_str("PDE residual")
         entry = _residual_entry(explicit, gen_ds, ref_ds, ref_path, max_samples)
@@ -513,6 +533,12 @@ def format_table(result: dict[str, Any]) -> str:
                 rows.append((field, metric, " ".join(_fmt(x) for x in v), "", "", ""))
             else:
                 rows.append((field, metric, _fmt(v), "", "", ""))
+    features = result.get("feature_distance", {})
+    if "value" in features:
+        ratio = compare_to_floor(features["value"], features["floor"], features.get("floor_std"))
+        sd = _fmt(features["floor_std"]) if "floor_std" in features else ""
+        values = (_fmt(features["value"]), _fmt(features["floor"]), sd, ratio.text())
+        rows.append(("(all)", "feature_frechet", *values))
     if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"
@@ -535,7 +561,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--splits must be ≥ 1, got {args.splits}")
     if args.permutations < 0:
         raise ValueError(f"--permutations must be ≥ 0 (0 skips the test), got {args.permutations}")
-    require_files(*((path, f"no such file: {path}") for path in (args.samples, args.ref)))
+    given = (args.samples, args.ref, *([args.feature_encoder] if args.feature_encoder else []))
+    require_files(*((path, f"no such file: {path}") for path in given))
     out = args.out or args.samples.with_name(f"{args.samples.stem}-evaluation")
     result = evaluate_files(
         args.samples,
@@ -551,6 +578,7 @@ def _run(args: argparse.Namespace) -> int:
         figures=not args.no_figures,
         residual=not args.no_residual,
         progress=not args.quiet,
+        feature_encoder=args.feature_encoder,
     )
     print(f"{result['mode']} metrics of {args.samples} against {args.ref}")
     bad = result["nonfinite"]
@@ -564,5 +592,7 @@ def _run(args: argparse.Namespace) -> int:
     if "skipped" in result.get("residual", {}):
         print(f"PDE residual skipped ({result['residual']['problem']}): ", end="")
         print(result["residual"]["skipped"])
+    if "skipped" in result.get("feature_distance", {}):
+        print(f"feature distance skipped: {result['feature_distance']['skipped']}")
     print(f"wrote {out / 'metrics.json'}")
     return 0

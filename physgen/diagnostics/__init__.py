@@ -20,29 +20,46 @@ from physgen.diagnostics.disentanglement import (
     mig,
     mutual_information,
 )
+from physgen.diagnostics.feature_encoder import (
+    FeatureEncoder,
+    fit_feature_encoder,
+    load_feature_encoder,
+    train_feature_encoder,
+)
+from physgen.diagnostics.feature_scores import MahalanobisFit, spectrum_features
 from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
+from physgen.diagnostics.ranking import RankCorrelation, consensus_score, rank_correlation
 
 __all__ = [
     "SCORES",
     "DetectionScore",
+    "FeatureEncoder",
     "MIGResult",
+    "MahalanobisFit",
+    "RankCorrelation",
     "auprc",
     "auroc",
     "available_scores",
+    "consensus_score",
     "discretize",
     "encoder_features",
     "entropy_estimate",
     "feature_distance",
     "feature_frechet",
+    "fit_feature_encoder",
     "hanley_mcneil_se",
     "latent_factor_correlation",
+    "load_feature_encoder",
     "log_likelihood_ratio",
     "mig",
     "model_scores",
     "mutual_information",
     "perturb",
+    "rank_correlation",
     "reconstruction_error",
     "residual_score",
+    "spectrum_features",
+    "train_feature_encoder",
     "typicality_statistic",
     "typicality_threshold",
 ]

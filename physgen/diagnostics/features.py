@@ -69,9 +69,19 @@ def feature_distance(
     """:math:`d_F` of ``samples`` against ``ref`` in ``features`` space, beside its floor.
 
     ``features`` maps a batch of fields to feature vectors (:func:`encoder_features` of a
-    model trained on the reference data set). Returns :func:`physgen.metrics.with_floor`'s
-    ``{"value", "floor", "floor_std", "n"}`` over ``num_splits`` reference splits.
+    model trained on the reference data set). With m = min(N, ⌊N_ref/2⌋), the first m
+    samples are compared with a random 2m of the reference (seed ``seed``), as in
+    :func:`physgen.metrics.report.distribution_report`. Returns
+    :func:`physgen.metrics.with_floor`'s ``{"value", "floor", "floor_std", "n"}`` over
+    ``num_splits`` reference splits.
     """
+    x, r = as_float64(samples, name="samples"), as_float64(ref, name="ref")
+    m = min(len(x), len(r) // 2)
+    if m < 2:
+        raise ValueError(f"need ≥ 2 samples and ≥ 4 reference fields, got {len(x)} and {len(r)}")
+    # As physgen.metrics.distribution_report: m samples against a random 2m of the reference,
+    # so a large reference is compared at the samples' size.
+    pick = torch.randperm(len(r), generator=torch.Generator().manual_seed(seed))[: 2 * m]
     metric = lambda x, y: feature_frechet(features, x, y)  # noqa: E731
-    result = with_floor(metric, samples, ref, split_seed=seed, num_splits=num_splits)
+    result = with_floor(metric, x[:m], r[pick], split_seed=seed, num_splits=num_splits)
     return {k: float(v) if isinstance(v, Tensor) else v for k, v in result.items()}

@@ -41,6 +41,7 @@ from physgen.data import FieldDataset, load_stats
 from physgen.data.atomic import atomic_output, write_json_atomic
 from physgen.diagnostics import (
     auroc,
+    encoder_features,
     entropy_estimate,
     log_likelihood_ratio,
     model_scores,
@@ -48,6 +49,8 @@ from physgen.diagnostics import (
     residual_score,
     typicality_statistic,
 )
+from physgen.diagnostics.feature_encoder import FeatureEncoder, fit_feature_encoder
+from physgen.diagnostics.feature_scores import MahalanobisFit, spectrum_features
 from physgen.models.base import GenerativeModel, get_model_class
 from physgen.paths import runs_root
 from physgen.problem import Problem, load
@@ -75,7 +78,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "glow": {"levels": 3, "steps": 2, "checker_steps": 2, "hidden": 32, "fit_steps": 1500,
                  "batch_size": 16},
         "iwae_samples": 16, "background_rate": 0.2, "boundary_shift": 0.1, "spike_std": 3.0,
-        "spike_fraction": 0.01, "tile": 8, "smooth_sigma": 1.0,
+        "spike_fraction": 0.01, "tile": 8, "smooth_sigma": 1.0, "feature_steps": 2000,
     },
     "full": {
         "dataset": "darcy-32", "seed": 0, "threads": None, "device": "cuda", "lr": 1e-3,
@@ -84,7 +87,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "glow": {"levels": 3, "steps": 4, "checker_steps": 4, "hidden": 64, "fit_steps": 6000,
                  "batch_size": 64},
         "iwae_samples": 64, "background_rate": 0.2, "boundary_shift": 0.1, "spike_std": 3.0,
-        "spike_fraction": 0.01, "tile": 8, "smooth_sigma": 1.0,
+        "spike_fraction": 0.01, "tile": 8, "smooth_sigma": 1.0, "feature_steps": 5000,
     },
 }  # fmt: skip
 
@@ -202,13 +205,29 @@ def train_detectors(data: Data, cfg: dict[str, Any]) -> tuple[dict[str, Generati
 
 
 def detector_scores(
-    models: dict[str, GenerativeModel], data: Data, sets: dict[str, Tensor], cfg: dict[str, Any]
+    models: dict[str, GenerativeModel],
+    encoder: FeatureEncoder,
+    data: Data,
+    sets: dict[str, Tensor],
+    cfg: dict[str, Any],
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``{detector: {set: (N,) scores}}`` for the normal set (key ``normal``) and each anomaly."""
+    """``{detector: {set: (N,) scores}}`` for the normal set (key ``normal``) and each anomaly;
+    ``encoder`` is the data set's feature encoder (:func:`fit_feature_encoder`)."""
     scale = (1.0 / data.scale).reshape(-1, 1, 1).expand(sets["normal"].shape[1:]).flatten()
     torch.manual_seed(cfg["seed"])
     glow_valid = model_scores(models["glow"], data.normalized(data.valid), data_scale=scale)["nll"]
     entropy = entropy_estimate(glow_valid)
+    # Feature-space detectors (Lee et al. 2018): Mahalanobis distance to a Gaussian fit of
+    # the training fields' features: the VAE's posterior means, the data set's feature
+    # encoder's codes, and the log power spectra of both fields.
+    vae_codes = encoder_features(models["vae"])
+    feature_codes = encoder_features(encoder.model)
+    maps = {
+        "vae latent Mahalanobis": lambda x: vae_codes(data.normalized(x)),
+        "feature-encoder Mahalanobis": lambda x: feature_codes(encoder.zscore(x)),
+        "spectrum Mahalanobis": lambda x: spectrum_features(data.normalized(x), spatial_dims=2),
+    }
+    fits = {name: (f, MahalanobisFit(f(data.train))) for name, f in maps.items()}
     out: dict[str, dict[str, np.ndarray]] = {}
     for key, fields in sets.items():
         z = data.normalized(fields)
@@ -225,6 +244,7 @@ def detector_scores(
             "glow NLL": glow,
             "glow typicality": typicality_statistic(glow, entropy),
             "glow likelihood ratio": -llr,
+            **{name: fit(features(fields)) for name, (features, fit) in fits.items()},
         }
         for name, v in row.items():
             out.setdefault(name, {})[key] = v.numpy()
@@ -263,7 +283,12 @@ def run_study(cfg: dict[str, Any], out: Path, data: Data | None = None) -> dict[
     data = load_data(cfg["dataset"]) if data is None else data
     normal, sets = anomaly_sets(data, cfg)
     models, train_s = train_detectors(data, cfg)
-    scores = detector_scores(models, data, {"normal": normal, **sets}, cfg)
+    begin = time.perf_counter()
+    encoder = fit_feature_encoder(
+        data.train, list(data.problem.field_names), seed=cfg["seed"], steps=cfg["feature_steps"]
+    )
+    train_s["feature encoder"] = time.perf_counter() - begin
+    scores = detector_scores(models, encoder, data, {"normal": normal, **sets}, cfg)
     table = detection_table(scores)
     result = {
         "config": cfg,

@@ -3,7 +3,8 @@
 Data: 1-D Gaussian random fields on 64 nodes of [0, 1] with a squared-exponential kernel,
 u(x) = μ + σ g(x), g ~ GP(0, exp(−r²/2ℓ²)), with three known factors drawn independently per
 sample from 8 levels each: the length scale ℓ ∈ [0.05, 0.3], the amplitude σ ∈ [0.5, 2] and
-the mean μ ∈ [−6, 6]. The field g itself is a nuisance the code must also carry.
+the mean μ ∈ [−6, 6] (a configuration's ``ranges`` or ``--mean-range`` changes a range).
+The field g itself is a nuisance the code must also carry.
 
 For each β an MLP VAE (Higgins et al. 2017: loss −E log p(x|z) + β KL) is trained on the
 same data and budget; its posterior means μ(x) of held-out fields are scored by the mutual
@@ -59,7 +60,8 @@ def factor_fields(n: int, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, n
     rng = np.random.default_rng(seed)
     x = np.linspace(0.0, 1.0, cfg["n_nodes"])
     r = np.abs(x[:, None] - x[None, :])
-    grids = {f: np.linspace(*LEVELS[f], cfg["levels"]) for f in FACTORS}
+    ranges = {**LEVELS, **{f: tuple(r) for f, r in cfg.get("ranges", {}).items()}}
+    grids = {f: np.linspace(*ranges[f], cfg["levels"]) for f in FACTORS}
     # One Cholesky factor per length level (jitter for the SE kernel's near-singular matrix).
     chol = [
         np.linalg.cholesky(se_kernel(r, ell) + 1e-6 * np.eye(len(x))) for ell in grids["length"]
@@ -135,8 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="physgen run beta_vae", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="CPU configuration (minutes)")
     parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument("--betas", type=float, nargs="+", help="override the β values")
+    parser.add_argument("--steps", type=int, help="override the training steps per β")
+    parser.add_argument("--latent-dim", type=int, help="override the number of latents")
+    parser.add_argument(
+        "--mean-range", type=float, nargs=2, metavar=("LO", "HI"), help="override μ's range"
+    )
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
+    for key in ("betas", "steps", "latent_dim"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    if args.mean_range:
+        cfg["ranges"] = {"mean": args.mean_range}
     out = args.out or runs_root() / ("beta_vae-quick" if args.quick else "beta_vae")
     result = run_study(cfg, out)
     print("\n" + markdown(result["rows"]))

@@ -1,0 +1,108 @@
+"""The feature encoder as a product: ``data make --feature-encoder`` stores it beside the data
+as a plain checkpoint, and ``evaluate`` reports the Fréchet feature distance beside its floor."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from physgen.cli import main
+from physgen.data import open_fields
+from physgen.diagnostics import feature_distance, feature_frechet
+from physgen.diagnostics.feature_encoder import (
+    ENCODER_FILE,
+    load_feature_encoder,
+    train_feature_encoder,
+)
+from physgen.training.checkpoint import read_checkpoint, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Darcy data set (16² cells) made with its feature encoder."""
+    d = tmp_path_factory.mktemp("features")
+    recipe = d / "tiny-darcy.toml"
+    recipe.write_text(
+        'problem = "darcy"\nseed = 3\n[params]\nn = 16\n'
+        "[splits]\ntrain = 160\nvalid = 40\ntest = 80\n"
+    )
+    argv = ["data", "make", str(recipe), "--out", str(d / "data"), "--quiet"]
+    assert main([*argv, "--feature-encoder", "--feature-steps", "150"]) == 0
+    return d / "data"
+
+
+def test_the_encoder_is_a_plain_checkpoint_beside_the_data(made: Path) -> None:
+    contents = read_checkpoint(made / ENCODER_FILE)  # weights-only: no code to run
+    assert contents["kind"] == "physgen-feature-encoder/1"
+    assert contents["fields"] == ["a", "u"] and contents["train_file"] == "train.nc"
+    encoder = load_feature_encoder(made / ENCODER_FILE)
+    with open_fields(made / "train.nc") as ds:
+        z = encoder.stack(ds, 1000, "train.nc").double()
+    # The stored z-score is the training split's own: mean 0, std 1 per field.
+    assert z.mean((0, 2, 3)).abs().max() < 1e-6
+    assert (z.std((0, 2, 3)) - 1).abs().max() < 1e-3
+    # Negative control: a checkpoint of another kind is refused by name.
+    other = save_checkpoint(made.parent / "other.pt", {"model_name": "vae"})
+    with pytest.raises(ValueError, match="not a feature encoder"):
+        load_feature_encoder(other)
+
+
+def test_trained_encoder_zero_floor_and_monotone_shift(made: Path) -> None:
+    encoder = load_feature_encoder(made / ENCODER_FILE)
+    features = encoder.features
+    with open_fields(made / "test.nc") as ds:
+        test = encoder.stack(ds, 1000, "test.nc")
+    with open_fields(made / "train.nc") as ds:
+        train = encoder.stack(ds, 1000, "train.nc")
+    # φ: the pooled activations of both stages (16 + 32 channels) and the 32-d code, each
+    # standardized over the training split: mean 0 and std 1 there (float32 network).
+    phi = features(train)
+    assert phi.shape == (160, 16 + 32 + 32)
+    assert phi.mean(0).abs().max() < 1e-5 and (phi.std(0) - 1).abs().max() < 1e-5
+    assert (features(test).std(0) - 1).abs().max() > 0.01  # another set is not standardized
+    assert float(feature_frechet(features, test, test)) == pytest.approx(0.0, abs=1e-8)
+    same = feature_distance(features, test, train)
+    assert abs(same["value"] - same["floor"]) < 3 * same["floor_std"] + 0.2 * same["floor"]
+    shifts = (0.25, 0.5, 1.0, 2.0)  # of the pressure, in its std units
+    values = []
+    for s in shifts:
+        moved = test.clone()
+        moved[:, 1] += s
+        values.append(feature_distance(features, moved, train)["value"])
+    assert all(a < b for a, b in itertools.pairwise(values))
+    assert values[-1] > same["floor"] + 10 * same["floor_std"]
+
+
+def test_evaluate_reports_the_feature_distance_beside_its_floor(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = ["evaluate", str(made / "test.nc"), "--ref", str(made / "train.nc")]
+    flags = ["--no-figures", "--no-residual", "--permutations", "0"]
+    assert main([*base, *flags, "--out", str(tmp_path / "found")]) == 0
+    assert "feature_frechet" in capsys.readouterr().out
+    found = json.loads((tmp_path / "found" / "metrics.json").read_text())["feature_distance"]
+    assert found["encoder"] == str(made / ENCODER_FILE) and found["fields"] == ["a", "u"]
+    assert {"value", "floor", "floor_std", "n"} <= set(found)
+    # An explicit --feature-encoder gives the same numbers (same encoder, same splits).
+    encoder = ["--feature-encoder", str(made / ENCODER_FILE)]
+    assert main([*base, *flags, *encoder, "--out", str(tmp_path / "given")]) == 0
+    given = json.loads((tmp_path / "given" / "metrics.json").read_text())["feature_distance"]
+    assert given["value"] == pytest.approx(found["value"], rel=1e-12)
+    # Without an encoder beside the reference, no entry; a missing file is one clear line.
+    ref_alone = tmp_path / "ref.nc"
+    ref_alone.write_bytes((made / "train.nc").read_bytes())
+    other = ["evaluate", str(made / "test.nc"), "--ref", str(ref_alone), *flags]
+    assert main([*other, "--out", str(tmp_path / "none")]) == 0
+    assert "feature_distance" not in json.loads((tmp_path / "none" / "metrics.json").read_text())
+    capsys.readouterr()
+    missing = ["--feature-encoder", str(tmp_path / "nope.pt")]
+    assert main([*other, *missing, "--out", str(tmp_path / "x")]) == 1
+    assert "nope.pt" in capsys.readouterr().err
+
+
+def test_unknown_training_option_is_named(made: Path, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="unknown feature-encoder options \\['width'\\]"):
+        train_feature_encoder(made / "train.nc", tmp_path / "e.pt", width=3)
