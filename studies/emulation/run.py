@@ -30,10 +30,10 @@ import torch
 
 from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.emulation import (
-    ClimatologyModel,
     Emulator,
     Regressor,
     TrajectoryPairs,
+    climatology_model,
     correlation_horizon,
     lead_time_scores,
     persistence_model,
@@ -98,9 +98,9 @@ def _methods(pairs: TrajectoryPairs, cfg: dict[str, Any]) -> dict[str, tuple[Emu
         )
         out[label] = (emulator, time.perf_counter() - start)
         print(f"trained {label} in {out[label][1]:.0f} s", flush=True)
-    targets, _ = pairs.tensors()
+    frames = pairs.trajectories[:, :, pairs.history :].transpose(1, 2).flatten(0, 1)
     out["persistence"] = (Emulator(persistence_model(settings), settings), 0.0)
-    out["climatology"] = (Emulator(ClimatologyModel(targets.double()), settings), 0.0)
+    out["climatology"] = (Emulator(climatology_model(frames, settings), settings), 0.0)
     return out
 
 
