@@ -525,7 +525,8 @@ def test_train_roll_out_and_evaluate_from_the_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     forecast = tmp_path / "forecast.nc"
     argv = ["rollout", str(result.checkpoint), "--init", str(test), "--steps", "4"]
-    assert main([*argv, "--members", "3", "--noise-refresh", "2", "--out", str(forecast)]) == 0
+    argv += ["--members", "3", "--noise-refresh", "2", "--inflation", "0.8"]
+    assert main([*argv, "--out", str(forecast)]) == 0
     out = tmp_path / "eval"
     argv = ["evaluate", str(forecast), "--ref", str(test), "--out", str(out), "--no-figures"]
     assert main(argv) == 0
@@ -534,7 +535,7 @@ def test_train_roll_out_and_evaluate_from_the_cli(tmp_path: Path) -> None:
     np.testing.assert_allclose(report["time"], [0.02, 0.03, 0.04, 0.05], rtol=1e-9)
     np.testing.assert_allclose(report["lead_time"], [0.01, 0.02, 0.03, 0.04], rtol=1e-9)
     with open_fields(forecast) as f, open_fields(test) as r:
-        assert f.attrs["noise_refresh"] == 2
+        assert f.attrs["noise_refresh"] == 2 and f.attrs["inflation"] == 0.8
         direct = score_forecast(f, r)["fields"]["u"]
     entry = report["fields"]["u"]
     for key in ("crps", "spread_skill", "rmse"):
@@ -546,3 +547,23 @@ def test_train_roll_out_and_evaluate_from_the_cli(tmp_path: Path) -> None:
     assert residual["problem"] == "heat" and len(residual["value"]) == 4
     assert all(f > 0 for f in residual["floor"]) and all(v > 0 for v in residual["value"])
     assert not (out / "lead_times.png").exists()
+
+
+def test_inflation_scales_each_steps_spread_about_the_member_mean() -> None:
+    settings = {"history": 1, "sample_shape": [1, 4], "mean": [0.0], "scale": [1.0]}
+    emulator = Emulator(_Walk(), settings)
+    init = torch.zeros(2, 1, 1, 4, dtype=torch.float64)
+    plain = rollout(emulator, init, 1, 5, seed=3)
+    half = rollout(emulator, init, 1, 5, seed=3, inflation=0.5)
+    # One step from a shared start: the same draws, moved halfway to their mean.
+    mean = plain.mean(1, keepdim=True)
+    torch.testing.assert_close(half, mean + 0.5 * (plain - mean), rtol=0, atol=1e-14)
+    torch.testing.assert_close(half.mean(1), plain.mean(1), rtol=0, atol=1e-14)
+    # Deflation keeps shrinking the spread over later steps; λ = 1 is the plain rollout.
+    many = rollout(emulator, init, 4, 5, seed=3, inflation=0.5)
+    assert float(many.std(1).mean()) < float(rollout(emulator, init, 4, 5, seed=3).std(1).mean())
+    assert torch.equal(
+        rollout(emulator, init, 4, 5, seed=3, inflation=1.0), rollout(emulator, init, 4, 5, seed=3)
+    )
+    with pytest.raises(ValueError, match="inflation must be > 0"):
+        rollout(emulator, init, 2, 2, inflation=0.0)

@@ -43,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(default 1: fresh noise at every step; 0: one noise realization per member for the "
         "whole rollout)",
     )
+    parser.add_argument(
+        "--inflation",
+        type=float,
+        default=1.0,
+        metavar="LAMBDA",
+        help="move each step's member draws about their mean by this factor (< 1 narrows an "
+        "over-dispersed ensemble; default 1: unchanged)",
+    )
     add_draw_options(parser, "the checkpoint family's sampler options, see 'physgen sample -h'")
     parser.set_defaults(handler=_rollout)
 
@@ -92,6 +100,7 @@ def _rollout(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         noise_refresh=args.noise_refresh,
+        inflation=args.inflation,
     )
     ds = _forecast_dataset(forecast, args, description, k)
     provenance = {
@@ -106,6 +115,7 @@ def _rollout(args: argparse.Namespace) -> int:
         "history": k,
         "seed": args.seed,
         "noise_refresh": args.noise_refresh,
+        "inflation": args.inflation,
         "sampler_options": emulator.options,
     }
     path = write_fields(ds, args.out, provenance=provenance)

@@ -130,6 +130,7 @@ def rollout(
     seed: int = 0,
     batch_size: int | None = None,
     noise_refresh: int = 1,
+    inflation: float = 1.0,
 ) -> Tensor:
     r"""Autoregressive ensembles: ``(B, M, steps, C, *grid)`` from histories ``init``.
 
@@ -148,9 +149,18 @@ def rollout(
     one noise realization for the whole rollout and is a deterministic map of its history.
     The replay is exact for any sampler whose draws do not depend on the condition's values
     (the same shapes in the same order).
+
+    Inflation: every step's draws of a case's M members are moved about their mean,
+    :math:`u^m_j \leftarrow \bar u_j + \lambda (u^m_j - \bar u_j)`, λ = ``inflation``,
+    before they enter the histories: the multiplicative covariance inflation of ensemble
+    data assimilation (Anderson & Anderson 1999), here a deflation for λ < 1 that corrects an
+    over-dispersed model's spread. The mean is unchanged and the spread of each step's draws
+    is scaled by λ; λ = 1 (the default) is the plain rollout.
     """
     if steps < 1 or members < 1:
         raise ValueError(f"steps and members must be >= 1, got {steps} and {members}")
+    if not inflation > 0:
+        raise ValueError(f"inflation must be > 0, got {inflation}")
     if noise_refresh < 0:
         raise ValueError(f"noise_refresh must be >= 0 (0: never refresh), got {noise_refresh}")
     b = init.shape[0]
@@ -176,6 +186,10 @@ def rollout(
                 for i, h in zip(range(0, len(history), size), history.split(size), strict=True)
             ]
             new = torch.cat(parts)
+            if inflation != 1.0:
+                draws = new.reshape(b, members, *new.shape[1:])
+                mean = draws.mean(1, keepdim=True)
+                new = (mean + inflation * (draws - mean)).reshape(new.shape)
             frames.append(new)
             history = torch.cat([history[:, 1:], new[:, None]], dim=1)
     out = torch.stack(frames, dim=1)  # (B·M, steps, C, *grid)
