@@ -567,3 +567,18 @@ def test_inflation_scales_each_steps_spread_about_the_member_mean() -> None:
     )
     with pytest.raises(ValueError, match="inflation must be > 0"):
         rollout(emulator, init, 2, 2, inflation=0.0)
+
+
+def test_evaluate_refuses_a_forecast_without_reference_trajectories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, members, truth, _ = _ar1_scores(sigma_model=0.5)
+    forecast, reference = _trajectory_files(members, truth, truth[:, 0], tmp_path)
+    with open_fields(reference) as ref:
+        frame = ref.isel(time=0).drop_vars("time")
+        snapshot = write_fields(frame.load(), tmp_path / "snapshot.nc")
+    argv = ["evaluate", str(forecast), "--ref", str(snapshot), "--out", str(tmp_path / "e")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "need reference trajectories ('sample', 'time', 'x')" in err and "\n" not in err
+    assert not (tmp_path / "e").exists()

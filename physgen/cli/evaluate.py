@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "correlations, MMD with a permutation test, sliced Wasserstein, W1, energy and "
             "Fréchet-PCA distances), each beside its reference-vs-reference floor; files with a "
             "'member' dimension get ensemble scores (fair CRPS, spread-skill, rank histogram, "
-            "coverage). Samples holding NaN/Inf are counted (their fraction is reported) and "
+            "coverage); files with both 'member' and 'time' (a 'physgen rollout' forecast "
+            "against the true trajectories) get them per lead time (fair CRPS, spread-skill, "
+            "ensemble-mean RMSE and correlation, spectrum error and PDE residual beside their "
+            "floors, the correlation and stability horizons) in lead_times.csv. Samples "
+            "holding NaN/Inf are counted (their fraction is reported) and "
             "left out of the scores; the reference must be finite. Writes metrics.json and "
             "figures to --out and prints a table."
         ),

@@ -52,7 +52,8 @@ def _lead_times(times: np.ndarray, ref_times: np.ndarray) -> tuple[np.ndarray, f
             )
         step = float(times[0] - earlier.max())
     t0 = float(times[0]) - step
-    return times - t0, t0
+    # Rounded to 12 digits so that e.g. 0.03 − 0.02 reads 0.01, not 0.009999999999999998.
+    return np.round(times - t0, 12), t0
 
 
 def forecast_report(
@@ -208,18 +209,25 @@ def format_lead_table(result: dict[str, Any]) -> str:
     """A plain-text table, one row per field and lead time, then each field's horizons."""
     shown = ("field", "lead_time", "crps", "spread_skill", "rmse", "correlation",
              "spectrum_lsd", "spectrum_lsd_floor", "residual", "residual_floor")  # fmt: skip
-    rows = [shown] + [tuple(_fmt(row[k]) for k in shown) for row in _rows(result)]
+    rows = [shown] + [
+        tuple(f"{row[k]:.4g}" if k == "lead_time" else _fmt(row[k]) for k in shown)
+        for row in _rows(result)
+    ]
     keep = [i for i in range(len(shown)) if any(row[i] for row in rows[1:])]
     rows = [tuple(row[i] for i in keep) for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]  # fmt: skip
     lines.insert(1, "  ".join("-" * w for w in widths))
+
+    def lead(v: float | None) -> str:
+        return "n/a" if v is None else "never" if math.isinf(v) else f"{v:.4g}"
+
     for name, entry in result["fields"].items():
         lines.append(
             f"{name}: ensemble-mean correlation < 0.5 at lead time "
-            f"{_fmt(entry['correlation_below_0.5_at'])}; stability horizon (spectrum error > "
-            f"10 × floor) {_fmt(entry['stability_horizon']) or 'n/a'}"
+            f"{lead(entry['correlation_below_0.5_at'])}; stability horizon (spectrum error > "
+            f"10 × floor) {lead(entry['stability_horizon'])}"
         )
     residual = result.get("residual", {})
     if "skipped" in residual:
