@@ -25,9 +25,11 @@ __all__ = [
     "axis_label",
     "colour_scale",
     "latent_traversal",
+    "lead_times_figure",
     "loss_curves_figure",
     "marginals_figure",
     "mean_std_figure",
+    "plot_lead_times",
     "plot_loss_curves",
     "plot_marginals",
     "plot_rank_histogram",
@@ -275,6 +277,46 @@ def plot_spectra(
 ) -> Path:
     """Write :func:`spectra_figure` (same keyword options) to ``path``."""
     return save_figure(spectra_figure(k, spectra, **options), path)
+
+
+def lead_times_figure(result: Mapping[str, Any]) -> Figure:
+    """Scores of a trajectory ensemble against lead time, one line per field: fair CRPS,
+    corrected spread–skill (1 = calibrated), RMSE of the ensemble mean and the spectrum error
+    with its floor (dashed) and 10 × the floor (dotted), the stability threshold.
+
+    ``result`` is :func:`physgen.emulation.report.forecast_report`'s dictionary.
+    """
+    lead = np.asarray(result["lead_time"], dtype=float)
+    fig = Figure(layout="constrained", figsize=(10.0, 6.4))
+    axes = fig.subplots(2, 2).ravel()
+    titles = ("fair CRPS", "spread–skill (corrected)", "RMSE of the ensemble mean",
+              "spectrum error (log-spectral distance)")  # fmt: skip
+    for name, entry in result["fields"].items():
+        units = f" [{entry['units']}]" if entry.get("units") not in (None, "", "1") else ""
+        for ax, key in zip(axes[:3], ("crps", "spread_skill", "rmse"), strict=True):
+            ax.plot(lead, entry[key], marker="o", ms=3, label=name)
+            if key != "spread_skill":
+                ax.set_ylabel(f"{key}{units}")
+        spectrum = entry["spectrum_lsd"]
+        if "value" in spectrum:
+            (line,) = axes[3].plot(lead, spectrum["value"], marker="o", ms=3, label=name)
+            floor = np.asarray(spectrum["floor"], dtype=float)
+            axes[3].plot(lead, floor, ls="--", color=line.get_color(), label=f"{name} floor")
+            axes[3].plot(lead, 10 * floor, ls=":", color=line.get_color(),
+                         label=f"{name} 10 × floor")  # fmt: skip
+    axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
+    axes[1].set_ylabel("spread / RMSE")
+    axes[3].set_ylabel("LSD [log10 power]")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set(title=title, xlabel="lead time")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
+def plot_lead_times(result: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write :func:`lead_times_figure` to ``path``."""
+    return save_figure(lead_times_figure(result), path)
 
 
 def marginals_figure(

@@ -23,8 +23,8 @@ n = 32
 t_end = 0.2
 [splits]
 train = 6
-valid = 2
-test = 3
+valid = 4
+test = 4
 """
 
 
@@ -36,8 +36,13 @@ def test_the_study_scores_every_method_per_lead_time(
     recipe = tmp_path / "tiny-burgers.toml"
     recipe.write_text(RECIPE)
     cfg = copy.deepcopy(study.CONFIGS["quick"])
-    cfg.update(recipe=str(recipe), stride=4, n_test=2, members=2, steps=2, batch_size=8)
-    cfg["unet"] = {"channels": [4, 8], "blocks": 1, "periodic": True}
+    cfg.update(recipe=str(recipe), stride=4, n_test=4, n_valid=4, members=2, steps=2)
+    cfg.update(batch_size=8, inflation=[1.0, 0.5])
+    cfg["models"] = {
+        "unet": {"channels": [4, 8], "blocks": 1, "periodic": True},
+        "cvae": {"latent_dim": 2, "channels": [4, 8]},
+        "glow": {"hidden": 4, "levels": 2, "periodic": True},
+    }
     cfg["sample"] = {"flow-matching": {"method": "euler", "steps": 2}, "diffusion": {"steps": 2}}
     monkeypatch.setitem(study.CONFIGS, "quick", cfg)
     assert study.main(["--quick", "--out", str(tmp_path / "out")]) == 0
@@ -45,17 +50,38 @@ def test_the_study_scores_every_method_per_lead_time(
     # 21 frames every 0.01 → every 4th: 6 frames 0.04 apart; history 2 → 4 lead times.
     assert report["lead_times"] == pytest.approx([0.04, 0.08, 0.12, 0.16])
     methods = report["results"]
-    assert set(methods) == {
-        "conditional flow matching", "conditional diffusion", "deterministic U-Net",
-        "persistence", "climatology",
+    generative = {"conditional flow matching", "conditional diffusion", "conditional VAE",
+                  "conditional Glow"}  # fmt: skip
+    calibrated = {
+        f"{name}, λ = {entry['inflation']:g}"
+        for name, entry in report["calibration"].items()
+        if entry["inflation"] != 1.0
+    }
+    assert set(report["calibration"]) == generative
+    assert set(methods) == generative | calibrated | {
+        "deterministic U-Net", "persistence", "climatology",
     }  # fmt: skip
+    # The chosen λ has the smallest validation misfit of the grid.
+    for entry in report["calibration"].values():
+        misfit = entry["mean_abs_log_ssr"]
+        assert set(misfit) == {"1.0", "0.5"}
+        assert misfit[str(entry["inflation"])] == min(misfit.values())
     assert all(len(r["scores"]["crps"]) == 4 for r in methods.values())
     # The persistence row, recomputed by hand: CRPS of a point forecast = MAE of u_1 vs u_j.
     test, _, _ = read_trajectories(make_dataset(recipe, progress=False)["test"])
-    frames = test[:2, :, ::4]  # (2, 1, 6, 32)
+    frames = test[:4, :, ::4]  # (4, 1, 6, 32)
     expected = [float((frames[:, :, 1] - frames[:, :, j]).abs().mean()) for j in range(2, 6)]
     assert methods["persistence"]["scores"]["crps"] == pytest.approx(expected, rel=1e-9)
     assert methods["deterministic U-Net"]["scores"]["spread"] == [0.0] * 4
     assert (tmp_path / "out" / "results.md").read_text().startswith("| method |")
     assert (tmp_path / "out" / "lead_times.png").stat().st_size > 0
     assert torch.isfinite(torch.tensor(methods["conditional diffusion"]["scores"]["crps"])).all()
+
+
+def test_wins_and_calibrated_until() -> None:
+    study = load_module_from_path(STUDY, "emulation_study_run")
+    assert study.wins([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 1  # ties do not count
+    times = [0.1, 0.2, 0.3, 0.4]
+    assert study.calibrated_until([1.0, 0.8, 1.2, 0.9], times) == 0.4
+    assert study.calibrated_until([1.0, 1.19, 1.25, 1.0], times) == 0.2  # stops at the first miss
+    assert study.calibrated_until([0.5, 1.0, 1.0, 1.0], times) == 0.0

@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "correlations, MMD with a permutation test, sliced Wasserstein, W1, energy and "
             "Fréchet-PCA distances), each beside its reference-vs-reference floor; files with a "
             "'member' dimension get ensemble scores (fair CRPS, spread-skill, rank histogram, "
-            "coverage). Samples holding NaN/Inf are counted (their fraction is reported) and "
+            "coverage); files with both 'member' and 'time' (a 'physgen rollout' forecast "
+            "against the true trajectories) get them per lead time (fair CRPS, spread-skill, "
+            "ensemble-mean RMSE and correlation, spectrum error and PDE residual beside their "
+            "floors, the correlation and stability horizons) in lead_times.csv. Samples "
+            "holding NaN/Inf are counted (their fraction is reported) and "
             "left out of the scores; the reference must be finite. Writes metrics.json and "
             "figures to --out and prints a table."
         ),
@@ -249,6 +253,12 @@ def evaluate_files(
                     f"{list(explicit.field_names)}; missing {missing}"
                 )
     ensemble = any("member" in gen_ds[f].dims for f in names)
+    if ensemble and any("time" in gen_ds[f].dims for f in names):
+        return _evaluate_lead_times(
+            gen_ds, ref_ds, names, (samples_path, ref_path), out=out, problem=explicit,
+            residual=residual, max_samples=max_samples, splits=splits, seed=seed,
+            figures=figures,
+        )  # fmt: skip
     result: dict[str, Any] = {
         "schema": "physgen-metrics/1",
         "samples": str(samples_path),
@@ -329,6 +339,78 @@ def evaluate_files(
     return result
 
 
+def _evaluate_lead_times(
+    gen_ds: xr.Dataset,
+    ref_ds: xr.Dataset,
+    names: list[str],
+    paths: tuple[Path, Path],
+    *,
+    out: Path,
+    problem: Any,
+    residual: bool,
+    max_samples: int,
+    splits: int,
+    seed: int,
+    figures: bool,
+) -> dict[str, Any]:
+    """A trajectory ensemble (``member`` and ``time``) against the true trajectories: every
+    score per lead time (:func:`physgen.emulation.report.forecast_report`), written to
+    metrics.json and lead_times.csv (and lead_times.png)."""
+    from physgen.data.atomic import nonfinite_to_none, write_json_atomic
+    from physgen.emulation.report import forecast_report, write_lead_csv
+
+    for f in names:
+        gen, ref = gen_ds[f], ref_ds[f]
+        if gen.dims[:3] != ("sample", "member", "time"):
+            raise ValueError(
+                f"field {f!r} in {paths[0]} has dims {gen.dims}; a trajectory ensemble needs "
+                "('sample', 'member', 'time', *grid)"
+            )
+        if ref.dims != ("sample", *gen.dims[2:]):
+            raise ValueError(
+                f"field {f!r}: the forecast's dims {gen.dims} in {paths[0]} need reference "
+                f"trajectories {('sample', *gen.dims[2:])}, got {ref.dims} in {paths[1]}"
+            )
+        grid = [d for d in gen.dims[3:] if gen.sizes[d] != ref.sizes[d]]
+        if grid:
+            raise ValueError(
+                f"field {f!r}: grid dims {grid} differ in size between {paths[0]} and {paths[1]}"
+            )
+    gen_ds, nonfinite = _drop_nonfinite(gen_ds, ref_ds, names, paths)
+    loaded, note = (None, None)
+    if residual:
+        loaded, note = _residual_problem(problem, gen_ds, ref_ds, paths[1])
+    try:
+        report = forecast_report(
+            gen_ds, ref_ds, names, problem=loaded, max_cases=max_samples, splits=splits,
+            seed=seed,
+        )  # fmt: skip
+    except NotImplementedError as err:  # a problem without an equation to satisfy
+        report = forecast_report(
+            gen_ds, ref_ds, names, max_cases=max_samples, splits=splits, seed=seed
+        )
+        report["residual"] = {"problem": loaded.name, "skipped": str(err)}
+    if note is not None:
+        report["residual"] = note
+    result = {
+        "schema": "physgen-metrics/1",
+        "samples": str(paths[0]),
+        "ref": str(paths[1]),
+        "mode": "lead_time",
+        "seed": seed,
+        "nonfinite": nonfinite,
+        **report,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_lead_csv(result, out / "lead_times.csv")
+    if figures:
+        from physgen.plotting import plot_lead_times
+
+        plot_lead_times(result, out / "lead_times.png")
+    write_json_atomic(nonfinite_to_none(result), out / "metrics.json")
+    return result
+
+
 def _reference_params(name: str, ref_ds: xr.Dataset, ref_path: Path) -> dict[str, Any]:
     """The reference file's ``params_json`` when it names the problem ``name``, else ``{}``."""
     from physgen.problem import recorded_params
@@ -387,31 +469,43 @@ def _load_hinted_problem(name: str, ref_ds: xr.Dataset, ref_path: Path) -> Any:
     return load_registered(name, **_reference_params(name, ref_ds, ref_path))
 
 
-def _residual_entry(
-    problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
-) -> dict[str, Any] | None:
-    """Residual statistics, a note saying why they were skipped, or None (no problem known).
+def _residual_problem(
+    problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path
+) -> tuple[Any, dict[str, Any] | None]:
+    """The problem whose residual is evaluated, ``(problem, None)``; else ``(None, note)``
+    with a note saying why it is skipped, or ``(None, None)`` when no problem is known.
 
     ``problem`` is the explicitly chosen (already loaded) problem, or None: then the reference
     file's own ``problem`` attribute is only a hint (files from importers name no physgen
     problem), and a problem it names that cannot be found is skipped with a note.
     """
-    loaded = problem
+    if problem is not None:
+        return problem, None
+    name = ref_ds.attrs.get("problem")
+    if not name:
+        return None, None
+    try:
+        loaded = _load_hinted_problem(str(name), ref_ds, ref_path)
+    except FileNotFoundError as err:
+        source = ref_ds.attrs.get("problem_file")
+        note = str(err)
+        if source:  # generated by a user's problem file: never run from here
+            note = f"the data were generated by the problem file {source}: pass --problem FILE"
+        return None, {"problem": str(name), "skipped": note}
+    lacking = [c for c in loaded.field_names if c not in gen_ds.data_vars]
+    if lacking:  # e.g. a model of the solution alone: no residual to evaluate
+        return None, {"problem": loaded.name, "skipped": f"the samples lack fields {lacking}"}
+    return loaded, None
+
+
+def _residual_entry(
+    problem: Any, gen_ds: xr.Dataset, ref_ds: xr.Dataset, ref_path: Path, max_samples: int
+) -> dict[str, Any] | None:
+    """Residual statistics, a note saying why they were skipped, or None (no problem known);
+    see :func:`_residual_problem`."""
+    loaded, note = _residual_problem(problem, gen_ds, ref_ds, ref_path)
     if loaded is None:
-        name = ref_ds.attrs.get("problem")
-        if not name:
-            return None
-        try:
-            loaded = _load_hinted_problem(str(name), ref_ds, ref_path)
-        except FileNotFoundError as err:
-            source = ref_ds.attrs.get("problem_file")
-            note = str(err)
-            if source:  # generated by a user's problem file: never run from here
-                note = f"the data were generated by the problem file {source}: pass --problem FILE"
-            return {"problem": str(name), "skipped": note}
-        lacking = [c for c in loaded.field_names if c not in gen_ds.data_vars]
-        if lacking:  # e.g. a model of the solution alone: no residual to evaluate
-            return {"problem": loaded.name, "skipped": f"the samples lack fields {lacking}"}
+        return note
     try:
         return _residual(loaded, gen_ds, ref_ds, max_samples)
     except NotImplementedError as err:  # e.g. random fields: no equation to satisfy
@@ -588,7 +682,13 @@ def _run(args: argparse.Namespace) -> int:
             f"non-finite: {bad['count']} of {bad['total']} generated fields "
             f"({100 * bad['fraction']:.1f}%) hold NaN/Inf and are not scored{dropped}"
         )
-    print(format_table(result))
+    if result["mode"] == "lead_time":
+        from physgen.emulation.report import format_lead_table
+
+        print(format_lead_table(result))
+        print(f"wrote {out / 'lead_times.csv'}")
+    else:
+        print(format_table(result))
     if "skipped" in result.get("residual", {}):
         print(f"PDE residual skipped ({result['residual']['problem']}): ", end="")
         print(result["residual"]["skipped"])

@@ -34,6 +34,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--start", type=int, default=0, help="first frame of the initial history (default 0)"
     )
     parser.add_argument("--batch-size", type=int, help="histories per model call (default: all)")
+    parser.add_argument(
+        "--noise-refresh",
+        type=int,
+        default=1,
+        metavar="N",
+        help="draw fresh sampler noise every N steps and replay the last draws in between "
+        "(default 1: fresh noise at every step; 0: one noise realization per member for the "
+        "whole rollout)",
+    )
+    parser.add_argument(
+        "--inflation",
+        type=float,
+        default=1.0,
+        metavar="LAMBDA",
+        help="move each step's member draws about their mean by this factor (< 1 narrows an "
+        "over-dispersed ensemble; default 1: unchanged)",
+    )
     add_draw_options(parser, "the checkpoint family's sampler options, see 'physgen sample -h'")
     parser.set_defaults(handler=_rollout)
 
@@ -82,6 +99,8 @@ def _rollout(args: argparse.Namespace) -> int:
         params=params,
         seed=args.seed,
         batch_size=args.batch_size,
+        noise_refresh=args.noise_refresh,
+        inflation=args.inflation,
     )
     ds = _forecast_dataset(forecast, args, description, k)
     provenance = {
@@ -95,6 +114,8 @@ def _rollout(args: argparse.Namespace) -> int:
         "initial_frames": [args.start, args.start + k - 1],
         "history": k,
         "seed": args.seed,
+        "noise_refresh": args.noise_refresh,
+        "inflation": args.inflation,
         "sampler_options": emulator.options,
     }
     path = write_fields(ds, args.out, provenance=provenance)

@@ -1,7 +1,7 @@
 """Probabilistic emulation of trajectories: (history → next frame) pairs, conditional models
 of the next frame, autoregressive ensemble rollouts and their scores over lead time."""
 
-from physgen.emulation.baselines import ClimatologyModel, Regressor, persistence_model
+from physgen.emulation.baselines import Regressor, climatology_model, persistence_model
 from physgen.emulation.emulator import Emulator, SolverModel, rollout, train_emulator
 from physgen.emulation.pairs import (
     TrajectoryPairs,
@@ -9,21 +9,31 @@ from physgen.emulation.pairs import (
     pack_history,
     read_trajectories,
 )
-from physgen.emulation.scores import correlation_horizon, lead_time_scores, score_forecast
+from physgen.emulation.scores import (
+    correlation_horizon,
+    lead_time_residuals,
+    lead_time_scores,
+    lead_time_spectrum_error,
+    score_forecast,
+    stability_horizon,
+)
 
 __all__ = [
-    "ClimatologyModel",
     "Emulator",
     "Regressor",
     "SolverModel",
     "TrajectoryPairs",
     "channel_statistics",
+    "climatology_model",
     "correlation_horizon",
+    "lead_time_residuals",
     "lead_time_scores",
+    "lead_time_spectrum_error",
     "pack_history",
     "persistence_model",
     "read_trajectories",
     "rollout",
     "score_forecast",
+    "stability_horizon",
     "train_emulator",
 ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from physgen.emulation.emulator import SolverModel
 from physgen.models import GenerativeModel
 from physgen.nn.unet import UNet
 
-__all__ = ["ClimatologyModel", "Regressor", "persistence_model"]
+__all__ = ["Regressor", "climatology_model", "persistence_model"]
 
 
 def persistence_model(settings: dict[str, Any]) -> SolverModel:
@@ -19,17 +19,15 @@ def persistence_model(settings: dict[str, Any]) -> SolverModel:
     return SolverModel(lambda frame: frame, settings)
 
 
-class ClimatologyModel(nn.Module):
+def climatology_model(frames: Tensor, settings: dict[str, Any]) -> SolverModel:
     """Climatology: each draw is a frame of the training distribution picked at random,
-    whatever the history (``frames`` ``(N, C, *grid)``, normalized as the targets)."""
+    whatever the history (``frames`` ``(N, C, *grid)`` in physical units)."""
 
-    def __init__(self, frames: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("frames", frames)
+    def draw(newest: Tensor) -> Tensor:
+        pick = torch.randint(len(frames), (len(newest),))
+        return frames[pick].to(newest)
 
-    def sample(self, n: int, cond: Tensor | None = None, **options: Any) -> Tensor:
-        pick = torch.randint(len(self.frames), (n,), device=self.frames.device)
-        return self.frames[pick]
+    return SolverModel(draw, settings)
 
 
 class Regressor(GenerativeModel):

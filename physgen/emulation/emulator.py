@@ -26,20 +26,48 @@ def _normalizers(settings: dict[str, Any]) -> tuple[Normalizer, Normalizer | Non
     return frames, params
 
 
+class _Target:
+    """The map between a model's normalized output and the next frame in physical units:
+    the frame itself, or the increment over the newest history frame
+    (:class:`TrajectoryPairs` ``target``)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.frames, _ = _normalizers(settings)
+        self.increment = None
+        if settings.get("target", "frame") == "increment":
+            grid_ndim = len(settings["sample_shape"]) - 1
+            mean, scale = settings["increment_mean"], settings["increment_scale"]
+            self.increment = Normalizer(mean, scale, grid_ndim)
+
+    def to_frame(self, x: Tensor, newest: Tensor) -> Tensor:
+        """The next frame (physical) of a normalized model output ``x``."""
+        if self.increment is None:
+            return self.frames.denormalize(x)
+        return newest + self.increment.denormalize(x)
+
+    def from_frame(self, frame: Tensor, newest: Tensor) -> Tensor:
+        """The normalized model output whose next frame is ``frame``."""
+        if self.increment is None:
+            return self.frames.normalize(frame)
+        return self.increment.normalize(frame - newest)
+
+
 class SolverModel(nn.Module):
     """A deterministic "model" of the next frame: the reference solver behind the model protocol.
 
     ``sample(n, cond)`` de-normalizes the newest frame of each condition (channels
     ``(k−1)·C .. k·C − 1`` of :func:`pack_history`), advances it with ``advance`` (e.g. a
-    problem's :meth:`~physgen.problem.TimeDependentProblem.advance`) and normalizes the
-    result. Rolled out, it reproduces the reference trajectory: the check that the emulation
-    plumbing (pairs, conditioning, normalization, rollout) is exact.
+    problem's :meth:`~physgen.problem.TimeDependentProblem.advance`) and returns the result
+    as a normalized target (the frame, or its increment over the newest frame). Rolled out,
+    it reproduces the reference trajectory: the check that the emulation plumbing (pairs,
+    conditioning, normalization, rollout) is exact.
     """
 
     def __init__(self, advance: Callable[[Tensor], Tensor], settings: dict[str, Any]) -> None:
         super().__init__()
         self.advance = advance
         self.normalizer, _ = _normalizers(settings)
+        self.target = _Target(settings)
         self.channels = settings["sample_shape"][0]
         self.history = settings["history"]
 
@@ -48,7 +76,7 @@ class SolverModel(nn.Module):
             raise ValueError("SolverModel.sample needs one condition per sample")
         newest = cond[:, (self.history - 1) * self.channels : self.history * self.channels]
         frame = self.normalizer.denormalize(newest)
-        return self.normalizer.normalize(self.advance(frame))
+        return self.target.from_frame(self.advance(frame), frame)
 
 
 class Emulator:
@@ -69,6 +97,7 @@ class Emulator:
         self.model, self.settings, self.options = model, dict(settings), dict(options or {})
         self.history = int(settings["history"])
         self.normalizer, self.param_normalizer = _normalizers(settings)
+        self.target = _Target(settings)
         first = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         # A parameter-free model (an exact solver) keeps float64, so it stays exact.
         self.dtype = torch.float64 if first is None else first.dtype
@@ -88,7 +117,7 @@ class Emulator:
         cond = cond.to(self.device, self.dtype)
         with torch.no_grad():
             x = self.model.sample(frames.shape[0], cond, **self.options)
-        return self.normalizer.denormalize(x.to(frames.device, frames.dtype))
+        return self.target.to_frame(x.to(frames.device, frames.dtype), frames[:, -1])
 
 
 def rollout(
@@ -100,6 +129,8 @@ def rollout(
     params: Tensor | None = None,
     seed: int = 0,
     batch_size: int | None = None,
+    noise_refresh: int = 1,
+    inflation: float = 1.0,
 ) -> Tensor:
     r"""Autoregressive ensembles: ``(B, M, steps, C, *grid)`` from histories ``init``.
 
@@ -108,23 +139,57 @@ def rollout(
     history, so members diverge only through the model's randomness (the initial state is
     shared). Draws come from torch's generator seeded with ``seed`` (restored afterwards);
     ``batch_size`` bounds the histories sent to the model at once.
+
+    Noise refreshes: step j (0-based) draws fresh random numbers when j is a multiple of
+    n = ``noise_refresh`` (a *refresh*); any other step replays the random numbers of the
+    last refresh, i.e. :math:`u_j = G_\theta(\xi_{r(j)}; u_{j-k..j-1})` with the sampler's
+    noise :math:`\xi` (the latent z, the initial noise of an ODE sampler, every draw of an SDE
+    sampler) renewed only at steps :math:`r(j) = n \lfloor j/n \rfloor`. ``n = 1`` (the
+    default) refreshes at every step; ``n = 0`` never after the first, so each member keeps
+    one noise realization for the whole rollout and is a deterministic map of its history.
+    The replay is exact for any sampler whose draws do not depend on the condition's values
+    (the same shapes in the same order).
+
+    Inflation: every step's draws of a case's M members are moved about their mean,
+    :math:`u^m_j \leftarrow \bar u_j + \lambda (u^m_j - \bar u_j)`, λ = ``inflation``,
+    before they enter the histories: the multiplicative covariance inflation of ensemble
+    data assimilation (Anderson & Anderson 1999), here a deflation for λ < 1 that corrects an
+    over-dispersed model's spread. The mean is unchanged and the spread of each step's draws
+    is scaled by λ; λ = 1 (the default) is the plain rollout.
     """
     if steps < 1 or members < 1:
         raise ValueError(f"steps and members must be >= 1, got {steps} and {members}")
+    if not inflation > 0:
+        raise ValueError(f"inflation must be > 0, got {inflation}")
+    if noise_refresh < 0:
+        raise ValueError(f"noise_refresh must be >= 0 (0: never refresh), got {noise_refresh}")
     b = init.shape[0]
     history = init.repeat_interleave(members, dim=0)  # (B·M, k, C, *grid), case-major
     reps = None if params is None else params.repeat_interleave(members, dim=0)
     size = batch_size or len(history)
     frames = []
-    devices = [emulator.device] if emulator.device.type == "cuda" else []
+    cuda = emulator.device.type == "cuda"
+    devices = [emulator.device] if cuda else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        for _ in range(steps):
+        saved: tuple[Tensor, Tensor | None] | None = None
+        for j in range(steps):
+            if saved is None or (noise_refresh and j % noise_refresh == 0):
+                state = torch.cuda.get_rng_state(emulator.device) if cuda else None
+                saved = (torch.get_rng_state(), state)
+            else:  # replay the last refresh's draws
+                torch.set_rng_state(saved[0])
+                if saved[1] is not None:
+                    torch.cuda.set_rng_state(saved[1], emulator.device)
             parts = [
                 emulator.step(h, None if reps is None else reps[i : i + size])
                 for i, h in zip(range(0, len(history), size), history.split(size), strict=True)
             ]
             new = torch.cat(parts)
+            if inflation != 1.0:
+                draws = new.reshape(b, members, *new.shape[1:])
+                mean = draws.mean(1, keepdim=True)
+                new = (mean + inflation * (draws - mean)).reshape(new.shape)
             frames.append(new)
             history = torch.cat([history[:, 1:], new[:, None]], dim=1)
     out = torch.stack(frames, dim=1)  # (B·M, steps, C, *grid)

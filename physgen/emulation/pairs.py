@@ -110,6 +110,12 @@ class TrajectoryPairs(Dataset):
         mean, scale: per-channel statistics (default: from ``trajectories``, i.e. the
             training split's statistics; pass the training set's for valid/test pairs).
         param_mean, param_scale: the same for ``params``.
+        target: ``"frame"`` (default): x is the normalized next frame u_j; ``"increment"``:
+            x is the normalized increment u_j − u_{j−1} (the residual target of PDEArena and
+            GenCast, Price et al. 2025), whose scale follows the dynamics, so a model's
+            noise shrinks where the field stops changing.
+        increment_mean, increment_scale: the increment statistics (default: from
+            ``trajectories``' frame differences).
     """
 
     def __init__(
@@ -122,6 +128,9 @@ class TrajectoryPairs(Dataset):
         scale: Sequence[float] | None = None,
         param_mean: Sequence[float] | None = None,
         param_scale: Sequence[float] | None = None,
+        target: str = "frame",
+        increment_mean: Sequence[float] | None = None,
+        increment_scale: Sequence[float] | None = None,
     ) -> None:
         if trajectories.ndim < 4:
             raise ValueError(
@@ -142,6 +151,15 @@ class TrajectoryPairs(Dataset):
             if param_mean is None or param_scale is None:
                 param_mean, param_scale = channel_statistics(params)
             self.param_normalizer = Normalizer(list(param_mean), list(param_scale), 0)
+        if target not in ("frame", "increment"):
+            raise ValueError(f"target must be 'frame' or 'increment', got {target!r}")
+        self.target, self.increment_normalizer = target, None
+        if target == "increment":
+            if increment_mean is None or increment_scale is None:
+                increment_mean, increment_scale = channel_statistics(trajectories.diff(dim=2))
+            self.increment_normalizer = Normalizer(
+                list(increment_mean), list(increment_scale), len(self.grid_shape)
+            )
         targets = torch.arange(history, t)
         self.index = torch.cartesian_prod(torch.arange(n), targets)  # (pairs, 2): (s, j)
         self.description: dict[str, Any] = {}
@@ -155,16 +173,19 @@ class TrajectoryPairs(Dataset):
         fields: Sequence[str] | None = None,
         param_fields: Sequence[str] = (),
         like: TrajectoryPairs | None = None,
+        target: str = "frame",
     ) -> TrajectoryPairs:
         """Pairs of a physgen-field/1 file's time-dependent ``fields`` (default: all).
 
-        ``like`` (the training pairs) supplies the statistics, for valid/test files.
+        ``like`` (the training pairs) supplies the statistics and the target, for valid/test
+        files.
         """
         data, params, description = read_trajectories(path, fields, param_fields)
-        stats: dict[str, Any] = {}
+        stats: dict[str, Any] = {"target": target}
         if like is not None:
             settings = like.describe()
-            stats = {k: settings[k] for k in ("mean", "scale", "param_mean", "param_scale")}
+            keys = ("mean", "scale", "param_mean", "param_scale", "target")
+            stats = {k: settings[k] for k in (*keys, "increment_mean", "increment_scale")}
         pairs = cls(data, history, params=params, **stats)
         pairs.description = description
         return pairs
@@ -196,7 +217,10 @@ class TrajectoryPairs(Dataset):
         past = frames[s[:, None], j[:, None] + offsets]  # (B, k, C, *grid)
         params = None if self.params is None else self.params[s]
         cond = pack_history(past, self.normalizer, params, self.param_normalizer)
-        x = self.normalizer.normalize(frames[s, j])
+        if self.increment_normalizer is not None:
+            x = self.increment_normalizer.normalize(frames[s, j] - frames[s, j - 1])
+        else:
+            x = self.normalizer.normalize(frames[s, j])
         return x.float(), cond.float()
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
@@ -209,7 +233,7 @@ class TrajectoryPairs(Dataset):
 
     def describe(self) -> dict[str, Any]:
         """The JSON-able settings an emulator needs to rebuild its conditioning."""
-        norm, pnorm = self.normalizer, self.param_normalizer
+        norm, pnorm, inorm = self.normalizer, self.param_normalizer, self.increment_normalizer
         return {
             **self.description,
             "history": self.history,
@@ -219,4 +243,7 @@ class TrajectoryPairs(Dataset):
             "scale": norm.scale.flatten().tolist(),
             "param_mean": None if pnorm is None else pnorm.mean.flatten().tolist(),
             "param_scale": None if pnorm is None else pnorm.scale.flatten().tolist(),
+            "target": self.target,
+            "increment_mean": None if inorm is None else inorm.mean.flatten().tolist(),
+            "increment_scale": None if inorm is None else inorm.scale.flatten().tolist(),
         }

@@ -12,8 +12,28 @@ from torch import Tensor
 
 from physgen.metrics._common import ArrayLike, as_float64
 from physgen.metrics.ensemble import crps_fair, spread_skill_ratio
+from physgen.metrics.spectra import energy_spectrum, log_spectral_distance
 
-__all__ = ["correlation_horizon", "lead_time_scores", "score_forecast"]
+__all__ = [
+    "correlation_horizon",
+    "lead_time_residuals",
+    "lead_time_scores",
+    "lead_time_spectrum_error",
+    "score_forecast",
+    "stability_horizon",
+]
+
+
+def _ensemble_and_truth(members: ArrayLike, truth: ArrayLike) -> tuple[Tensor, Tensor]:
+    """``members (B, M, T, ...)`` and ``truth (B, T, ...)`` as float64, shapes checked."""
+    x = as_float64(members, name="members")
+    y = as_float64(truth, name="truth").to(x.device)
+    if x.ndim < 3 or x.shape[:1] + x.shape[2:] != y.shape:
+        raise ValueError(
+            f"members must be (B, M, T, ...) and truth (B, T, ...) with the same B, T and "
+            f"points; got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    return x, y
 
 
 def lead_time_scores(members: ArrayLike, truth: ArrayLike) -> dict[str, list[float]]:
@@ -37,13 +57,7 @@ def lead_time_scores(members: ArrayLike, truth: ArrayLike) -> dict[str, list[flo
     Returns:
         One list of T floats per score.
     """
-    x = as_float64(members, name="members")
-    y = as_float64(truth, name="truth").to(x.device)
-    if x.ndim < 3 or x.shape[:1] + x.shape[2:] != y.shape:
-        raise ValueError(
-            f"members must be (B, M, T, ...) and truth (B, T, ...) with the same B, T and "
-            f"points; got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
+    x, y = _ensemble_and_truth(members, truth)
     m = x.shape[1]
     out: dict[str, list[float]] = {
         k: [] for k in ("crps", "spread", "rmse", "spread_skill", "correlation")
@@ -78,6 +92,116 @@ def correlation_horizon(correlation: list[float], times: list[float], level: flo
     if len(correlation) != len(times):
         raise ValueError(f"{len(correlation)} correlations but {len(times)} lead times")
     return next((t for c, t in zip(correlation, times, strict=True) if c < level), math.inf)
+
+
+def lead_time_spectrum_error(
+    members: ArrayLike,
+    truth: ArrayLike,
+    *,
+    spatial_dims: int,
+    periodic: bool = True,
+    splits: int = 5,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    r"""Energy-spectrum error of a rollout at every lead time, beside the data's own floor.
+
+    ``members`` ``(B, M, T, *grid)``, ``truth`` ``(B, T, *grid)``, one field. At lead time τ
+    the cases are split into two disjoint random halves A and B' of ⌊B/2⌋ cases; the value
+    is the log-spectral distance (:func:`physgen.metrics.log_spectral_distance`, Harris et
+    al. 2022) between the mean energy spectrum of A's members and that of B''s true frames,
+    the floor the same distance between A's and B''s true frames: what two independent sets
+    of true states at that time differ by. Both are means over ``splits`` splits (seeds
+    ``seed``, ``seed + 1``, ...; ``floor_std`` is the floor's spread across them), so value
+    and floor compare the same number of cases (A's M members per case only lower the value's
+    noise). Spectra are Hann-windowed unless ``periodic``, as in ``physgen evaluate``.
+
+    Returns:
+        ``{"value", "floor", "floor_std"}``, one list of T floats each.
+
+    Raises:
+        ValueError: fewer than 4 cases (no two halves of 2) or mismatched shapes.
+    """
+    x, y = _ensemble_and_truth(members, truth)
+    b = x.shape[0]
+    if b < 4:
+        raise ValueError(f"the spectrum floor needs at least 4 cases, got {b}")
+    window = None if periodic else "hann"
+    _, px = energy_spectrum(x, spatial_dims=spatial_dims, window=window)  # (B, M, T, K)
+    _, py = energy_spectrum(y, spatial_dims=spatial_dims, window=window)  # (B, T, K)
+    half = b // 2
+    values, floors = [], []
+    for k in range(splits):
+        perm = torch.randperm(b, generator=torch.Generator().manual_seed(seed + k))
+        a, other = perm[:half].to(x.device), perm[half : 2 * half].to(x.device)
+        ref = py[other].mean(0)  # (T, K)
+        values.append(log_spectral_distance(px[a].mean((0, 1)), ref))
+        floors.append(log_spectral_distance(py[a].mean(0), ref))
+    value, floor = torch.stack(values), torch.stack(floors)  # (splits, T)
+    spread = floor.std(0) if splits > 1 else torch.zeros_like(floor[0])
+    return {"value": value.mean(0).tolist(), "floor": floor.mean(0).tolist(),
+            "floor_std": spread.tolist()}  # fmt: skip
+
+
+def stability_horizon(
+    error: list[float], floor: list[float], times: list[float], factor: float = 10.0
+) -> float:
+    """The first lead time whose error exceeds ``factor`` × its floor (``inf`` if none does)."""
+    if not len(error) == len(floor) == len(times):
+        raise ValueError(f"{len(error)} errors, {len(floor)} floors, {len(times)} lead times")
+    crossed = (t for e, f, t in zip(error, floor, times, strict=True) if e > factor * f)
+    return next(crossed, math.inf)
+
+
+def _relative_defects(problem: Any, before: Tensor, after: Tensor, batch: int = 256) -> Tensor:
+    """Per-field RMS(after − S before) / RMS(after − before), ``(N,)``: the relative one-step
+    defect of :meth:`~physgen.problem.TimeDependentProblem.step_residual` (Δt cancels)."""
+    stepped = torch.cat([problem.advance(part) for part in before.split(batch)])
+    defect = (after - stepped).flatten(1).square().mean(1).sqrt()
+    change = (after - before).flatten(1).square().mean(1).sqrt()
+    return defect / change.clamp_min(torch.finfo(change.dtype).tiny)
+
+
+def lead_time_residuals(problem: Any, members: ArrayLike, truth: ArrayLike) -> dict[str, Any]:
+    r"""The PDE residual of every forecast step, beside the residual of the true step.
+
+    ``members`` ``(B, M, T, C, *grid)`` continue ``truth`` ``(B, T + 1, C, *grid)`` (the true
+    frames at the T lead times and, first, the frame they start from; channels in the
+    order of ``problem.field_names``). At lead τ the value is the mean over cases and members
+    of the relative one-step defect
+
+    .. math:: \frac{\| u_\tau - S_{\Delta t} u_{\tau-1} \|}{\| u_\tau - u_{\tau-1} \|}
+
+    (:meth:`~physgen.problem.TimeDependentProblem.step_residual` over its ``residual_scale``,
+    with ``problem.advance`` as :math:`S_{\Delta t}`), u the member's frames (at τ = 1 the
+    true initial frame before the first draw); the floor is the same mean over the true
+    frames. The frame spacing must be the problem's ``dt_save``.
+
+    Returns:
+        ``{"value", "floor", "ratio"}`` (lists of T) and ``"relative": True``.
+    """
+    x = as_float64(members, name="members")
+    y = as_float64(truth, name="truth").to(x.device)
+    b, m, t = x.shape[:3]
+    if y.shape[:2] != (b, t + 1) or y.shape[2:] != x.shape[3:]:
+        raise ValueError(
+            f"truth must be (B, T + 1, C, *grid) = {(b, t + 1, *x.shape[3:])} for members "
+            f"{tuple(x.shape)}, got {tuple(y.shape)}"
+        )
+    start = y[:, :1, None].expand(b, 1, m, *y.shape[2:]).transpose(1, 2)  # (B, M, 1, C, ...)
+    path = torch.cat([start, x], dim=2)  # (B, M, T + 1, C, *grid)
+    out: dict[str, Any] = {"value": [], "floor": [], "ratio": [], "relative": True}
+    with torch.no_grad():
+        for tau in range(t):
+            value = float(
+                _relative_defects(
+                    problem, path[:, :, tau].flatten(0, 1), path[:, :, tau + 1].flatten(0, 1)
+                ).mean()
+            )
+            floor = float(_relative_defects(problem, y[:, tau], y[:, tau + 1]).mean())
+            out["value"].append(value)
+            out["floor"].append(floor)
+            out["ratio"].append(value / floor if floor > 0 else None)
+    return out
 
 
 def score_forecast(

@@ -2,18 +2,23 @@
 
 Data: ``burgers-128`` for ``--quick`` (1-D viscous Burgers, 128 points; every 5th stored frame,
 Δt = 0.05, 21 frames per trajectory) and ``kolmogorov-64`` (Kolmogorov flow, 64², frames every
-1/32) in the full run, which needs a GPU. Every method sees the k = 2 previous frames as U-Net
-channels (``physgen.emulation.TrajectoryPairs``) and is trained on the same pairs with the
-same budget (optimizer steps × batch):
+1/32) in the full run, which needs a GPU. Every method sees the k = 2 previous frames as
+channels (``physgen.emulation.TrajectoryPairs``), predicts the increment over the newest frame
+(``target="increment"``) and is trained on the same pairs with the same budget (optimizer
+steps × batch):
 
-* conditional flow matching and conditional diffusion (generative: M-member ensembles);
+* conditional flow matching, conditional diffusion (U-Nets), a conditional VAE and a
+  conditional Glow (generative: M-member ensembles);
 * a deterministic U-Net regressor trained by MSE (``physgen.emulation.Regressor``);
 * persistence (u_j = u_{j−1}) and climatology (random training frames), untrained.
 
-Each test trajectory's first k frames start an M-member rollout to the end of the
+Each generative model is rolled out twice on the test trajectories: as trained (λ = 1) and
+with the multiplicative inflation λ of ``physgen.emulation.rollout`` chosen, from a grid, on
+validation trajectories (the λ whose per-lead spread–skill ratios have the smallest mean
+|log SSR|). Each test trajectory's first k frames start an M-member rollout to the end of the
 trajectory; ``physgen.emulation.lead_time_scores`` gives, per lead time, the fair CRPS, the
-corrected spread–skill ratio, the RMSE of the ensemble mean and the ensemble-mean correlation
-(in physical units).
+corrected spread–skill ratio, the RMSE of the ensemble mean and the ensemble-mean correlation,
+``lead_time_spectrum_error`` the energy-spectrum error beside its floor (in physical units).
 
 Usage: ``physgen run emulation --quick`` (CPU) or without ``--quick`` (the GPU configuration).
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,44 +36,63 @@ import torch
 
 from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.emulation import (
-    ClimatologyModel,
     Emulator,
     Regressor,
     TrajectoryPairs,
+    climatology_model,
     correlation_horizon,
     lead_time_scores,
+    lead_time_spectrum_error,
     persistence_model,
     read_trajectories,
     rollout,
+    stability_horizon,
     train_emulator,
 )
 from physgen.paths import runs_root
 from physgen.recipes import make_dataset
 
-__all__ = ["CONFIGS", "main"]
+__all__ = ["CONFIGS", "calibrated_until", "main", "wins"]
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # CPU: small 1-D U-Nets, 16 test trajectories × 8 members (minutes on a busy 2-core CPU).
+    # CPU: small 1-D networks, 16 test trajectories × 8 members (~30 min on a busy 2-core CPU).
     "quick": {
-        "recipe": "burgers-128", "stride": 5, "history": 2, "n_test": 16, "members": 8,
-        "steps": 400, "batch_size": 32, "lr": 2e-3, "ema_decay": 0.99, "device": "cpu",
-        "unet": {"channels": [16, 32], "blocks": 1, "periodic": True},
+        "recipe": "burgers-128", "stride": 5, "history": 2, "target": "increment",
+        "n_test": 16, "n_valid": 16, "members": 8,
+        "steps": 1500, "batch_size": 32, "lr": 2e-3, "ema_decay": 0.99, "device": "cpu",
+        "models": {
+            "unet": {"channels": [16, 32], "blocks": 1, "periodic": True},
+            "cvae": {"latent_dim": 16, "channels": [16, 32]},
+            "glow": {"hidden": 32, "periodic": True},
+        },
+        # Glow's rollouts diverged at lr 2e-3 (its samples of OOD histories blow up).
+        "fit": {"glow": {"lr": 5e-4, "grad_clip": 1.0}},
         "sample": {"flow-matching": {"method": "euler", "steps": 10}, "diffusion": {"steps": 10}},
+        "inflation": [0.4, 0.55, 0.7, 0.85, 1.0, 1.5, 2.5],
     },
     # One GPU: Kolmogorov flow, 100 test trajectories × 16 members.
     "full": {
-        "recipe": "kolmogorov-64", "stride": 1, "history": 2, "n_test": 100, "members": 16,
+        "recipe": "kolmogorov-64", "stride": 1, "history": 2, "target": "increment",
+        "n_test": 100, "n_valid": 32, "members": 16,
         "steps": 50000, "batch_size": 64, "lr": 2e-4, "ema_decay": 0.9999, "device": "cuda",
-        "unet": {"channels": [64, 128, 128], "blocks": 2, "periodic": True},
+        "models": {
+            "unet": {"channels": [64, 128, 128], "blocks": 2, "periodic": True},
+            "cvae": {"latent_dim": 64, "channels": [64, 128]},
+            "glow": {"hidden": 128, "periodic": True},
+        },
+        "fit": {"glow": {"grad_clip": 1.0}},
         "sample": {
             "flow-matching": {"method": "midpoint", "steps": 50}, "diffusion": {"steps": 100},
         },
+        "inflation": [0.4, 0.55, 0.7, 0.85, 1.0, 1.5, 2.5],
     },
 }  # fmt: skip
 
 GENERATIVE = (
     ("flow-matching", "conditional flow matching"),
     ("diffusion", "conditional diffusion"),
+    ("cvae", "conditional VAE"),
+    ("glow", "conditional Glow"),
 )
 
 
@@ -78,71 +103,142 @@ def _trajectories(path: Path, stride: int) -> tuple[torch.Tensor, float]:
     return data[:, :, ::stride], (times[1] - times[0]) * stride
 
 
-def _methods(pairs: TrajectoryPairs, cfg: dict[str, Any]) -> dict[str, tuple[Emulator, float]]:
-    """Every method's emulator and its training time in seconds."""
-    settings = pairs.describe()
+def _train(pairs: TrajectoryPairs, cfg: dict[str, Any], family: str) -> tuple[Emulator, float]:
+    """One family's emulator and its training time in seconds."""
     fit_options = {
         "steps": cfg["steps"], "batch_size": cfg["batch_size"], "lr": cfg["lr"],
         "ema_decay": cfg["ema_decay"], "device": cfg["device"], "progress": False,
+        **cfg.get("fit", {}).get(family, {}),
     }  # fmt: skip
-    out: dict[str, tuple[Emulator, float]] = {}
-    for family, label in (*GENERATIVE, ("regressor", "deterministic U-Net")):
-        start = time.perf_counter()
-        cls = Regressor if family == "regressor" else family
-        emulator, _ = train_emulator(
-            pairs,
-            cls,
-            model_options=cfg["unet"],
-            sample_options=cfg["sample"].get(family, {}),
-            **fit_options,
-        )
-        out[label] = (emulator, time.perf_counter() - start)
-        print(f"trained {label} in {out[label][1]:.0f} s", flush=True)
-    targets, _ = pairs.tensors()
-    out["persistence"] = (Emulator(persistence_model(settings), settings), 0.0)
-    out["climatology"] = (Emulator(ClimatologyModel(targets.double()), settings), 0.0)
-    return out
+    start = time.perf_counter()
+    cls = Regressor if family == "regressor" else family
+    options = cfg["models"].get(family, cfg["models"]["unet"])
+    emulator, _ = train_emulator(
+        pairs,
+        cls,
+        model_options=options,
+        sample_options=cfg["sample"].get(family, {}),
+        **fit_options,
+    )
+    return emulator, time.perf_counter() - start
 
 
-def _table(results: dict[str, dict[str, Any]], leads: list[int], times: list[float]) -> str:
+def _calibrate(
+    emulator: Emulator, frames: torch.Tensor, cfg: dict[str, Any]
+) -> tuple[float, dict[str, float]]:
+    """The inflation λ of the grid with the smallest mean |log SSR| on the validation
+    trajectories ``frames (B, T, C, *grid)`` (1 when no λ gives a finite one), and that mean
+    for every λ."""
+    k = cfg["history"]
+    misfit: dict[str, float] = {}
+    for lam in cfg["inflation"]:
+        ens = rollout(emulator, frames[:, :k], frames.shape[1] - k, cfg["members"], seed=2,
+                      inflation=lam)  # fmt: skip
+        ratios = lead_time_scores(ens, frames[:, k:])["spread_skill"]
+        misfit[str(lam)] = sum(abs(math.log(max(r, 1e-12))) for r in ratios) / len(ratios)
+    finite = {lam: v for lam, v in misfit.items() if math.isfinite(v)}
+    best = min(finite, key=finite.__getitem__) if finite else "1.0"
+    return float(best), misfit
+
+
+def wins(scores: list[float], reference: list[float]) -> int:
+    """At how many lead times ``scores`` is below ``reference`` (lower is better)."""
+    return sum(a < b for a, b in zip(scores, reference, strict=True))
+
+
+def calibrated_until(ratios: list[float], times: list[float], low=0.8, high=1.2) -> float:
+    """The last lead time up to which every spread–skill ratio lies in [low, high] (0 when
+    the first does not)."""
+    last = 0.0
+    for r, t in zip(ratios, times, strict=True):
+        if not low <= r <= high:
+            break
+        last = t
+    return last
+
+
+def _table(
+    results: dict[str, dict[str, Any]], leads: list[int], times: list[float], reference: str
+) -> str:
     head = " | ".join(f"CRPS t+{times[i]:.2f}" for i in leads)
     ratio = " | ".join(f"SSR t+{times[i]:.2f}" for i in leads)
     lines = [
-        f"| method | {head} | {ratio} | RMSE t+{times[leads[-1]]:.2f} | corr < 0.5 at | train s |",
-        "|---" * (2 * len(leads) + 4) + "|",
+        f"| method | {head} | {ratio} | RMSE t+{times[leads[-1]]:.2f} | CRPS < regressor at "
+        "| SSR in [0.8, 1.2] to | corr < 0.5 at | stable to | train s |",
+        "|---" * (2 * len(leads) + 7) + "|",
     ]
+    base = results[reference]["scores"]["crps"]
     for name, r in results.items():
         s = r["scores"]
         crps = " | ".join(f"{s['crps'][i]:.4f}" for i in leads)
         ssr = " | ".join(f"{s['spread_skill'][i]:.2f}" for i in leads)
+        won = "–" if name == reference else f"{wins(s['crps'], base)}/{len(times)}"
+        until = calibrated_until(s["spread_skill"], times)
+        stable = r["stability_horizon"]
         lines.append(
-            f"| {name} | {crps} | {ssr} | {s['rmse'][leads[-1]]:.4f} | "
-            f"{r['horizon']:.2f} | {r['train_s']:.0f} |"
+            f"| {name} | {crps} | {ssr} | {s['rmse'][leads[-1]]:.4f} | {won} | "
+            f"{'–' if until == 0 else f't+{until:.2f}'} | {r['horizon']:.2f} | "
+            f"{'never' if math.isinf(stable) else f'{stable:.2f}'} | {r['train_s']:.0f} |"
         )
     return "\n".join(lines)
 
 
-def _plots(results: dict[str, dict[str, Any]], times: list[float], out: Path) -> None:
+def _plots(
+    results: dict[str, dict[str, Any]],
+    spectra: dict[str, torch.Tensor],
+    times: list[float],
+    picks: list[int],
+    out: Path,
+) -> None:
+    """CRPS, spread–skill and RMSE per lead time; mean energy spectra at three lead times."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.2))
     for name, r in results.items():
-        for ax, key in zip(axes, ("crps", "spread_skill", "rmse"), strict=True):
+        for ax, key in zip(axes[0], ("crps", "spread_skill", "rmse"), strict=True):
             ax.plot(times, r["scores"][key], marker="o", ms=3, label=name)
     for ax, title in zip(
-        axes, ("fair CRPS", "spread–skill (corrected)", "RMSE of the mean"), strict=True
+        axes[0], ("fair CRPS", "spread–skill (corrected)", "RMSE of the mean"), strict=True
     ):
         ax.set_title(title)
         ax.set_xlabel("lead time")
-    axes[1].axhline(1.0, color="k", lw=0.8, ls="--")
-    axes[0].legend(fontsize=7)
+    for ax in (axes[0][0], axes[0][2]):
+        ax.set_yscale("log")
+    axes[0][1].axhline(1.0, color="k", lw=0.8, ls="--")
+    axes[0][0].legend(fontsize=6)
+    for ax, i in zip(axes[1], picks, strict=True):
+        for name, power in spectra.items():
+            style = {"color": "k", "lw": 2} if name == "truth" else {"lw": 1}
+            ax.loglog(range(1, power.shape[-1]), power[i, 1:], label=name, **style)
+        ax.set_title(f"mean energy spectrum, t+{times[i]:.2f}")
+        ax.set_xlabel("wavenumber k")
+    axes[1][0].set_ylabel("P(k)")
+    axes[1][0].legend(fontsize=6)
     fig.tight_layout()
     with atomic_output(out / "lead_times.png") as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _score(
+    ens: torch.Tensor, truth: torch.Tensor, times: list[float]
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Every lead-time score of a rollout ``(B, M, T, 1, n)`` and its mean spectra ``(T, K)``."""
+    from physgen.metrics import energy_spectrum
+
+    scores = lead_time_scores(ens, truth)
+    spectrum = lead_time_spectrum_error(ens[:, :, :, 0], truth[:, :, 0], spatial_dims=1)
+    _, power = energy_spectrum(ens[:, :, :, 0], spatial_dims=1)
+    entry = {
+        "scores": scores,
+        "spectrum_lsd": spectrum,
+        "horizon": correlation_horizon(scores["correlation"], times),
+        "stability_horizon": stability_horizon(spectrum["value"], spectrum["floor"], times),
+    }
+    return entry, power.mean((0, 1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,35 +257,50 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     files = make_dataset(cfg["recipe"], progress=False)
     train, _ = _trajectories(files["train"], cfg["stride"])
+    valid, _ = _trajectories(files["valid"], cfg["stride"])
     test, dt_frame = _trajectories(files["test"], cfg["stride"])
-    test = test[: cfg["n_test"]]
     k = cfg["history"]
-    pairs = TrajectoryPairs(train, k)
-    results: dict[str, dict[str, Any]] = {}
-    frames = test.transpose(1, 2)  # (B, T, C, *grid)
+    pairs = TrajectoryPairs(train, k, target=cfg["target"])
+    settings = pairs.describe()
+    frames = test[: cfg["n_test"]].transpose(1, 2)  # (B, T, C, *grid)
+    valid_frames = valid[: cfg["n_valid"]].transpose(1, 2)
     steps = frames.shape[1] - k
-    for name, (emulator, train_s) in _methods(pairs, cfg).items():
-        start = time.perf_counter()
-        ens = rollout(emulator, frames[:, :k], steps, cfg["members"], seed=1)
-        scores = lead_time_scores(ens, frames[:, k:])
-        results[name] = {
-            "scores": scores,
-            "train_s": train_s,
-            "rollout_s": time.perf_counter() - start,
-        }
-        print(f"{name}: CRPS {scores['crps'][0]:.4f} → {scores['crps'][-1]:.4f}", flush=True)
     times = [dt_frame * (j + 1) for j in range(steps)]
-    for r in results.values():
-        r["horizon"] = correlation_horizon(r["scores"]["correlation"], times)
+    truth = frames[:, k:]
+    results: dict[str, dict[str, Any]] = {}
+    spectra: dict[str, torch.Tensor] = {}
+
+    def run(name: str, emulator: Emulator, train_s: float, inflation: float = 1.0) -> None:
+        start = time.perf_counter()
+        ens = rollout(emulator, frames[:, :k], steps, cfg["members"], seed=1, inflation=inflation)
+        entry, spectra[name] = _score(ens, truth, times)
+        results[name] = {**entry, "train_s": train_s, "inflation": inflation,
+                         "rollout_s": time.perf_counter() - start}  # fmt: skip
+        crps = entry["scores"]["crps"]
+        print(f"{name}: CRPS {crps[0]:.4f} → {crps[-1]:.4f}", flush=True)
+
+    calibration: dict[str, Any] = {}
+    for family, label in GENERATIVE:
+        emulator, train_s = _train(pairs, cfg, family)
+        print(f"trained {label} in {train_s:.0f} s", flush=True)
+        run(label, emulator, train_s)
+        lam, misfit = _calibrate(emulator, valid_frames, cfg)
+        calibration[label] = {"inflation": lam, "mean_abs_log_ssr": misfit}
+        if lam != 1.0:
+            run(f"{label}, λ = {lam:g}", emulator, train_s, inflation=lam)
+    emulator, train_s = _train(pairs, cfg, "regressor")
+    run("deterministic U-Net", emulator, train_s)
+    run("persistence", Emulator(persistence_model(settings), settings), 0.0)
+    climate = train[:, :, k:].transpose(1, 2).flatten(0, 1)
+    run("climatology", Emulator(climatology_model(climate, settings), settings), 0.0)
+    spectra["truth"] = _score(truth[:, None], truth, times)[1]
     leads = sorted({0, steps // 4, steps // 2, steps - 1})
-    table = _table(results, leads, times)
-    write_json_atomic(
-        nonfinite_to_none({"config": cfg, "lead_times": times, "results": results}),
-        out / "results.json",
-    )
+    table = _table(results, leads, times, "deterministic U-Net")
+    report = {"config": cfg, "lead_times": times, "calibration": calibration, "results": results}
+    write_json_atomic(nonfinite_to_none(report), out / "results.json")
     with atomic_output(out / "results.md") as tmp:
         Path(tmp).write_text(table + "\n")
-    _plots(results, times, out)
+    _plots(results, spectra, times, [0, steps // 2, steps - 1], out)
     print(f"\n{table}\n\nwrote {out / 'results.md'}")
     return 0
 
