@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from physgen.data import FieldDataset
@@ -45,7 +44,9 @@ from physgen.training import fit
 __all__ = [
     "DISTRIBUTION_METRICS",
     "coarse_solve",
+    "dirichlet_upsampling_matrix",
     "distribution_scores",
+    "keys_weights",
     "load_coarse_fine",
     "paired_rows",
     "paired_scores",
@@ -87,15 +88,40 @@ def coarse_solve(a: Tensor, coarse: Any, factor: int) -> Tensor:
     return torch.stack([torch.as_tensor(coarse.pressure(x.numpy())) for x in a_bar])
 
 
+def keys_weights(t: Tensor, a: float = -0.5) -> Tensor:
+    r"""Keys' cubic convolution kernel :math:`W(t)` (Keys 1981, IEEE TASSP 29(6)): for
+    :math:`|t| \le 1`, :math:`(a+2)|t|^3 - (a+3)|t|^2 + 1`; for :math:`1 < |t| < 2`,
+    :math:`a|t|^3 - 5a|t|^2 + 8a|t| - 4a`; else 0. With a = −1/2 (Keys' choice, not torch's
+    −3/4) it reproduces quadratics, so the interpolation error is third order."""
+    t = t.abs()
+    inner = ((a + 2) * t - (a + 3)) * t * t + 1
+    outer = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return torch.where(t <= 1, inner, torch.where(t < 2, outer, torch.zeros_like(t)))
+
+
+def dirichlet_upsampling_matrix(m: int, factor: int) -> Tensor:
+    """The ``(f·m, m)`` matrix of bicubic interpolation (:func:`keys_weights`) from ``m``
+    cell centres to ``f·m``, on (0, 1) with u = 0 on both walls: the cells beyond a wall hold
+    the odd reflection −u (the ghost-cell treatment of a Dirichlet wall half a cell out)."""
+    if m < 2 or factor < 1:
+        raise ValueError(f"upsampling needs m >= 2 and factor >= 1, got m={m}, factor={factor}")
+    src = (torch.arange(factor * m, dtype=torch.float64) + 0.5) / factor - 0.5  # coarse index
+    base = src.floor().long()
+    out = torch.zeros(factor * m, m, dtype=torch.float64)
+    for k in range(-1, 3):
+        idx = base + k
+        w = keys_weights(src - idx.double())
+        sign = torch.where((idx < 0) | (idx >= m), -1.0, 1.0).double()
+        mirrored = torch.where(idx < 0, -1 - idx, torch.where(idx >= m, 2 * m - 1 - idx, idx))
+        out.index_put_((torch.arange(factor * m), mirrored), sign * w, accumulate=True)
+    return out
+
+
 def upsample_dirichlet(u: Tensor, factor: int) -> Tensor:
     """Bicubic interpolation ``(B, m, m)`` → ``(B, f·m, f·m)`` of cell-centred values that
-    vanish on the walls: two ghost cells per side hold the odd reflection −u (zero on the
-    wall, half a cell out), then torch's bicubic (Keys, a = −0.75) on cell centres."""
-    p = torch.cat([-u[:, :2].flip(1), u, -u[:, -2:].flip(1)], 1)
-    p = torch.cat([-p[:, :, :2].flip(2), p, -p[:, :, -2:].flip(2)], 2)
-    up = F.interpolate(p[:, None], scale_factor=factor, mode="bicubic", align_corners=False)
-    g = 2 * factor
-    return up[:, 0, g:-g, g:-g]
+    vanish on the walls (:func:`dirichlet_upsampling_matrix` along both axes)."""
+    mat = dirichlet_upsampling_matrix(u.shape[-1], factor)
+    return torch.einsum("ij,bjk,lk->bil", mat, u.double(), mat)
 
 
 def _fields(path: Any, count: int) -> Tensor:
