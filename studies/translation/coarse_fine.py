@@ -46,6 +46,7 @@ __all__ = [
     "coarse_solve",
     "dirichlet_upsampling_matrix",
     "distribution_scores",
+    "draw_members",
     "keys_weights",
     "load_coarse_fine",
     "paired_rows",
@@ -197,7 +198,7 @@ def paired_scores(
     }
 
 
-def _members(model: Any, cond: Tensor, m: int, options: dict[str, Any]) -> Tensor:
+def draw_members(model: Any, cond: Tensor, m: int, options: dict[str, Any]) -> Tensor:
     """``m`` draws per condition, ``(B, M, *sample_shape)``."""
     torch.manual_seed(0)
     with torch.no_grad():
@@ -237,7 +238,7 @@ def paired_rows(data: dict[str, Any], cfg: dict[str, Any]) -> tuple[list[dict[st
         seconds = train(model, (target, cond), cfg)
         m = 1 if isinstance(model, Regressor) else cfg["members"]
         start = time.perf_counter()
-        corr = _members(model, test_cond.to(cfg["device"]), m, options)
+        corr = draw_members(model, test_cond.to(cfg["device"]), m, options)
         members = te["bicubic"][:, None] + data["corr_scale"] * corr
         rows.append({"method": name, **score(members), "train_s": seconds,
                      "sample_s": time.perf_counter() - start})  # fmt: skip
@@ -269,7 +270,7 @@ def unpaired_rows(data: dict[str, Any], cfg: dict[str, Any], upper: Any) -> list
         shape, shape, channels=cfg["channels"], critic_channels=cfg["critic"]
     )
     seconds = train(cyclegan, data_ab, cfg)
-    out = _members(cyclegan, _z(data, te["bicubic"]).to(cfg["device"]), 1, {})[:, 0]
+    out = draw_members(cyclegan, _z(data, te["bicubic"]).to(cfg["device"]), 1, {})[:, 0]
     rows.append(row("CycleGAN", out * data["scale"] + data["mean"], seconds))
     if upper is not None:
         rows.append(row("pix2pix, paired (upper bound)", upper[1][:, 0], None))
