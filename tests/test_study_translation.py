@@ -152,3 +152,21 @@ def test_study_setup_takes_a_subset_of_the_parts(tmp_path):
     assert cfg["parts"] == ["a", "b"]
     with pytest.raises(SystemExit):
         study_setup("demo", None, configs, [*argv[:3], "--parts", "c"], parts=("a", "b"))
+
+
+@pytest.mark.slow  # reads (or generates) darcy-32 and trains five small models for 2 steps
+def test_coarse_fine_parts_run_end_to_end_on_a_tiny_budget(study, tmp_path):
+    cfg = {**study.CONFIGS["quick"], "n_train": 32, "steps": 2, "members": 2,
+           "sampling_steps": 2}  # fmt: skip
+    cfg["paired"] = {**cfg["paired"], "n_test": 4, "n_ref": 8}
+    results, tables = study.run_coarse_fine(cfg, ["paired", "unpaired"])
+    paired = {r["method"]: r for r in results["paired"]}
+    assert {"bicubic (coarse solve)", "U-Net regressor", "pix2pix", "CVAE"} <= set(paired)
+    unpaired = {r["method"]: r for r in results["unpaired"]}
+    truth = unpaired["fine solver (the truth)"]
+    assert truth["rel_l2"] == 0.0 and truth["residual"] < 1e-4  # float32 storage rounding
+    # The identity map of the unpaired part is the bicubic row of the paired part.
+    identity = unpaired["identity (bicubic coarse)"]
+    assert identity["rel_l2"] == pytest.approx(paired["bicubic (coarse solve)"]["rel_l2"])
+    assert identity["lsd"]["value"] == pytest.approx(paired["bicubic (coarse solve)"]["lsd"])
+    assert "pix2pix, paired (upper bound)" in unpaired and len(tables) == 2
