@@ -15,19 +15,29 @@ __all__ = ["study_setup", "write_results"]
 
 
 def study_setup(
-    name: str, doc: str | None, configs: Mapping[str, dict[str, Any]], argv: Sequence[str] | None
+    name: str,
+    doc: str | None,
+    configs: Mapping[str, dict[str, Any]],
+    argv: Sequence[str] | None,
+    parts: Sequence[str] = (),
 ) -> tuple[dict[str, Any], Path]:
     """Parse ``--quick``, ``--device`` and ``--out``; the chosen configuration and a new folder.
 
     ``configs`` holds ``"quick"`` (CPU) and ``"full"``; the folder defaults to
-    ``runs/<name>-<UTC timestamp>``.
+    ``runs/<name>-<UTC timestamp>``. A study made of ``parts`` also takes ``--parts`` (a
+    subset, default all), returned as ``cfg["parts"]``.
     """
     parser = argparse.ArgumentParser(prog=f"physgen run {name}", description=doc)
     parser.add_argument("--quick", action="store_true", help="CPU configuration (minutes)")
     parser.add_argument("--device", help="override the configuration's device")
     parser.add_argument("--out", type=Path, help=f"output folder (default: runs/{name}-…)")
+    if parts:
+        parser.add_argument("--parts", nargs="+", choices=list(parts), default=list(parts),
+                            help="the parts of the study to run (default: all)")  # fmt: skip
     args = parser.parse_args(argv)
     cfg = dict(configs["quick" if args.quick else "full"])
+    if parts:
+        cfg["parts"] = list(args.parts)
     if args.device:
         cfg["device"] = args.device
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")

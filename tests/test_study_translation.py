@@ -59,3 +59,114 @@ def test_study_setup_picks_the_configuration_and_writes_the_result_files(tmp_pat
     path = write_results(out, cfg, {"t": [{"x": float("nan")}]}, "| a |")
     assert path.read_text() == "| a |\n"
     assert '"x": null' in (out / "results.json").read_text()  # non-finite numbers as null
+
+
+@pytest.fixture(scope="module")
+def coarse_fine() -> Any:
+    return load_module_from_path(STUDY.with_name("coarse_fine.py"), "translation_coarse_fine")
+
+
+def _centres(m: int, scale: float = 1.0) -> torch.Tensor:
+    return (torch.arange(m, dtype=torch.float64) + 0.5) * scale
+
+
+def test_keys_bicubic_reproduces_quadratics_inside_and_converges_at_third_order(coarse_fine):
+    # Keys' kernel with a = −1/2 reproduces polynomials of degree ≤ 2 away from the walls
+    # (support: 2 coarse cells); a cubic is the negative control.
+    x, xf = _centres(16), _centres(64, 0.25)
+    for p, exact in ((1, True), (2, True), (3, False)):
+        coarse = (x[:, None] ** p + 2 * x[None, :])[None]
+        fine = (xf[:, None] ** p + 2 * xf[None, :])[None]
+        err = (coarse_fine.upsample_dirichlet(coarse, 4) - fine)[0, 8:-8, 8:-8].abs().max()
+        assert (float(err) < 1e-12) == exact
+
+    # A smooth field that vanishes on the walls: the odd ghost cells keep third order up to
+    # the walls (error ratio ≥ 2³ = 8 per halving of h, up to higher-order terms).
+    def f(m: int) -> torch.Tensor:
+        s = _centres(m, 1.0 / m)
+        return (torch.sin(torch.pi * s)[:, None] * torch.sin(2 * torch.pi * s)[None, :])[None]
+
+    errs = [float((coarse_fine.upsample_dirichlet(f(m), 4) - f(4 * m)).abs().max())
+            for m in (8, 16, 32)]  # fmt: skip
+    assert errs[0] / errs[1] > 7 and errs[1] / errs[2] > 7
+    # Negative control: torch's bicubic (a = −3/4, clamped borders) is first order here.
+    naive = torch.nn.functional.interpolate(f(16)[None], scale_factor=4, mode="bicubic")
+    assert float((naive[0] - f(64)).abs().max()) > 10 * errs[1]
+
+
+def test_coarse_solve_uses_the_block_geometric_mean_of_the_permeability(coarse_fine):
+    fine, coarse = load("darcy", n=16), load("darcy", n=8)
+    # 2 × 2 blocks of {3, 12, 12, 3}: geometric mean 6 (arithmetic 7.5) on every block.
+    a = torch.tensor([[3.0, 12.0], [12.0, 3.0]], dtype=torch.float64).repeat(8, 8)[None]
+    got = coarse_fine.coarse_solve(a, coarse, 2)
+    want = torch.as_tensor(coarse.pressure(torch.full((8, 8), 6.0).numpy()))
+    torch.testing.assert_close(got[0], want, rtol=1e-12, atol=0.0)
+    arithmetic = torch.as_tensor(coarse.pressure(torch.full((8, 8), 7.5).numpy()))
+    assert float((got[0] - arithmetic).abs().max()) > 1e-3  # the negative control
+    # Factor 1 is the fine solver itself.
+    same = coarse_fine.coarse_solve(a, fine, 1)[0]
+    torch.testing.assert_close(same, torch.as_tensor(fine.pressure(a[0].numpy())))
+    with pytest.raises(ValueError, match="coarse grid"):
+        coarse_fine.coarse_solve(a, coarse, 4)
+
+
+def test_paired_scores_of_the_truth_and_of_a_shifted_point_forecast(coarse_fine):
+    problem = load("darcy", n=16)
+    ds = problem.generate(6, seed=0)
+    a, u = (torch.as_tensor(ds[f].values)[:, None] for f in ("a", "u"))
+    ref = torch.as_tensor(problem.generate(8, seed=1)["u"].values)[:, None]
+    exact = coarse_fine.paired_scores(u[:, None], u, a, problem, ref)
+    assert exact["rel_l2"] == 0.0 and exact["crps"] == 0.0
+    assert exact["residual"] == exact["residual_floor"] < 1e-10
+    shifted = coarse_fine.paired_scores(u[:, None] + 0.01, u, a, problem, ref)
+    assert shifted["crps"] == pytest.approx(0.01)  # a point forecast: CRPS = MAE
+    assert shifted["lsd"] == pytest.approx(exact["lsd"])  # a constant moves only k = 0
+    assert shifted["residual"] > 1e3 * exact["residual"]  # the shift breaks u = 0 on the walls
+    # Two members ±d about the truth: an exact mean, and a fair CRPS below the MAE d.
+    pm = torch.stack([u - 0.01, u + 0.01], 1)
+    spread = coarse_fine.paired_scores(pm, u, a, problem, ref)
+    assert spread["rel_l2"] < 1e-12 and spread["crps"] < 0.01
+
+
+def test_distribution_scores_see_a_constant_shift_only_in_the_mean_metrics(coarse_fine):
+    ref = torch.as_tensor(load("darcy", n=16).generate(16, seed=0)["u"].values)[:, None]
+    base = coarse_fine.distribution_scores(ref, ref)
+    shifted = coarse_fine.distribution_scores(ref + 0.01, ref)
+    assert set(base) == set(coarse_fine.DISTRIBUTION_METRICS)
+    for name in ("std_err", "lsd"):  # blind to a constant (LSD leaves out k = 0)
+        assert shifted[name]["value"] == pytest.approx(base[name]["value"])
+        assert shifted[name]["floor"] == base[name]["floor"]
+    for name in ("mean_err", "w1", "energy"):
+        assert shifted[name]["value"] > base[name]["value"] + 1e-3
+        assert shifted[name]["value"] > shifted[name]["floor"]
+
+
+def test_study_setup_takes_a_subset_of_the_parts(tmp_path):
+    from physgen.study import study_setup
+
+    configs = {"quick": {"device": "cpu"}, "full": {"device": "cuda"}}
+    argv = ["--quick", "--out", str(tmp_path), "--parts", "b"]
+    cfg, _ = study_setup("demo", None, configs, argv, parts=("a", "b"))
+    assert cfg["parts"] == ["b"]
+    cfg, _ = study_setup("demo", None, configs, ["--out", str(tmp_path)], parts=("a", "b"))
+    assert cfg["parts"] == ["a", "b"]
+    with pytest.raises(SystemExit):
+        study_setup("demo", None, configs, [*argv[:3], "--parts", "c"], parts=("a", "b"))
+
+
+@pytest.mark.slow  # reads (or generates) darcy-32 and trains five small models for 2 steps
+def test_coarse_fine_parts_run_end_to_end_on_a_tiny_budget(study, tmp_path):
+    cfg = {**study.CONFIGS["quick"], "n_train": 32, "steps": 2, "members": 2,
+           "sampling_steps": 2}  # fmt: skip
+    cfg["paired"] = {**cfg["paired"], "n_test": 4, "n_ref": 8}
+    results, tables = study.run_coarse_fine(cfg, ["paired", "unpaired"])
+    paired = {r["method"]: r for r in results["paired"]}
+    assert {"bicubic (coarse solve)", "U-Net regressor", "pix2pix", "CVAE"} <= set(paired)
+    unpaired = {r["method"]: r for r in results["unpaired"]}
+    truth = unpaired["fine solver (the truth)"]
+    assert truth["rel_l2"] == 0.0 and truth["residual"] < 1e-4  # float32 storage rounding
+    # The identity map of the unpaired part is the bicubic row of the paired part.
+    identity = unpaired["identity (bicubic coarse)"]
+    assert identity["rel_l2"] == pytest.approx(paired["bicubic (coarse solve)"]["rel_l2"])
+    assert identity["lsd"]["value"] == pytest.approx(paired["bicubic (coarse solve)"]["lsd"])
+    assert "pix2pix, paired (upper bound)" in unpaired and len(tables) == 2

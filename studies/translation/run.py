@@ -1,6 +1,13 @@
-"""Translation study, inpainting part: fill gaps in Darcy pressure, with uncertainty.
+"""Translation study: coarse → fine Darcy pressure, paired and unpaired, and filling gaps in it.
 
-Tasks on ``darcy-32`` (FNO Darcy flow, 32² cells; the pressure u alone is observed):
+Paired and unpaired parts (``coarse_fine.py``): the pressure of a coarse solve (permeability
+averaged over 4 × 4 blocks, 8² cells, upsampled bicubically) translated to the fine solve
+(32² cells). Paired: bicubic, a U-Net regressor, pix2pix, a CVAE and conditional diffusion,
+scored by rel. L2, fair CRPS, spectrum LSD (with its floor) and the Darcy residual (with the
+truth's). Unpaired: CycleGAN against the identity map and the paired pix2pix, on distribution
+metrics with their floors and on the residual.
+
+Inpainting tasks on ``darcy-32`` (FNO Darcy flow, 32² cells; the pressure u alone is observed):
 
 * ``inpaint:u:random0.3`` — 30 % of the pixels missing at random;
 * ``inpaint:u:box`` — a centred 16 × 16 box missing (25 % of the grid).
@@ -15,12 +22,15 @@ CRPS, corrected spread–skill (1 = calibrated), and the relative Darcy residual
 field (true permeability, completed pressure) over the ground truth's. A point forecast (the
 harmonic fill) has CRPS = MAE and no spread.
 
-Usage: ``physgen run translation -- --quick`` (CPU, minutes) or without ``--quick`` (GPU).
+Usage: ``physgen run translation -- --quick`` (CPU, minutes) or without ``--quick`` (GPU);
+``--parts paired unpaired inpaint`` picks parts (the unpaired part's upper bound is the paired
+part's pix2pix).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,12 +47,17 @@ from physgen.inverse import (
     solve,
 )
 from physgen.models.base import available_models
+from physgen.paths import load_module_from_path
 from physgen.problem import load
 from physgen.recipes import load_recipe, make_dataset
 from physgen.study import study_setup, write_results
-from physgen.training import fit
 
-__all__ = ["CONFIGS", "main"]
+__all__ = ["CONFIGS", "PARTS", "main"]
+
+coarse_fine = load_module_from_path(
+    Path(__file__).with_name("coarse_fine.py"), "physgen_study_translation_coarse_fine"
+)
+PARTS = ("paired", "unpaired", "inpaint")
 
 TASKS = ("inpaint:u:random0.3", "inpaint:u:box")
 FIELDS = ("a", "u")
@@ -54,12 +69,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "n_train": 1000, "n_test": 8, "members": 8, "batch_size": 16, "device": "cpu",
         "steps": 600, "lr": 2e-3, "diffusion": {"channels": [16, 32], "blocks": 1},
         "sampling_steps": 50,
+        "paired": {"n_test": 64, "n_ref": 64, "coarsen": 4, "channels": [16, 32],
+                   "critic": [16, 32], "latent": 16},
     },
     # One GPU: 100 test cases × 32 members, models trained longer.
     "full": {
         "n_train": 1000, "n_test": 100, "members": 32, "batch_size": 64, "device": "cuda",
         "steps": 30000, "lr": 2e-4, "diffusion": {"channels": [64, 128, 128], "blocks": 2},
         "sampling_steps": 250,
+        "paired": {"n_test": 100, "n_ref": 100, "coarsen": 4, "channels": [64, 128, 128],
+                   "critic": [64, 128, 256], "latent": 64},
     },
 }  # fmt: skip
 
@@ -83,16 +102,6 @@ def _data(cfg: dict[str, Any]) -> dict[str, Any]:
         "scale": float(norm.scale.flatten()[1]),
         "problem": load(recipe.problem, **recipe.params),
     }
-
-
-def _train(model: Any, data: Any, cfg: dict[str, Any]) -> float:
-    start = time.perf_counter()
-    fit(
-        model, data, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-        grad_clip=1.0, device=cfg["device"], progress=False, seed=0,
-    )  # fmt: skip
-    model.eval()
-    return time.perf_counter() - start
 
 
 def _residual(data: dict[str, Any], u: Tensor) -> float:
@@ -126,6 +135,38 @@ def _row(
         "residual_over_floor": _residual(data, u),
         "seconds": seconds,
     }
+
+
+def _harmonic_residual_row(
+    task: Any, data: dict[str, Any], y: Tensor, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """Conditional diffusion of the harmonic fill's error r = u − h given (h, mask), the
+    correction learnt as in residual super-resolution; the members are h + r."""
+    op, missing = task.operator, task.operator.missing
+    spacing = data["problem"].grid.spacing
+
+    def cond(u: Tensor) -> tuple[Tensor, Tensor]:
+        h = torch.as_tensor(harmonic_fill(u.double().numpy(), missing.numpy(), spacing=spacing))
+        mask = op.observed.double().expand(len(h), 1, *op.grid_shape)
+        return h, torch.cat([h, mask], 1).float()
+
+    h_train, c_train = cond(data["train"])
+    r_train = data["train"].double() - h_train  # zero where observed
+    r_scale = float(r_train[..., missing].std())
+    torch.manual_seed(0)
+    model = available_models()["diffusion"](
+        task.target_shape, tuple(c_train.shape[1:]), **cfg["diffusion"]
+    )
+    train_s = coarse_fine.train(model, ((r_train / r_scale).float(), c_train), cfg)
+    start = time.perf_counter()
+    h_test, c_test = cond(data["test"])
+    options = {"sampler": "ddpm", "steps": cfg["sampling_steps"]}
+    r = coarse_fine.draw_members(model, c_test.to(cfg["device"]), cfg["members"], options)
+    completed = op.complete(y[:, None].double(), h_test[:, None] + r_scale * r)
+    phys = completed * data["scale"] + data["mean"]
+    row = _row("conditional diffusion on the harmonic fill", data, phys, missing,
+               time.perf_counter() - start)  # fmt: skip
+    return {**row, "train_s": train_s}
 
 
 def run_task(
@@ -166,7 +207,7 @@ def run_task(
         targets, conds = task.pairs(data["train"].double())
         torch.manual_seed(0)
         model = family(task.target_shape, tuple(conds.shape[1:]), **cfg["diffusion"])
-        train_s = _train(model, (targets.float(), conds.float()), cfg)
+        train_s = coarse_fine.train(model, (targets.float(), conds.float()), cfg)
         start = time.perf_counter()
         with torch.no_grad():
             options = {"sampler": "ddpm", "steps": cfg["sampling_steps"]}
@@ -175,6 +216,7 @@ def run_task(
         row = _row("conditional diffusion", data, phys(completed), missing,
                    time.perf_counter() - start)  # fmt: skip
         rows.append({**row, "train_s": train_s})
+        rows.append(_harmonic_residual_row(task, data, y, cfg))
     for row in rows:
         row["missing_fraction"] = float(missing.double().mean())
     return rows
@@ -198,23 +240,87 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(v: float | None, p: int = 3) -> str:
+    return "–" if v is None else f"{v:.{p}g}"
+
+
+def paired_table(rows: list[dict[str, Any]]) -> str:
+    """The paired part's table."""
+    lines = [
+        "| method | rel. L2 (mean) | fair CRPS | spectrum LSD (floor) | residual (floor) | "
+        "train s |",
+        "|" + "---|" * 6,
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {_fmt(r['rel_l2'])} | {_fmt(r['crps'])} | "
+            f"{_fmt(r['lsd'])} ({_fmt(r['lsd_floor'], 2)}) | {_fmt(r['residual'])} "
+            f"({_fmt(r['residual_floor'], 2)}) | {_fmt(r['train_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def unpaired_table(rows: list[dict[str, Any]]) -> str:
+    """The unpaired part's table: distribution metrics (floors), rel. L2 and residual."""
+    names = list(coarse_fine.DISTRIBUTION_METRICS)
+    heads = {"mean_err": "mean-field err.", "std_err": "std-field err.", "lsd": "spectrum LSD",
+             "w1": "pointwise W1", "energy": "energy distance"}  # fmt: skip
+    lines = [
+        "| method | "
+        + " | ".join(f"{heads[n]} (floor)" for n in names)
+        + " | rel. L2 (paired) | residual | train s |",
+        "|" + "---|" * (len(names) + 4),
+    ]
+    for r in rows:
+        cells = [f"{_fmt(r[n]['value'])} ({_fmt(r[n]['floor'], 2)})" for n in names]
+        lines.append(
+            f"| {r['method']} | "
+            + " | ".join(cells)
+            + f" | {_fmt(r['rel_l2'])} | {_fmt(r['residual'])} | {_fmt(r['train_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def run_coarse_fine(cfg: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The paired and unpaired parts: their rows and tables."""
+    sub = {**cfg, **cfg["paired"]}
+    data = coarse_fine.load_coarse_fine(sub)
+    results: dict[str, Any] = {}
+    tables = []
+    upper = None
+    if "paired" in parts:
+        results["paired"], upper = coarse_fine.paired_rows(data, sub)
+        tables.append("### Paired: coarse → fine\n\n" + paired_table(results["paired"]))
+        print(tables[-1], flush=True)
+    if "unpaired" in parts:
+        results["unpaired"] = coarse_fine.unpaired_rows(data, sub, upper)
+        tables.append("### Unpaired: coarse → fine\n\n" + unpaired_table(results["unpaired"]))
+        print(tables[-1], flush=True)
+    return results, tables
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the study; write ``results.json`` and ``results.md`` under ``runs/``."""
-    cfg, out = study_setup("translation", __doc__, CONFIGS, argv)
+    cfg, out = study_setup("translation", __doc__, CONFIGS, argv, parts=PARTS)
     torch.manual_seed(0)
+    results, tables = run_coarse_fine(cfg, cfg["parts"])
+    if "inpaint" not in cfg["parts"]:
+        write_results(out, cfg, results, "\n\n".join(tables))
+        return 0
     data = _data(cfg)
     prior, prior_s = None, 0.0
     if "diffusion" in available_models():
         prior = available_models()["diffusion"](
             tuple(data["train"].shape[1:]), None, **cfg["diffusion"]
         )
-        prior_s = _train(prior, data["train"], cfg)
-    results = {}
+        prior_s = coarse_fine.train(prior, data["train"], cfg)
+    inpainting = {}
     for spec in TASKS:
-        results[spec] = run_task(spec, data, cfg, prior, prior_s)
-        print(_table({spec: results[spec]}), flush=True)
-    table = _table(results)
-    write_results(out, cfg, results, table)
+        inpainting[spec] = run_task(spec, data, cfg, prior, prior_s)
+        print(_table({spec: inpainting[spec]}), flush=True)
+    results["inpaint"] = inpainting
+    tables.append("### Inpainting\n\n" + _table(inpainting))
+    write_results(out, cfg, results, "\n\n".join(tables))
     return 0
 
 
