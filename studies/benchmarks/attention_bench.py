@@ -12,7 +12,6 @@ Usage: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/attention_bench.py [-
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import THREADS_HELP, Comparison, comparison_table, load_average, run_rounds
+from harness import Comparison, bench_parser, comparison_table, load_average, run_rounds
 
 from physgen.nn.unet import UNet, _Attention
 
@@ -40,12 +39,9 @@ def written_out(block: _Attention, x: Tensor) -> Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, rounds=7, steps=5)
     parser.add_argument("--grid", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="training steps per timing")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -19,7 +19,6 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/cnf_bench.py [--threads
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -34,8 +33,8 @@ from torchdiffeq import odeint_adjoint
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import NFECounter, two_moons, versions
 from harness import (
-    THREADS_HELP,
     Comparison,
+    bench_parser,
     comparison_table,
     load_average,
     run_rounds,
@@ -130,9 +129,7 @@ def _mlp_of_zuko(flow: nn.Module) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser = bench_parser(__doc__, rounds=10)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     data = two_moons()

@@ -20,7 +20,6 @@ Usage: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/dataload.py [--sample
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -34,9 +33,9 @@ import xarray as xr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
-    THREADS_HELP,
     Comparison,
     Timing,
+    bench_parser,
     comparison_table,
     load_average,
     run_rounds,
@@ -141,14 +140,12 @@ def report(
 
 def main() -> None:
     """Parse the flags, write the file, time both settings, print the tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, rounds=7)
     parser.add_argument("--samples", type=int, default=4000)
     parser.add_argument("--fields", type=int, default=2)
     parser.add_argument("--grid", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--batches", type=int, default=40, help="batches per contender and round")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(

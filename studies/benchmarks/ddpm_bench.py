@@ -18,7 +18,6 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/ddpm_bench.py [--thread
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -30,8 +29,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import grf2d, versions
 from harness import (
-    THREADS_HELP,
     Comparison,
+    bench_parser,
     comparison_table,
     load_average,
     run_rounds,
@@ -72,10 +71,7 @@ def diffusers_unet(head_dim: int | None) -> nn.Module:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=6, help="training steps per timed call")
+    parser = bench_parser(__doc__, rounds=5, steps=6)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from diffusers import DDIMScheduler, DDPMScheduler

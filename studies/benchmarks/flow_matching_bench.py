@@ -24,7 +24,6 @@ Run: ``OMP_WAIT_POLICY=PASSIVE python studies/benchmarks/flow_matching_bench.py 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -36,8 +35,8 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from core_bench import two_moons, versions
 from harness import (
-    THREADS_HELP,
     Comparison,
+    bench_parser,
     comparison_table,
     load_average,
     run_rounds,
@@ -54,10 +53,7 @@ PEER_OURS = "torchcfm CFM loss on physgen's ot_pairing"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=50, help="training steps per timed call")
+    parser = bench_parser(__doc__, rounds=5, steps=50)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from torchcfm.conditional_flow_matching import (

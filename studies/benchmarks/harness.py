@@ -20,6 +20,7 @@ Run every benchmark with ``OMP_WAIT_POLICY=PASSIVE`` and ``--threads 1`` on a sh
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import time
@@ -31,6 +32,7 @@ __all__ = [
     "Comparison",
     "Spread",
     "Timing",
+    "bench_parser",
     "comparison_table",
     "load_average",
     "paired_speed_ratios",
@@ -45,6 +47,20 @@ THREADS_HELP = (
     "torch threads (default 1); on a shared machine also set OMP_WAIT_POLICY=PASSIVE in the "
     "environment, or OpenMP's spin-waiting can slow a run by up to 100x under load"
 )
+
+
+def bench_parser(doc: str, *, rounds: int, steps: int | None = None) -> argparse.ArgumentParser:
+    """The arguments every benchmark shares: ``--threads`` (default 1), ``--rounds`` and,
+    where a timed call repeats a training step, ``--steps`` (training steps per timed call);
+    the script adds its own and calls ``torch.set_num_threads(args.threads)``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    if steps is not None:
+        parser.add_argument(
+            "--steps", type=int, default=steps, help="training steps per timed call"
+        )
+    return parser
 
 
 @dataclass(frozen=True)
