@@ -107,6 +107,11 @@ def test_comparison_table_reports_the_paired_ratios_and_the_load() -> None:
     text = harness.comparison_table(times, rows, "0.50 0.40 0.30 on 2 CPUs", "1.00 ...")
     assert "| ours | theirs | same model | 2.00× [1.00–3.00] | 2.00× [1.00–3.00] |" in text
     assert "5 rounds; load average at start 0.50 0.40 0.30 on 2 CPUs, at end 1.00 ..." in text
+    # Negative control for the columns: "theirs" spends all its wall time on the CPU, "ours"
+    # half, so the CPU ratios are twice the wall ones and the two columns tell apart.
+    times["theirs"] = [Timing(t.wall, t.wall) for t in times["theirs"]]
+    text = harness.comparison_table(times, rows, "0", "0")
+    assert "| ours | theirs | same model | 2.00× [1.00–3.00] | 4.00× [2.00–6.00] |" in text
 
 
 def test_bad_input_is_refused() -> None:

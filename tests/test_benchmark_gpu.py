@@ -47,7 +47,13 @@ def test_conv_flops_are_the_closed_form() -> None:
     x = torch.randn(b, c_in, h, w, dtype=torch.float64)
     expected = 2 * b * c_out * (h - kh + 1) * (w - kw + 1) * c_in * kh * kw
     assert bench.count_flops(lambda: conv(x)) == expected
-    strided = nn.Conv2d(c_in, c_out, (kh, kw), stride=2).double()  # control: half the outputs
+    # Stride 2: ⌊(H − k_h)/2⌋ + 1 by ⌊(W − k_w)/2⌋ + 1 outputs, the same work per output.
+    strided = nn.Conv2d(c_in, c_out, (kh, kw), stride=2).double()
+    per_output = 2 * b * c_out * c_in * kh * kw
+    assert bench.count_flops(lambda: strided(x)) == per_output * ((h - kh) // 2 + 1) * (
+        (w - kw) // 2 + 1
+    )
+    # Control: the stride-1 count is not the strided one's.
     assert bench.count_flops(lambda: strided(x)) != expected
 
 

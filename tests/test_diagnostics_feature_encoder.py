@@ -86,6 +86,17 @@ def test_evaluate_reports_the_feature_distance_beside_its_floor(
     found = json.loads((tmp_path / "found" / "metrics.json").read_text())["feature_distance"]
     assert found["encoder"] == str(made / ENCODER_FILE) and found["fields"] == ["a", "u"]
     assert {"value", "floor", "floor_std", "n"} <= set(found)
+    # The numbers are d_F of the samples (test) against the reference (train) at evaluate's
+    # defaults (2000 fields, 5 splits, seed 0), recomputed here: the same float64 arithmetic.
+    enc = load_feature_encoder(made / ENCODER_FILE)
+    with open_fields(made / "test.nc") as t, open_fields(made / "train.nc") as r:
+        gen, ref = enc.stack(t, 2000, "test.nc"), enc.stack(r, 4000, "train.nc")
+    want = feature_distance(enc.features, gen, ref, num_splits=5, seed=0)
+    for key in ("value", "floor", "floor_std"):
+        assert found[key] == pytest.approx(want[key], rel=1e-12)
+    # Negative control: the roles swapped (train as the samples) give another distance.
+    swapped = feature_distance(enc.features, ref, gen, num_splits=5, seed=0)
+    assert swapped["value"] != pytest.approx(want["value"], rel=1e-3)
     # An explicit --feature-encoder gives the same numbers (same encoder, same splits).
     encoder = ["--feature-encoder", str(made / ENCODER_FILE)]
     assert main([*base, *flags, *encoder, "--out", str(tmp_path / "given")]) == 0

@@ -56,3 +56,23 @@ def test_spectrum_features_separate_length_scales() -> None:
     # Negative control: a fresh draw of the same law is not flagged (AUROC ≈ 0.5 ± 4 SE).
     same_law = auroc(score(normal), score(same))
     assert abs(same_law.value - 0.5) < 4 * same_law.se
+
+
+def test_spectrum_features_are_log_powers_per_channel() -> None:
+    """Scaling a field by s scales its power by s², so every feature shifts by 2 log s (the
+    floor moves it by at most floor / min P < 1e-6: 1e-12 against powers above 1e-6); the two
+    channels' features are each channel's own, channel-major."""
+    x = torch.randn(3, 1, 32, 32, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    base = spectrum_features(x, spatial_dims=2)
+    assert float(base.exp().min()) > 1e-6  # the floor is negligible at these powers
+    shifted = spectrum_features(3.0 * x, spatial_dims=2)
+    torch.testing.assert_close(shifted - base, torch.full_like(base, 2 * math.log(3.0)),
+                               rtol=0, atol=1e-5)  # fmt: skip
+    # Negative control: the power itself is not shifted but multiplied.
+    assert (shifted.exp() - base.exp()).abs().max() > 1.0 * base.exp().max()
+    other = _grf(3, 0.025, 5)
+    both = spectrum_features(torch.cat([x, other], 1), spatial_dims=2)
+    torch.testing.assert_close(both, torch.cat([base, spectrum_features(other, spatial_dims=2)], 1),
+                               rtol=0, atol=0)  # fmt: skip
+    swapped = spectrum_features(torch.cat([other, x], 1), spatial_dims=2)
+    assert not torch.allclose(both, swapped)  # the channel order is kept

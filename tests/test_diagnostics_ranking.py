@@ -65,3 +65,16 @@ def test_consensus_weighs_every_metric_the_same() -> None:
         consensus_score({"a": {"flat": 1.0}, "b": {"flat": 1.0}}, {"flat": 1.0})
     with pytest.raises(KeyError, match="lack"):
         consensus_score({"a": {}}, {"w1": 0.0})
+
+
+def test_ties_take_mean_ranks_and_kendalls_tau_b() -> None:
+    # x = (1, 1, 2, 3), y = (1, 2, 2, 3): of the n0 = 6 pairs, 4 concordant, 0 discordant,
+    # one tied in x only, one in y only: τ_b = 4 / √((6 − 1)(6 − 1)) = 0.8 (τ_a = 4/6 would
+    # ignore the ties). Mean ranks (1.5, 1.5, 3, 4) and (1, 2.5, 2.5, 4), deviations from 2.5
+    # (−1, −1, ½, 3/2) and (−3/2, 0, 0, 3/2): ρ = 3.75 / √(4.5 · 4.5) = 5/6 (ties broken by
+    # position would rank both 1, 2, 3, 4: ρ = 1).
+    got = rank_correlation([1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 2.0, 3.0])
+    assert got.kendall == pytest.approx(0.8, abs=1e-12)
+    assert got.spearman == pytest.approx(5 / 6, abs=1e-12)
+    # Negative controls: the estimators that ignore the ties give other values.
+    assert abs(got.kendall - 2 / 3) > 0.1 and abs(got.spearman - 1.0) > 0.1

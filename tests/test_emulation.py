@@ -461,6 +461,29 @@ def test_residual_per_lead_time_of_exact_and_wrong_rollouts() -> None:
         lead_time_residuals(problem, members, frames[:, 2:])
 
 
+def test_residual_per_lead_time_of_an_overshooting_rollout_is_one_half() -> None:
+    r"""A rollout that takes twice each solver step, :math:`u_\tau = u + 2(Su - u)` with
+    :math:`u = u_{\tau-1}`, has defect :math:`\|Su - u\|` over a change of
+    :math:`2\|Su - u\|`: exactly 1/2 at every lead (float64 rounding of u against a step
+    change ~1e-3 of it: 1e-9 relative is a wide margin)."""
+    problem = load("burgers", n=32, t_end=0.1)
+    truth = problem.to_tensor(problem.generate(2, seed=4)).transpose(1, 2)[:, :4]  # (2,4,1,32)
+
+    def overshoot(factor: float) -> Tensor:
+        frames, u = [], truth[:, 0]
+        for _ in range(3):
+            u = u + factor * (problem.advance(u) - u)
+            frames.append(u)
+        return torch.stack(frames, 1)[:, None].expand(2, 2, 3, 1, 32)
+
+    over = lead_time_residuals(problem, overshoot(2.0), truth)
+    np.testing.assert_allclose(over["value"], 0.5, rtol=1e-9)
+    np.testing.assert_allclose(over["ratio"], np.divide(over["value"], over["floor"]), rtol=1e-12)
+    # Negative control (the 1/2 is not built in): three times the step is 2 over 3.
+    np.testing.assert_allclose(lead_time_residuals(problem, overshoot(3.0), truth)["value"],
+                               2 / 3, rtol=1e-9)  # fmt: skip
+
+
 def _trajectory_files(members: Tensor, truth: Tensor, start: Tensor, folder: Path):
     """A rollout file ``(sample, member, time, x)`` and its reference ``(sample, time, x)``
     (the start frame at t = 0, then the T lead times 0.1 apart)."""

@@ -81,6 +81,9 @@ def test_the_study_scores_every_method_per_lead_time(
 def test_wins_and_calibrated_until() -> None:
     study = load_module_from_path(STUDY, "emulation_study_run")
     assert study.wins([1.0, 2.0, 3.0], [2.0, 2.0, 2.0]) == 1  # ties do not count
+    # Lower is better: the order of the arguments matters (swapped: the other lead wins).
+    assert study.wins([1.0, 1.0, 3.0], [2.0, 2.0, 2.0]) == 2
+    assert study.wins([2.0, 2.0, 2.0], [1.0, 1.0, 3.0]) == 1
     times = [0.1, 0.2, 0.3, 0.4]
     assert study.calibrated_until([1.0, 0.8, 1.2, 0.9], times) == 0.4
     assert study.calibrated_until([1.0, 1.19, 1.25, 1.0], times) == 0.2  # stops at the first miss

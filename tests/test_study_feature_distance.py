@@ -32,6 +32,8 @@ def test_degradations_do_what_they_say(study: Any) -> None:
     # Collapse onto k fields: exactly k distinct fields, each one of the inputs.
     collapsed = models["collapse 10"](x)
     assert len(torch.unique(collapsed.flatten(1), dim=0)) == 10
+    same = collapsed.flatten(1)[:, None] == x.flatten(1)[None]  # (400, 400, 512)
+    assert same.all(2).any(1).all()
     # The pressure scaled, the permeability untouched.
     scaled = models["u × 1.2"](x)
     assert torch.equal(scaled[:, 0], x[:, 0]) and torch.allclose(scaled[:, 1], 1.2 * x[:, 1])
