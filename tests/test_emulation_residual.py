@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor, nn
 
+from physgen.cli import main
+from physgen.data import write_fields
 from physgen.emulation import (
     Emulator,
     Regressor,
@@ -108,14 +112,17 @@ def test_residual_targets_are_the_target_minus_the_mean_pair_by_pair() -> None:
     assert torch.equal(r2, r) and torch.equal(cond2, cond)
 
 
-def test_train_a_residual_flow_matching_emulator_on_a_regressor() -> None:
+def test_train_a_residual_flow_matching_emulator_on_a_regressor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     frames, _, _ = _burgers()
     pairs = TrajectoryPairs(frames, 2, target="increment")
     torch.manual_seed(0)
     regressor = Regressor((1, 32), (2, 32), channels=[4, 8], periodic=True)
     emulator, result = train_residual_emulator(
         pairs, regressor, "flow-matching", steps=2, batch_size=8, device="cpu",
-        progress=False, model_options={"channels": [4, 8], "blocks": 1, "periodic": True},
+        progress=False, checkpoint_dir=tmp_path / "run",
+        model_options={"channels": [4, 8], "blocks": 1, "periodic": True},
         sample_options={"method": "euler", "steps": 2},
     )  # fmt: skip
     model = emulator.model
@@ -131,3 +138,9 @@ def test_train_a_residual_flow_matching_emulator_on_a_regressor() -> None:
     ens = rollout(emulator, frames[:, :, :2].transpose(1, 2), 3, 3)
     assert ens.shape == (2, 3, 3, 1, 32) and torch.isfinite(ens).all()
     assert float(ens.std(1).amax()) > 0  # the spread comes from the residual model
+    # The checkpoint holds the residual model only: the rollout CLI refuses it.
+    assert result.checkpoint is not None
+    init = write_fields(load("burgers", n=32, t_end=0.02).generate(1, seed=0), tmp_path / "i.nc")
+    argv = ["rollout", str(result.checkpoint), "--init", str(init), "--steps", "1"]
+    assert main([*argv, "--out", str(tmp_path / "x.nc")]) == 1
+    assert "the residual model of a residual emulator" in capsys.readouterr().err
