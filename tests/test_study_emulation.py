@@ -51,7 +51,7 @@ def test_the_study_scores_every_method_per_lead_time(
     assert report["lead_times"] == pytest.approx([0.04, 0.08, 0.12, 0.16])
     methods = report["results"]
     generative = {"conditional flow matching", "conditional diffusion", "conditional VAE",
-                  "conditional Glow"}  # fmt: skip
+                  "conditional Glow", "residual flow matching"}  # fmt: skip
     calibrated = {
         f"{name}, λ = {entry['inflation']:g}"
         for name, entry in report["calibration"].items()

@@ -73,6 +73,11 @@ def _rollout(args: argparse.Namespace) -> int:
             f"{args.checkpoint}: no 'emulation' metadata (it was not trained on trajectory "
             "pairs by physgen.emulation.train_emulator)"
         )
+    if "residual" in contents.get("metadata", {}):
+        raise ValueError(
+            f"{args.checkpoint}: the residual model of a residual emulator; its mean model is "
+            "not in the checkpoint (roll it out in Python as a physgen.emulation.ResidualModel)"
+        )
     data, params, description = read_trajectories(
         args.init, settings.get("fields"), settings.get("param_fields") or ()
     )

@@ -9,6 +9,7 @@ from physgen.emulation.pairs import (
     pack_history,
     read_trajectories,
 )
+from physgen.emulation.residual import ResidualModel, residual_targets, train_residual_emulator
 from physgen.emulation.scores import (
     correlation_horizon,
     lead_time_residuals,
@@ -21,6 +22,7 @@ from physgen.emulation.scores import (
 __all__ = [
     "Emulator",
     "Regressor",
+    "ResidualModel",
     "SolverModel",
     "TrajectoryPairs",
     "channel_statistics",
@@ -32,8 +34,10 @@ __all__ = [
     "pack_history",
     "persistence_model",
     "read_trajectories",
+    "residual_targets",
     "rollout",
     "score_forecast",
     "stability_horizon",
     "train_emulator",
+    "train_residual_emulator",
 ]
