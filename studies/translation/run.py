@@ -15,7 +15,10 @@ Inpainting tasks on ``darcy-32`` (FNO Darcy flow, 32² cells; the pressure u alo
 Methods: an unconditional diffusion prior of u guided by the observed pixels (ΠGDM likelihood
 with the isotropic Jacobian), a conditional diffusion model trained on pairs (u, observed
 values and mask), the harmonic (Laplace) fill and kriging (Matérn-5/2 Gaussian process with
-its length scale by maximum likelihood, sampled from its conditional Gaussian).
+its length scale by maximum likelihood, sampled from its conditional Gaussian), and conditional
+diffusion of the error of a fill (harmonic, or the kriging mean with one length scale) given the
+fill and the mask, whose members are the fill plus the drawn error (CorrDiff's split), as drawn
+and with their spread inflated by the scalar that calibrates it on validation cases.
 
 Scores on the missing pixels only, physical units: relative L2 of the ensemble mean, fair
 CRPS, corrected spread–skill (1 = calibrated), and the relative Darcy residual of the completed
