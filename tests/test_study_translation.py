@@ -25,7 +25,15 @@ def _data(n: int = 4) -> dict[str, Any]:
     phys = torch.stack([torch.as_tensor(ds[f].values) for f in ("a", "u")], dim=1).double()
     mean, scale = float(phys[:, 1].mean()), float(phys[:, 1].std())
     z = ((phys[:, 1:] - mean) / scale).float()
-    return {"train": z, "test": z, "phys": phys, "mean": mean, "scale": scale, "problem": problem}
+    return {
+        "train": z,
+        "valid": z,
+        "test": z,
+        "phys": phys,
+        "mean": mean,
+        "scale": scale,
+        "problem": problem,
+    }
 
 
 def test_inpainting_rows_score_the_baselines_on_the_missing_pixels(study):
@@ -46,6 +54,27 @@ def test_inpainting_rows_score_the_baselines_on_the_missing_pixels(study):
     exact = study._row("truth", data, truth, torch.ones(16, 16, dtype=torch.bool), 0.0)
     assert exact["crps"] == 0.0 and exact["rel_l2"] == 0.0
     assert exact["residual_over_floor"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fill", ["_harmonic", "_kriging_mean"])
+def test_residual_rows_keep_the_fill_mean_and_calibrate_on_the_validation_cases(study, fill):
+    data = _data()  # validation = test here, so the inflation calibrates the scored cases
+    cfg = {"members": 4, "device": "cpu", "steps": 2, "batch_size": 4, "lr": 1e-3,
+           "diffusion": {"channels": [8], "blocks": 1}, "sampling_steps": 3}  # fmt: skip
+    task = study.parse_task("inpaint:u:box", ("u",), data["problem"].grid, seed=0)
+    y = task.observe(data["test"].double()).float()
+    fill_fn = getattr(study, fill)(task, data)
+    drawn, inflated = study._residual_rows("m", fill_fn, task, data, y, cfg)
+    # Inflation about the ensemble mean: the mean's error is unchanged, the spread is not.
+    assert inflated["rel_l2"] == pytest.approx(drawn["rel_l2"], rel=1e-9)
+    assert inflated["spread_skill"] == pytest.approx(1.0, abs=1e-9)
+    assert abs(drawn["spread_skill"] - 1.0) > 1e-3  # negative control: 2 steps are not calibrated
+    assert inflated["inflation"] == pytest.approx(1.0 / drawn["spread_skill"], rel=1e-9)
+    # The fill leaves the observed points alone and fills the gap.
+    u = data["test"].double()
+    f = fill_fn(u)
+    assert torch.equal(f[..., task.operator.observed], u[..., task.operator.observed])
+    assert not torch.allclose(f[..., task.operator.missing], u[..., task.operator.missing])
 
 
 def test_study_setup_picks_the_configuration_and_writes_the_result_files(tmp_path):

@@ -12,6 +12,7 @@ from physgen.inverse.operators import (
     interpolate,
 )
 from physgen.inverse.pairs import PairedDataset, pair_tensors
+from physgen.inverse.residual import complete_residual, spread_inflation
 from physgen.inverse.scores import missing_region_scores
 from physgen.inverse.solve import solve
 from physgen.inverse.task import Task, parse_task
@@ -28,6 +29,7 @@ __all__ = [
     "Subsample",
     "Task",
     "box_mask",
+    "complete_residual",
     "harmonic_fill",
     "interpolate",
     "kriging",
@@ -38,4 +40,5 @@ __all__ = [
     "random_mask",
     "read_mask",
     "solve",
+    "spread_inflation",
 ]
