@@ -9,7 +9,15 @@ import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torchdiffeq import odeint
-from torchdiffeq._impl.odeint import SOLVERS
+
+# torchdiffeq keeps its solver table (and so the adaptive methods' Butcher tableaus)
+# internal. Should a release move it, only the fixed-grid methods are retaken here and
+# ``adjoint=True`` on an adaptive method falls back to the continuous adjoint
+# (``physgen.likelihood.adjoint_mode``): slower, never wrong.
+try:
+    from torchdiffeq._impl.odeint import SOLVERS
+except ImportError:  # pragma: no cover - depends on the installed torchdiffeq
+    SOLVERS = {}
 
 __all__ = ["CHECKPOINT_METHODS", "checkpoint_odeint"]
 
