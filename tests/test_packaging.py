@@ -122,7 +122,10 @@ def test_pyproject_ships_every_package_and_the_top_level_folders() -> None:
         ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "physgen").rglob("__init__.py")
     }
     shipped = {f"physgen.{kind}" for kind in KINDS}
-    assert set(config["packages"]) == subpackages | shipped
+    # Each study folder holds Python files, so Python can import it: setuptools wants it listed
+    # as a package (else it warns that the folder "would be ignored").
+    study_folders = {f"physgen.studies.{p.parent.name}" for p in (ROOT / "studies").glob("*/*.py")}
+    assert set(config["packages"]) == subpackages | shipped | study_folders
     assert config["package-dir"] == {f"physgen.{kind}": kind for kind in KINDS}
     assert "*.toml" in config["package-data"]["physgen.datasets"]
 
