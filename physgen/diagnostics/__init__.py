@@ -12,7 +12,13 @@ from physgen.diagnostics.anomaly import (
     typicality_statistic,
     typicality_threshold,
 )
-from physgen.diagnostics.detection import DetectionScore, auprc, auroc, hanley_mcneil_se
+from physgen.diagnostics.detection import (
+    DetectionScore,
+    auprc,
+    auroc,
+    batch_means,
+    hanley_mcneil_se,
+)
 from physgen.diagnostics.disentanglement import (
     MIGResult,
     discretize,
@@ -40,6 +46,7 @@ __all__ = [
     "auprc",
     "auroc",
     "available_scores",
+    "batch_means",
     "consensus_score",
     "discretize",
     "encoder_features",
