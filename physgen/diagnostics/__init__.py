@@ -33,7 +33,14 @@ from physgen.diagnostics.feature_encoder import (
     train_feature_encoder,
 )
 from physgen.diagnostics.feature_scores import MahalanobisFit, spectrum_features
-from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
+from physgen.diagnostics.features import (
+    encoder_features,
+    feature_distance,
+    feature_frechet,
+    feature_kid,
+    log_residual_feature,
+    polynomial_mmd2,
+)
 from physgen.diagnostics.ranking import RankCorrelation, consensus_score, rank_correlation
 
 __all__ = [
@@ -53,15 +60,18 @@ __all__ = [
     "entropy_estimate",
     "feature_distance",
     "feature_frechet",
+    "feature_kid",
     "fit_feature_encoder",
     "hanley_mcneil_se",
     "latent_factor_correlation",
     "load_feature_encoder",
     "log_likelihood_ratio",
+    "log_residual_feature",
     "mig",
     "model_scores",
     "mutual_information",
     "perturb",
+    "polynomial_mmd2",
     "rank_correlation",
     "reconstruction_error",
     "residual_score",
