@@ -1,10 +1,10 @@
-"""AUROC and AUPRC against their definitions, chance levels and the Hanley–McNeil error."""
+"""AUROC and AUPRC against their definitions, chance levels and the Hanley–McNeil error;
+batch means against the normal theory of their AUROC."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from scipy.stats import norm
 
 from physgen.diagnostics import auprc, auroc, batch_means, hanley_mcneil_se
