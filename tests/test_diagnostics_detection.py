@@ -1,11 +1,13 @@
-"""AUROC and AUPRC against their definitions, chance levels and the Hanley–McNeil error."""
+"""AUROC and AUPRC against their definitions, chance levels and the Hanley–McNeil error;
+batch means against the normal theory of their AUROC."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
-from physgen.diagnostics import auprc, auroc, hanley_mcneil_se
+from physgen.diagnostics import auprc, auroc, batch_means, hanley_mcneil_se
 
 
 def _pairwise_auroc(s0: np.ndarray, s1: np.ndarray) -> float:
@@ -71,3 +73,19 @@ def test_detection_input_errors() -> None:
         auroc([1.0], [])
     with pytest.raises(ValueError, match="normal: 1 scores are not finite"):
         auprc([np.nan], [1.0])
+
+
+def test_batch_means_raise_the_auroc_as_the_normal_theory_says() -> None:
+    np.testing.assert_allclose(batch_means([1.0, 3.0, 2.0, 6.0, 9.0], 2), [2.0, 4.0])
+    # Unit-variance normal scores shifted by δ: A = Φ(δ/√2) per sample, Φ(δ√M/√2) for
+    # means of M (their sd is 1/√M).
+    rng = np.random.default_rng(5)
+    delta, m = 0.5, 8
+    s0, s1 = rng.normal(size=16000), rng.normal(delta, size=16000)
+    batched = auroc(batch_means(s0, m), batch_means(s1, m))
+    assert abs(batched.value - norm.cdf(delta * np.sqrt(m / 2))) < 3 * batched.se
+    single = auroc(s0, s1)  # negative control: no batching, the lower per-sample value
+    assert abs(single.value - norm.cdf(delta / np.sqrt(2))) < 3 * single.se
+    assert single.value < batched.value - 10 * batched.se
+    with pytest.raises(ValueError, match="fewer scores"):
+        batch_means([1.0], 2)

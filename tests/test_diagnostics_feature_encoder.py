@@ -7,7 +7,9 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from physgen.cli import main
 from physgen.data import open_fields
@@ -17,6 +19,8 @@ from physgen.diagnostics.feature_encoder import (
     load_feature_encoder,
     train_feature_encoder,
 )
+from physgen.metrics import compare_to_floor
+from physgen.problem import load
 from physgen.training.checkpoint import read_checkpoint, save_checkpoint
 
 
@@ -112,6 +116,45 @@ def test_evaluate_reports_the_feature_distance_beside_its_floor(
     missing = ["--feature-encoder", str(tmp_path / "nope.pt")]
     assert main([*other, *missing, "--out", str(tmp_path / "x")]) == 1
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_evaluate_reports_kid_and_the_physics_kid_of_a_one_percent_shift(
+    made: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with open_fields(made / "test.nc", load=True) as ds:
+        shifted = ds.copy(deep=True)
+    shifted["u"] = shifted["u"] * np.float32(1.01)  # a 1 % larger source term
+    shifted["u"].attrs = ds["u"].attrs
+    path = tmp_path / "shifted.nc"
+    shifted.to_netcdf(path, engine="h5netcdf")
+    flags = ["--ref", str(made / "train.nc"), "--no-figures", "--permutations", "0"]
+    entries = {}
+    for name, samples in (("same", made / "test.nc"), ("shifted", path)):
+        assert main(["evaluate", str(samples), *flags, "--out", str(tmp_path / name)]) == 0
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        entries[name] = metrics["feature_distance"]
+    assert "physics_feature_kid" in capsys.readouterr().out
+    # The numbers are KID of the features and of the physics features (the residual under
+    # the reference's problem appended), recomputed directly at evaluate's defaults.
+    enc = load_feature_encoder(made / ENCODER_FILE)
+    darcy = load("darcy", n=16)
+    with open_fields(path) as t, open_fields(made / "train.nc") as r:
+        gen = enc.stack(t, 2000, "s", torch.float64)
+        ref = enc.stack(r, 4000, "r", torch.float64)
+    kid = feature_distance(enc.features, gen, ref, metric="kid")
+    physics = feature_distance(enc.physics_features(darcy, ref), gen, ref, metric="kid")
+    for key in ("value", "floor", "floor_std"):
+        assert entries["shifted"]["kid"][key] == pytest.approx(kid[key], rel=1e-12)
+        assert entries["shifted"]["physics_kid"][key] == pytest.approx(physics[key], rel=1e-12)
+    z = lambda e: compare_to_floor(e["value"], e["floor"], e["floor_std"]).z  # noqa: E731
+    # The unshifted held-out fields are within the physics floor; u × 1.01 is far out.
+    assert abs(z(entries["same"]["physics_kid"])) < 3
+    assert z(entries["shifted"]["physics_kid"]) > 100
+    # Negative control: without the problem (--no-residual) there is no physics entry.
+    no_res = ["evaluate", str(path), *flags, "--no-residual", "--out", str(tmp_path / "nr")]
+    assert main(no_res) == 0
+    saved = json.loads((tmp_path / "nr" / "metrics.json").read_text())["feature_distance"]
+    assert "kid" in saved and "physics_kid" not in saved
 
 
 def test_unknown_training_option_is_named(made: Path, tmp_path: Path) -> None:

@@ -1,16 +1,26 @@
 """The physics feature distance: zero for identical sets, the closed form for a linear
-encoder, at its floor for a fresh draw of the reference law, monotone in a shift."""
+encoder, at its floor for a fresh draw of the reference law, monotone in a shift; KID
+against the closed form of its polynomial kernel; the residual feature on known fields."""
 
 from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from physgen.diagnostics import encoder_features, feature_distance, feature_frechet
+from physgen.diagnostics import (
+    encoder_features,
+    feature_distance,
+    feature_frechet,
+    feature_kid,
+    log_residual_feature,
+    polynomial_mmd2,
+)
 from physgen.models.autoencoder import Autoencoder
 from physgen.models.vae import VAE
+from physgen.problem import load
 
 
 def _fields(n: int, seed: int) -> torch.Tensor:
@@ -55,3 +65,75 @@ def test_floor_and_monotone_shift() -> None:
     assert values[-1] > 10 * same["floor"]
     with pytest.raises(TypeError, match="has no encoder"):
         encoder_features(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
+
+
+def test_polynomial_mmd2_linear_kernel_identity() -> None:
+    # k(a, b) = aᵀb/D: the U-statistic is exactly (‖x̄ − ȳ‖² − tr S_x/N − tr S_y/M)/D.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(20, 4, generator=g, dtype=torch.float64) + 0.3
+    exact = (x.mean(0) - y.mean(0)).square().sum() - x.var(0).sum() / 30 - y.var(0).sum() / 20
+    got = polynomial_mmd2(x, y, degree=1, coef0=0.0)
+    assert float(got) == pytest.approx(float(exact) / 4, rel=1e-12)
+
+
+def test_kid_is_unbiased_against_its_closed_form() -> None:
+    # D = 1, k = (ab + 1)³ = a³b³ + 3a²b² + 3ab + 1, so for independent laws
+    # MMD² = (m₃ˣ − m₃ʸ)² + 3(m₂ˣ − m₂ʸ)² + 3(m₁ˣ − m₁ʸ)² with m₁ = μ, m₂ = μ² + σ²,
+    # m₃ = μ³ + 3μσ² of N(μ, σ²).
+    def moments(mu: float, sd: float) -> np.ndarray:
+        return np.array([mu, mu**2 + sd**2, mu**3 + 3 * mu * sd**2])
+
+    rng = np.random.default_rng(7)
+    for (mx, sx), (my, sy) in (((0.0, 1.0), (0.0, 1.0)), ((0.0, 1.0), (0.3, 1.2))):
+        d = moments(mx, sx) - moments(my, sy)
+        exact = d[2] ** 2 + 3 * d[1] ** 2 + 3 * d[0] ** 2
+        draws = [
+            float(polynomial_mmd2(rng.normal(mx, sx, (40, 1)), rng.normal(my, sy, (60, 1))))
+            for _ in range(2000)
+        ]
+        se = np.std(draws, ddof=1) / np.sqrt(len(draws))
+        assert abs(np.mean(draws) - exact) < 4 * se
+    # Negative control: the biased V-statistic (diagonal kept) is off by many errors at 0.
+    biased = []
+    for _ in range(2000):
+        x, y = (
+            torch.from_numpy(rng.normal(size=(40, 1))),
+            torch.from_numpy(rng.normal(size=(60, 1))),
+        )
+        k = lambda a, b: (a @ b.T + 1) ** 3  # noqa: E731
+        biased.append(float(k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()))
+    assert np.mean(biased) > 10 * np.std(biased, ddof=1) / np.sqrt(len(biased))
+
+
+def test_kid_floor_sits_at_zero_and_grows_with_a_shift() -> None:
+    torch.manual_seed(0)
+    ae = Autoencoder((1, 8, 8), latent_dim=6, arch="conv", channels=[4], hidden=[16]).eval()
+    features = encoder_features(ae)
+    ref, fresh = _fields(400, 4), _fields(200, 5)
+    same = feature_distance(features, fresh, ref, metric="kid")
+    # Unbiased: the floor of two halves and a fresh draw both scatter around 0.
+    assert abs(same["floor"]) < 3 * same["floor_std"]
+    assert abs(same["value"] - same["floor"]) < 4 * same["floor_std"]
+    values = [
+        feature_distance(features, fresh + s, ref, metric="kid")["value"]
+        for s in (0.1, 0.2, 0.4, 0.8)
+    ]
+    assert all(a < b for a, b in itertools.pairwise(values))
+    assert values[-1] > same["floor"] + 10 * same["floor_std"]
+    assert float(feature_kid(features, ref, ref)) < 0  # one set: the diagonal left out
+    with pytest.raises(ValueError, match="metric must be one of"):
+        feature_distance(features, fresh, ref, metric="fid")
+
+
+def test_log_residual_feature_reads_the_equation() -> None:
+    darcy = load("darcy", n=16)
+    exact = darcy.to_tensor(darcy.generate(4, seed=0))
+    scaled = exact.clone()
+    scaled[:, 1] *= 1.01  # the solution of a 1 % larger source: residual 0.01·f everywhere
+    torch.testing.assert_close(
+        log_residual_feature(darcy, scaled)[:, 0],
+        torch.full((4,), np.log(0.01), dtype=torch.float64),
+    )
+    # Negative control: the exact solutions sit at the solver's round-off.
+    assert float(log_residual_feature(darcy, exact).max()) < np.log(1e-10)

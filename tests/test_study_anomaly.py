@@ -39,7 +39,7 @@ def data(study: Any) -> Any:
 def _cfg(study: Any) -> dict[str, Any]:
     cfg = copy.deepcopy(study.CONFIGS["quick"])
     cfg.update(
-        threads=None, iwae_samples=2, tile=4, feature_steps=2,
+        threads=None, iwae_samples=2, tile=4, feature_steps=2, ceiling_draws=50,
         vae={"latent_dim": 4, "channels": [4, 8], "hidden": [16], "steps": 2, "batch_size": 8},
         glow={"levels": 2, "steps": 1, "checker_steps": 1, "hidden": 8, "fit_steps": 2,
               "batch_size": 8},
@@ -99,6 +99,59 @@ def test_tiny_end_to_end(study: Any, data: Any, tmp_path: Path) -> None:
     detectors = set(result["auroc"])
     assert {"residual", "vae neg. ELBO", "glow NLL", "glow likelihood ratio"} <= detectors
     assert {"vae latent Mahalanobis", "spectrum Mahalanobis"} <= detectors
+    assert {"feature-encoder code Mahalanobis", "feature-encoder pooled Mahalanobis"} <= detectors
+    assert len(result["batch_auroc"]) == 3
+    assert 0.0 <= result["length_ceiling"]["auroc"] <= 1.0
     # The residual flags the 1 % source error perfectly even here (no training involved).
     assert result["auroc"]["residual"]["source"]["auroc"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("| detector |")
+
+
+def test_scale_free_log_ratio_is_the_angular_gaussian_density_ratio(study: Any) -> None:
+    # D = 2: the angle θ of η ~ N(0, diag(s1², s2²)) has density
+    # 1 / (2π s1 s2 (cos²θ/s1² + sin²θ/s2²)) (the angular central Gaussian).
+    def density(theta: np.ndarray, var: np.ndarray) -> np.ndarray:
+        q = np.cos(theta) ** 2 / var[0] + np.sin(theta) ** 2 / var[1]
+        return 1 / (2 * np.pi * np.sqrt(var.prod()) * q)
+
+    theta = np.linspace(0, 2 * np.pi, 13)
+    var0, var1 = np.array([1.0, 4.0]), np.array([9.0, 0.25])
+    for r in (0.1, 7.0):  # any length of η: only its direction counts
+        eta = r * np.stack([np.cos(theta), np.sin(theta)], 1)
+        got = study.scale_free_log_ratio(eta, var0, var1)
+        np.testing.assert_allclose(got, np.log(density(theta, var1) / density(theta, var0)),
+                                   rtol=1e-12, atol=1e-12)  # fmt: skip
+    # Negative control: the Gaussian log ratio of η itself depends on its length.
+    gauss = lambda e, v: (-0.5 * e**2 / v - 0.5 * np.log(v)).sum(1)  # noqa: E731
+    eta = 7.0 * np.stack([np.cos(theta), np.sin(theta)], 1)
+    assert not np.allclose(gauss(eta, var1) - gauss(eta, var0),
+                           study.scale_free_log_ratio(eta, var0, var1))  # fmt: skip
+
+
+def test_length_ceiling_is_chance_for_the_same_regime(study: Any, data: Any) -> None:
+    same = study.length_ceiling(data, {"tau": 3.0}, draws=200, seed=0)
+    assert same["auroc"] == 0.5  # ratio 0 for every draw: all ties
+    other = study.length_ceiling(data, {"tau": 6.0}, draws=200, seed=0)
+    assert other["auroc"] > 0.5 + 3 * other["se"]
+
+
+def test_batch_table_chooses_on_validation_only(study: Any) -> None:
+    rng = np.random.default_rng(1)
+    keys = [k for k, _, _ in study.ANOMALIES]
+    shifted = lambda d, n: rng.normal(d, 1.0, n)  # noqa: E731
+    by_set = {
+        "normal": shifted(0, 100),
+        "valid": shifted(0, 2000),
+        "valid length": shifted(1, 2000),
+    }
+    by_set.update({k: shifted(1, 100) for k in keys})
+    scores = {"glow NLL": by_set, "glow likelihood ratio": by_set}
+    # Unit normals shifted by 1: batch means of M have AUROC Φ(√(M/2)): 0.92 for M = 4,
+    # 0.977 for M = 8 (errors ~0.007 with 2000 validation scores per set).
+    table = study.batch_table(scores, [1, 2, 4, 8, 16])
+    row = table["glow NLL, batches of 8"]
+    assert row["batch_size"] == 8 and row["valid_auroc"] >= 0.95
+    assert row["length"]["auroc"] > 0.9  # the test sets are only read, with the chosen M
+    # Negative control: equal validation sets never reach the target: the largest M.
+    by_set["valid length"] = shifted(0, 2000)
+    assert "glow NLL, batches of 16" in study.batch_table(scores, [1, 2, 4, 8, 16])

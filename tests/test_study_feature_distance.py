@@ -57,5 +57,7 @@ def test_tiny_pass_writes_both_tables(
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["case"] for row in saved["shift"]] == ["none", "u × 1.5", "a × 1.5"]
     assert set(saved["ranking"]["models"]) == set(study.degradations(0))
-    assert -1.0 <= result["ranking"]["correlation"]["spearman"] <= 1.0
+    assert set(result["ranking"]["correlation"]) == {"feature", "kid", "physics kid"}
+    assert all(-1.0 <= c["spearman"] <= 1.0 for c in result["ranking"]["correlation"].values())
+    assert {"feature_kid", "physics_feature_kid"} <= set(saved["shift"][0])
     assert "Spearman ρ" in (tmp_path / "out" / "results.md").read_text()

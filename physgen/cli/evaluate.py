@@ -219,8 +219,10 @@ def evaluate_files(
     Generated samples holding NaN or Inf are left out of every score and counted in
     ``nonfinite`` (see :func:`_drop_nonfinite`); a reference holding any is refused.
 
-    The Fréchet feature distance (``feature_distance``) uses ``feature_encoder`` or the
-    encoder stored beside the reference (:mod:`physgen.diagnostics.feature_encoder`).
+    The feature distances (``feature_distance``: the Fréchet distance and KID of the
+    encoder's features, and the KID of the physics features when the problem is known) use
+    ``feature_encoder`` or the encoder stored beside the reference
+    (:mod:`physgen.diagnostics.feature_encoder`).
 
     Returns the metrics dictionary that was written to ``out / "metrics.json"``.
     """
@@ -322,9 +324,11 @@ def evaluate_files(
     if not ensemble:
         from physgen.diagnostics.feature_encoder import feature_distance_entry
 
+        # The physics features need the fields' problem, as the residual does.
+        loaded = _residual_problem(explicit, gen_ds, ref_ds, ref_path)[0] if residual else None
         features = feature_distance_entry(
             feature_encoder, gen_ds, ref_ds, (samples_path, ref_path),
-            max_samples=max_samples, splits=splits, seed=seed,
+            max_samples=max_samples, splits=splits, seed=seed, problem=loaded,
         )  # fmt: skip
         if features is not None:
             result["feature_distance"] = features
@@ -628,11 +632,17 @@ def format_table(result: dict[str, Any]) -> str:
             else:
                 rows.append((field, metric, _fmt(v), "", "", ""))
     features = result.get("feature_distance", {})
-    if "value" in features:
-        ratio = compare_to_floor(features["value"], features["floor"], features.get("floor_std"))
-        sd = _fmt(features["floor_std"]) if "floor_std" in features else ""
-        values = (_fmt(features["value"]), _fmt(features["floor"]), sd, ratio.text())
-        rows.append(("(all)", "feature_frechet", *values))
+    entries = (
+        ("feature_frechet", features),
+        ("feature_kid", features.get("kid", {})),
+        ("physics_feature_kid", features.get("physics_kid", {})),
+    )
+    for name, entry in entries:
+        if "value" in entry:
+            ratio = compare_to_floor(entry["value"], entry["floor"], entry.get("floor_std"))
+            sd = _fmt(entry["floor_std"]) if "floor_std" in entry else ""
+            values = (_fmt(entry["value"]), _fmt(entry["floor"]), sd, ratio.text())
+            rows.append(("(all)", name, *values))
     if "residual" in result and "skipped" not in result["residual"]:
         r = result["residual"]
         name = "pde_residual_relative" if r["relative"] else "pde_residual_rms"

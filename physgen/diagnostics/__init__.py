@@ -12,7 +12,13 @@ from physgen.diagnostics.anomaly import (
     typicality_statistic,
     typicality_threshold,
 )
-from physgen.diagnostics.detection import DetectionScore, auprc, auroc, hanley_mcneil_se
+from physgen.diagnostics.detection import (
+    DetectionScore,
+    auprc,
+    auroc,
+    batch_means,
+    hanley_mcneil_se,
+)
 from physgen.diagnostics.disentanglement import (
     MIGResult,
     discretize,
@@ -27,7 +33,14 @@ from physgen.diagnostics.feature_encoder import (
     train_feature_encoder,
 )
 from physgen.diagnostics.feature_scores import MahalanobisFit, spectrum_features
-from physgen.diagnostics.features import encoder_features, feature_distance, feature_frechet
+from physgen.diagnostics.features import (
+    encoder_features,
+    feature_distance,
+    feature_frechet,
+    feature_kid,
+    log_residual_feature,
+    polynomial_mmd2,
+)
 from physgen.diagnostics.ranking import RankCorrelation, consensus_score, rank_correlation
 
 __all__ = [
@@ -40,21 +53,25 @@ __all__ = [
     "auprc",
     "auroc",
     "available_scores",
+    "batch_means",
     "consensus_score",
     "discretize",
     "encoder_features",
     "entropy_estimate",
     "feature_distance",
     "feature_frechet",
+    "feature_kid",
     "fit_feature_encoder",
     "hanley_mcneil_se",
     "latent_factor_correlation",
     "load_feature_encoder",
     "log_likelihood_ratio",
+    "log_residual_feature",
     "mig",
     "model_scores",
     "mutual_information",
     "perturb",
+    "polynomial_mmd2",
     "rank_correlation",
     "reconstruction_error",
     "residual_score",

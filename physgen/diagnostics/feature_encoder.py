@@ -19,6 +19,13 @@ encoder), so that every feature counts in units of its own spread in the data.
 
 A field with a time axis is encoded with its frames stacked as channels, so the encoder
 reads ``(C·T, *grid)``.
+
+Beside the Fréchet distance, ``evaluate`` reports the KID of the same features
+(:func:`physgen.diagnostics.feature_kid`: unbiased, so its floor sits at 0 and its spread is
+not inflated by covariance bias) and, when the reference names its problem, the KID of the
+*physics features* (:meth:`FeatureEncoder.physics_features`): the encoder's features and the
+log relative PDE residual of each field, standardized over the reference set. Only the
+latter sees a field that breaks its equation by 1 %.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.diagnostics.features import feature_distance
+from physgen.diagnostics.features import FeatureMap, feature_distance, log_residual_feature
 from physgen.models.autoencoder import Autoencoder
 
 if TYPE_CHECKING:
@@ -84,8 +91,9 @@ class FeatureEncoder:
             return raw
         return (raw - self.feature_mean) / self.feature_std
 
-    def zscore(self, x: Tensor) -> Tensor:
-        """Fields ``(N, C, [T], *grid)`` in physical units → the encoder's input, float32."""
+    def zscore(self, x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Fields ``(N, C, [T], *grid)`` in physical units → the encoder's input (float32, or
+        ``dtype``: float64 keeps the fields recoverable exactly, :meth:`physical`)."""
         x = torch.as_tensor(x, dtype=torch.float64)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         z = (x - self.mean.reshape(shape)) / self.std.reshape(shape)
@@ -96,9 +104,38 @@ class FeatureEncoder:
                 f"fields {self.fields} give samples of shape {tuple(z.shape[1:])}; the "
                 f"feature encoder{f' {self.path}' if self.path else ''} reads {want}"
             )
-        return z.float()
+        return z.to(dtype)
 
-    def stack(self, ds: xr.Dataset, limit: int, where: Path | str) -> Tensor:
+    def physical(self, z: Tensor) -> Tensor:
+        """The inverse of :meth:`zscore` for fields without a time axis: physical units,
+        float64 ``(N, C, *grid)``."""
+        z = torch.as_tensor(z, dtype=torch.float64)
+        if z.shape[1] != len(self.fields):
+            raise ValueError(f"{z.shape[1]} channels are not the fields {self.fields}")
+        shape = (1, -1) + (1,) * (z.ndim - 2)
+        return z * self.std.reshape(shape) + self.mean.reshape(shape)
+
+    def physics_features(self, problem: Any, ref: Tensor) -> FeatureMap:
+        r"""φ(z) of :meth:`features` with one more feature: the log relative RMS PDE residual
+        of the field (:func:`physgen.diagnostics.log_residual_feature`) under ``problem``,
+        standardized by its mean and std over ``ref`` (encoder inputs, float64 for exact
+        physical values). The encoder's fields must be the problem's, in order."""
+        if list(problem.field_names) != self.fields:
+            raise ValueError(
+                f"problem {problem.name!r} reads fields {list(problem.field_names)}; the "
+                f"feature encoder reads {self.fields}"
+            )
+
+        def residual(z: Tensor) -> Tensor:
+            return log_residual_feature(problem, self.physical(z))
+
+        r = residual(ref)
+        mean, std = r.mean(0), r.std(0).clamp_min(1e-12)
+        return lambda z: torch.cat([self.features(z), (residual(z) - mean) / std], 1)
+
+    def stack(
+        self, ds: xr.Dataset, limit: int, where: Path | str, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         """The encoder's fields of ``ds`` (at most ``limit`` samples) as its input."""
         missing = [f for f in self.fields if f not in ds.data_vars]
         if missing:
@@ -106,7 +143,7 @@ class FeatureEncoder:
                 f"{where}: the feature encoder reads fields {self.fields}; missing {missing}"
             )
         try:
-            return self.zscore(_arrays(ds, self.fields, limit))
+            return self.zscore(_arrays(ds, self.fields, limit), dtype)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
 
@@ -269,9 +306,12 @@ def feature_distance_entry(
     max_samples: int,
     splits: int,
     seed: int,
+    problem: Any = None,
 ) -> dict[str, Any] | None:
-    """``evaluate``'s entry: the Fréchet feature distance beside its floor, a note saying
-    why it was skipped, or None when no encoder is given or found beside the reference."""
+    """``evaluate``'s entry: the Fréchet feature distance beside its floor (top-level keys),
+    the features' KID (``kid``) and, given the ``problem`` of the fields, the physics
+    features' KID (``physics_kid``), each beside its floor; a note saying why it was skipped,
+    or None when no encoder is given or found beside the reference."""
     path = encoder_path or find_feature_encoder(paths[1])
     if path is None:
         return None
@@ -279,7 +319,18 @@ def feature_distance_entry(
     lacking = [f for f in encoder.fields if f not in gen_ds.data_vars]
     if lacking:
         return {"encoder": str(path), "skipped": f"the samples lack fields {lacking}"}
-    gen = encoder.stack(gen_ds, max_samples, paths[0])
-    ref = encoder.stack(ref_ds, 2 * max_samples, paths[1])
-    result = feature_distance(encoder.features, gen, ref, num_splits=splits, seed=seed)
-    return {"encoder": str(path), "fields": encoder.fields, **result}
+    # float64 inputs: the residual of the physics features needs the exact physical fields.
+    gen = encoder.stack(gen_ds, max_samples, paths[0], torch.float64)
+    ref = encoder.stack(ref_ds, 2 * max_samples, paths[1], torch.float64)
+    options = {"num_splits": splits, "seed": seed}
+    result = feature_distance(encoder.features, gen.float(), ref.float(), **options)
+    entry = {"encoder": str(path), "fields": encoder.fields, **result}
+    entry["kid"] = feature_distance(encoder.features, gen, ref, metric="kid", **options)
+    if problem is not None:
+        try:
+            physics = encoder.physics_features(problem, ref)
+        except (ValueError, NotImplementedError) as err:
+            entry["physics_kid"] = {"skipped": str(err)}
+        else:
+            entry["physics_kid"] = feature_distance(physics, gen, ref, metric="kid", **options)
+    return entry

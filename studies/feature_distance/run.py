@@ -17,6 +17,10 @@ reports the Fréchet distance of the encoder's pooled features beside its floor.
   score (:func:`physgen.diagnostics.ranking.consensus_score`), and by the feature distance.
   The two rankings are compared by Spearman's ρ and Kendall's τ.
 
+Beside the Fréchet distance, ``evaluate`` reports the KID of the same features (unbiased,
+floor ≈ 0) and the KID of the physics features (the features and the log relative PDE
+residual of each field); both enter the shift table and the ranking.
+
 Usage: ``physgen run feature_distance --quick`` (CPU, minutes). Results go to
 ``runs/feature_distance-quick/``.
 """
@@ -45,6 +49,7 @@ from physgen.diagnostics.ranking import consensus_score, rank_correlation
 from physgen.metrics import compare_to_floor
 from physgen.metrics.report import distribution_report
 from physgen.paths import runs_root
+from physgen.problem import load, recorded_params
 from physgen.recipes import make_dataset
 
 __all__ = ["CONFIGS", "FIELD_METRICS", "degradations", "main", "run_study"]
@@ -119,16 +124,18 @@ def shift_table(files: dict[str, Path], encoder: Path, cfg: dict[str, Any], tmp:
         ds.to_netcdf(path, engine="h5netcdf")
         result = evaluate_files(
             path, files["train"], out=tmp / f"eval-{len(rows)}", permutations=0,
-            splits=cfg["splits"], seed=cfg["seed"], figures=False, residual=False,
+            splits=cfg["splits"], seed=cfg["seed"], figures=False, residual=True,
             feature_encoder=encoder,
         )  # fmt: skip
         row: dict[str, Any] = {"case": label}
         for f in ("a", "u"):
             for k in SHIFT_METRICS:
                 row[f"{f}:{k}"] = result["fields"][f][k]
-        row["feature_frechet"] = {
-            k: result["feature_distance"][k] for k in ("value", "floor", "floor_std", "n")
-        }
+        features = result["feature_distance"]
+        keys = ("value", "floor", "floor_std", "n")
+        row["feature_frechet"] = {k: features[k] for k in keys}
+        row["feature_kid"] = {k: features["kid"][k] for k in keys}
+        row["physics_feature_kid"] = {k: features["physics_kid"][k] for k in keys}
         rows.append(row)
         print(f"shift {label}: feature {row['feature_frechet']}", flush=True)
     return rows
@@ -141,16 +148,27 @@ def _seen(entry: dict[str, Any]) -> bool:
 
 
 def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Field-metric consensus and feature distance of every degradation; their rank agreement."""
+    """Field-metric consensus and feature distances (Fréchet, KID, physics KID) of every
+    degradation; the rank agreement of each with the consensus."""
+    options = {"num_splits": cfg["splits"], "seed": cfg["seed"]}
     encoder = load_feature_encoder(encoder_path)
+    # float64 z-scores: the physics features' residual needs the exact physical fields.
     with open_fields(files["train"]) as ds:
-        base = encoder.stack(ds, cfg["n_models"], files["train"]).double()
+        base = encoder.stack(ds, cfg["n_models"], files["train"], torch.float64)
+        problem = load(ds.attrs["problem"], **recorded_params(ds.attrs, files["train"]))
     refs = []
     for split in ("valid", "test"):
         with open_fields(files[split]) as ds:
-            refs.append(encoder.stack(ds, 1000, files[split]).double())
+            refs.append(encoder.stack(ds, 1000, files[split], torch.float64))
     ref = torch.cat(refs)
     features = encoder.features
+    distances = {
+        "feature": lambda x: feature_distance(features, x.float(), ref.float(), **options),
+        "kid": lambda x: feature_distance(features, x, ref, metric="kid", **options),
+        "physics kid": lambda x: feature_distance(
+            encoder.physics_features(problem, ref), x, ref, metric="kid", **options
+        ),
+    }
     models: dict[str, dict[str, Any]] = {}
     for name, degrade in degradations(cfg["seed"]).items():
         x = degrade(base.clone())
@@ -158,23 +176,27 @@ def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> 
             x, ref, spatial_dims=2, periodic=False, seed=cfg["seed"], num_permutations=0,
             num_splits=cfg["splits"],
         )  # fmt: skip
-        fd = feature_distance(features, x, ref, num_splits=cfg["splits"], seed=cfg["seed"])
-        models[name] = {"fields": {k: report[k] for k in FIELD_METRICS}, "feature": fd}
+        models[name] = {"fields": {k: report[k] for k in FIELD_METRICS}}
+        models[name].update({k: distance(x) for k, distance in distances.items()})
+        fd = models[name]["feature"]
         print(f"{name}: feature {fd['value']:.3g} (floor {fd['floor']:.3g})", flush=True)
     floors = {k: float(np.mean([m["fields"][k]["floor"] for m in models.values()]))
               for k in FIELD_METRICS}  # fmt: skip
     values = {n: {k: m["fields"][k]["value"] for k in FIELD_METRICS} for n, m in models.items()}
     consensus = consensus_score(values, floors)
     names = list(models)
-    corr = rank_correlation(
-        [consensus[n] for n in names], [models[n]["feature"]["value"] for n in names]
-    )
+    corr = {
+        k: rank_correlation(
+            [consensus[n] for n in names], [models[n][k]["value"] for n in names]
+        ).__dict__
+        for k in distances
+    }
     per_metric = {
         k: rank_correlation([values[n][k] for n in names], [consensus[n] for n in names]).__dict__
         for k in FIELD_METRICS
     }
     return {"models": models, "consensus": consensus, "floors": floors,
-            "correlation": corr.__dict__, "per_metric_vs_consensus": per_metric}  # fmt: skip
+            "correlation": corr, "per_metric_vs_consensus": per_metric}  # fmt: skip
 
 
 def _cell(entry: dict[str, Any]) -> str:
@@ -184,7 +206,8 @@ def _cell(entry: dict[str, Any]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The shift table and the ranking table."""
-    cols = ["feature_frechet"] + [f"{f}:{k}" for f in ("a", "u") for k in SHIFT_METRICS]
+    cols = ["feature_frechet", "feature_kid", "physics_feature_kid"]
+    cols += [f"{f}:{k}" for f in ("a", "u") for k in SHIFT_METRICS]
     lines = ["Shift: value / floor ± floor sd (seen = above the floor by > 2 floor sds)", "",
              "| case | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
     for row in result["shift"]:
@@ -192,19 +215,18 @@ def markdown(result: dict[str, Any]) -> str:
     rank = result["ranking"]
     lines += [
         "", "Ranking: pooled field metrics against the feature distance", "",
-        "| model | field consensus | feature distance (floor) |", "|---|---|---|",
+        "| model | field consensus | feature Fréchet (floor) | feature KID (floor) "
+        "| physics KID (floor) |", "|---|---|---|---|---|",
     ]  # fmt: skip
     for name, m in rank["models"].items():
-        fd = m["feature"]
+        cells = [f"{m[k]['value']:.3g} ({m[k]['floor']:.3g})" for k in rank["correlation"]]
+        lines.append(f"| {name} | {rank['consensus'][name]:.3f} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k, c in rank["correlation"].items():
         lines.append(
-            f"| {name} | {rank['consensus'][name]:.3f} | {fd['value']:.3g} ({fd['floor']:.3g}) |"
+            f"{k}: Spearman ρ = {c['spearman']:.3f} (p = {c['spearman_p']:.2g}), "
+            f"Kendall τ = {c['kendall']:.3f} (p = {c['kendall_p']:.2g}), n = {c['n']}  "
         )
-    c = rank["correlation"]
-    lines += [
-        "",
-        f"Spearman ρ = {c['spearman']:.3f} (p = {c['spearman_p']:.2g}), "
-        f"Kendall τ = {c['kendall']:.3f} (p = {c['kendall_p']:.2g}), n = {c['n']}",
-    ]
     return "\n".join(lines) + "\n"
 
 
