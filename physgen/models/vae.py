@@ -18,6 +18,8 @@ from .base import GenerativeModel, register_model
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
+_DECODER_SCALES = ("global", "sample", "pixel")
+_LOG_SCALE_BOUND = 7.0  # |log s| < 7: s within e^±7 of 1 on standardized data
 
 
 def gaussian_kl(
@@ -58,6 +60,13 @@ class LatentGaussianModel(GenerativeModel):
     * importance-weighted bound (Burda et al. 2016), for evaluation:
       :math:`\mathcal L_K = \mathbb E\bigl[\log\frac1K\sum_k p(x, z_k)/q(z_k|x)\bigr]`,
       with :math:`\mathcal L = \mathcal L_1 \le \mathcal L_K \le \mathcal L_{K+1} \le \log p(x)`.
+    * the Gaussian decoder's scale (``decoder_scale``): one standard deviation for every sample
+      (``"global"``, fixed or learned), or predicted from the code,
+      :math:`p(x|z) = \mathcal N(m(z), \mathrm{diag}\,s(z)^2)` (heteroscedastic), with one
+      :math:`s(z)` per sample (``"sample"``) or per value (``"pixel"``). Only a code-dependent
+      scale makes a field's *size* (its amplitude, its residual after the mean) worth encoding.
+      :math:`\log s = 7\tanh(r/7)` of the network's output :math:`r` keeps the likelihood
+      bounded when a value is fit exactly.
     """
 
     sample_shape: tuple[int, ...]
@@ -78,7 +87,17 @@ class LatentGaussianModel(GenerativeModel):
         cond_shape: Sequence[int] | None = None,
         cond_features: int = 0,
         prior: str = "standard",
+        decoder_scale: str = "global",
     ) -> None:
+        if decoder_scale not in _DECODER_SCALES:
+            raise ValueError(
+                f"decoder_scale must be one of {_DECODER_SCALES}, got {decoder_scale!r}"
+            )
+        if decoder_scale != "global" and (likelihood != "gaussian" or sigma is not None):
+            raise ValueError(
+                f"decoder_scale={decoder_scale!r} predicts the Gaussian decoder's scale: it needs "
+                f"likelihood='gaussian' and sigma=None, got {likelihood!r} and {sigma}"
+            )
         if likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
         if prior not in ("standard", "learned"):
@@ -101,7 +120,13 @@ class LatentGaussianModel(GenerativeModel):
             )
             if prior == "learned":
                 self.prior_net = MLP(cond_features, 2 * latent_dim, hidden=(width,), act=act)
-        if likelihood == "gaussian" and sigma is None:
+        self.decoder_scale = decoder_scale
+        self.scale_net: nn.Module | None = None
+        if decoder_scale == "sample":
+            self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
+        elif decoder_scale == "pixel":
+            self.scale_net = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
+        if likelihood == "gaussian" and sigma is None and self.scale_net is None:
             self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
         else:
             self.log_sigma = None
@@ -152,13 +177,31 @@ class LatentGaussianModel(GenerativeModel):
     def _decoder_output(self, z: Tensor, c: Tensor | None) -> Tensor:
         return self.decoder(z if c is None else torch.cat([z, c], dim=1))
 
+    def _decoder_logvar(self, z: Tensor, c: Tensor | None) -> Tensor:
+        """Log variance of the Gaussian p(x | z), ``(B, D)`` with D values per sample."""
+        d = math.prod(self.sample_shape)
+        if self.scale_net is None:
+            log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
+            logvar = torch.as_tensor(2 * log_sigma, device=z.device, dtype=z.dtype)
+            return logvar.expand(z.shape[0], d)
+        raw = self.scale_net(z if c is None else torch.cat([z, c], dim=1)).flatten(1)
+        return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
+
+    def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``."""
+        if self.likelihood != "gaussian":
+            raise ValueError(f"decode_std needs likelihood='gaussian', got {self.likelihood!r}")
+        logvar = self._decoder_logvar(z, self._features(cond, z.shape[0]))
+        return (0.5 * logvar).exp().reshape(z.shape[0], *self.sample_shape)
+
     def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mean of p(x | z[, cond]): the Gaussian mean or the Bernoulli probabilities."""
         out = self.decoder_output(z, cond)
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
-    def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
-        """log p(x | z) per sample from the decoder output ``out``."""
+    def log_likelihood(self, x: Tensor, out: Tensor, logvar: Tensor | None = None) -> Tensor:
+        """log p(x | z) per sample from the decoder output ``out`` (and, for a Gaussian,
+        its log variance ``(B, D)`` from `_decoder_logvar`; needed when the scale is predicted)."""
         if self.likelihood == "bernoulli":
             # Outside [0, 1] the cross-entropy is no log-likelihood (and unbounded below).
             if bool(((x < 0) | (x > 1)).any()):
@@ -168,9 +211,13 @@ class LatentGaussianModel(GenerativeModel):
                     "likelihood='gaussian' for standardized data)"
                 )
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
-        log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
-        logvar = torch.as_tensor(2 * log_sigma, device=x.device, dtype=x.dtype)
-        return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar.expand(x[0].numel()))
+        if logvar is None:
+            if self.scale_net is not None:
+                raise ValueError(
+                    f"decoder_scale={self.decoder_scale!r}: log_likelihood needs the logvar"
+                )
+            logvar = self._decoder_logvar(out.flatten(1), None)
+        return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar)
 
     # -- bounds and protocol -----------------------------------------------------------------
 
@@ -182,7 +229,11 @@ class LatentGaussianModel(GenerativeModel):
         mu_p, logvar_p = self._prior(c, x.shape[0])
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
         out = self._decoder_output(z, c)
-        return self.log_likelihood(x, out), kl, out
+        return self.log_likelihood(x, out, self._scale(z, c)), kl, out
+
+    def _scale(self, z: Tensor, c: Tensor | None) -> Tensor | None:
+        """The decoder's log variance where the likelihood is Gaussian, else ``None``."""
+        return self._decoder_logvar(z, c) if self.likelihood == "gaussian" else None
 
     def elbo(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Evidence lower bound per sample (β = 1, one reparameterized draw), shape ``(B,)``."""
@@ -199,7 +250,7 @@ class LatentGaussianModel(GenerativeModel):
         z = z.reshape(k * b, -1)  # (K*B, L), sample-major over K
         rep = lambda t: t.repeat(k, *([1] * (t.ndim - 1)))  # noqa: E731
         c_k = None if c is None else rep(c)
-        log_px = self.log_likelihood(rep(x), self._decoder_output(z, c_k))
+        log_px = self.log_likelihood(rep(x), self._decoder_output(z, c_k), self._scale(z, c_k))
         log_w = (
             log_px
             + gaussian_log_prob(z, rep(mu_p), rep(logvar_p))
@@ -243,7 +294,7 @@ class LatentGaussianModel(GenerativeModel):
             return p if mean else torch.bernoulli(p, generator=generator)
         if mean:
             return out
-        sigma = math.exp(self._fixed_log_sigma) if self.log_sigma is None else self.log_sigma.exp()
+        sigma = (0.5 * self._decoder_logvar(z, c)).exp().reshape(out.shape)
         return out + sigma * _normal_like(out, generator)
 
 
@@ -262,7 +313,9 @@ class VAE(LatentGaussianModel):
 
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
-    ``elbo`` and ``iwae`` give the bounds for evaluation.
+    ``decoder_scale="sample"`` or ``"pixel"`` predicts the Gaussian's standard deviation from
+    the code instead (see `LatentGaussianModel`). ``elbo`` and ``iwae`` give the bounds for
+    evaluation.
 
     Example:
         >>> import torch
@@ -284,9 +337,13 @@ class VAE(LatentGaussianModel):
         likelihood: str = "gaussian",
         sigma: float | None = None,
         beta: float = 1.0,
+        decoder_scale: str = "global",
     ) -> None:
         super().__init__()
-        self._build(sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta)
+        self._build(
+            sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
+            decoder_scale=decoder_scale,
+        )  # fmt: skip
 
     @classmethod
     def for_shape(

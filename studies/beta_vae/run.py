@@ -86,7 +86,10 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     rows, models = [], {}
     for beta in cfg["betas"]:
         torch.manual_seed(cfg["seed"])
-        model = VAE(train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta)
+        model = VAE(
+            train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta,
+            decoder_scale=cfg.get("decoder_scale", "global"),
+        )  # fmt: skip
         start = time.perf_counter()
         fit(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
             seed=cfg["seed"], progress=False, device="cpu")  # fmt: skip
@@ -140,16 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--betas", type=float, nargs="+", help="override the β values")
     parser.add_argument("--steps", type=int, help="override the training steps per β")
     parser.add_argument("--latent-dim", type=int, help="override the number of latents")
+    parser.add_argument("--seed", type=int, help="override the seed (data and training)")
     parser.add_argument(
-        "--mean-range", type=float, nargs=2, metavar=("LO", "HI"), help="override μ's range"
-    )
+        "--decoder-scale", choices=("global", "sample", "pixel"),
+        help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
+    )  # fmt: skip
+    for factor in FACTORS:
+        parser.add_argument(
+            f"--{factor}-range", type=float, nargs=2, metavar=("LO", "HI"),
+            help=f"override the {factor}'s range",
+        )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
-    for key in ("betas", "steps", "latent_dim"):
+    for key in ("betas", "steps", "latent_dim", "seed", "decoder_scale"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    if args.mean_range:
-        cfg["ranges"] = {"mean": args.mean_range}
+    ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
+    if any(ranges.values()):
+        cfg["ranges"] = {f: r for f, r in ranges.items() if r}
     out = args.out or runs_root() / ("beta_vae-quick" if args.quick else "beta_vae")
     result = run_study(cfg, out)
     print("\n" + markdown(result["rows"]))
