@@ -18,7 +18,7 @@ from .base import GenerativeModel, register_model
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
-_DECODER_SCALES = ("global", "sample", "pixel")
+_DECODER_SCALES = ("global", "sample", "pixel", "spectral")
 _LOG_SCALE_BOUND = 7.0  # |log s| < 7: s within e^±7 of 1 on standardized data
 
 
@@ -65,6 +65,11 @@ class LatentGaussianModel(GenerativeModel):
       :math:`p(x|z) = \mathcal N(m(z), \mathrm{diag}\,s(z)^2)` (heteroscedastic), with one
       :math:`s(z)` per sample (``"sample"``) or per value (``"pixel"``). Only a code-dependent
       scale makes a field's *size* (its amplitude, its residual after the mean) worth encoding.
+      ``"spectral"`` (fields ``(C, *grid)``) predicts one scale per coefficient of the
+      orthonormal DCT-II over the grid axes, :math:`p(x|z) = \mathcal N(m(z),
+      C^\top\mathrm{diag}\,s(z)^2 C)`: a stationary-like Gaussian whose power spectrum comes from
+      the code, so a field's roughness (its correlation length) is worth encoding too. With
+      :math:`C` orthonormal, :math:`\log p(x|z) = \log\mathcal N(C(x - m); 0, \mathrm{diag}\,s^2)`.
       :math:`\log s = 7\tanh(r/7)` of the network's output :math:`r` keeps the likelihood
       bounded when a value is fit exactly.
     """
@@ -124,7 +129,12 @@ class LatentGaussianModel(GenerativeModel):
         self.scale_net: nn.Module | None = None
         if decoder_scale == "sample":
             self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
-        elif decoder_scale == "pixel":
+        elif decoder_scale in ("pixel", "spectral"):
+            if decoder_scale == "spectral" and len(self.sample_shape) < 2:
+                raise ValueError(
+                    "decoder_scale='spectral' needs a (C, *grid) sample shape, got "
+                    f"{self.sample_shape}"
+                )
             self.scale_net = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
         if likelihood == "gaussian" and sigma is None and self.scale_net is None:
             self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
@@ -188,11 +198,18 @@ class LatentGaussianModel(GenerativeModel):
         return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
 
     def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``."""
+        r"""Pointwise standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``.
+
+        For ``decoder_scale="spectral"`` this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
+        value i, the diagonal of :math:`C^\top\mathrm{diag}\,s^2 C`.
+        """
         if self.likelihood != "gaussian":
             raise ValueError(f"decode_std needs likelihood='gaussian', got {self.likelihood!r}")
         logvar = self._decoder_logvar(z, self._features(cond, z.shape[0]))
-        return (0.5 * logvar).exp().reshape(z.shape[0], *self.sample_shape)
+        var = logvar.exp().reshape(z.shape[0], *self.sample_shape)
+        if self.decoder_scale == "spectral":
+            var = _dct(var, len(self.sample_shape) - 1, inverse=True, squared=True)
+        return var.sqrt()
 
     def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mean of p(x | z[, cond]): the Gaussian mean or the Bernoulli probabilities."""
@@ -217,6 +234,9 @@ class LatentGaussianModel(GenerativeModel):
                     f"decoder_scale={self.decoder_scale!r}: log_likelihood needs the logvar"
                 )
             logvar = self._decoder_logvar(out.flatten(1), None)
+        if self.decoder_scale == "spectral":  # the residual's coefficients, independent
+            residual = _dct(x - out, len(self.sample_shape) - 1).flatten(1)
+            return gaussian_log_prob(residual, torch.zeros_like(residual), logvar)
         return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar)
 
     # -- bounds and protocol -----------------------------------------------------------------
@@ -295,7 +315,30 @@ class LatentGaussianModel(GenerativeModel):
         if mean:
             return out
         sigma = (0.5 * self._decoder_logvar(z, c)).exp().reshape(out.shape)
-        return out + sigma * _normal_like(out, generator)
+        noise = sigma * _normal_like(out, generator)
+        if self.decoder_scale == "spectral":
+            noise = _dct(noise, len(self.sample_shape) - 1, inverse=True)
+        return out + noise
+
+
+def _dct_matrix(n: int, like: Tensor) -> Tensor:
+    r"""Orthonormal DCT-II matrix :math:`C_{ki} = \sqrt{2/n}\,c_k\cos(\pi k(2i+1)/2n)`,
+    :math:`c_0 = 1/\sqrt2`, else 1 (Ahmed, Natarajan & Rao 1974); :math:`CC^\top = I`."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    c = math.sqrt(2.0 / n) * torch.cos(math.pi * k * (2 * i + 1) / (2 * n))
+    c[0] /= math.sqrt(2.0)
+    return c.to(device=like.device, dtype=like.dtype)
+
+
+def _dct(x: Tensor, axes: int, *, inverse: bool = False, squared: bool = False) -> Tensor:
+    """The orthonormal DCT-II (or its inverse, the transpose) over the last ``axes`` axes of
+    ``x``; ``squared`` applies the elementwise-squared matrices (maps variances to variances)."""
+    for axis in range(x.ndim - axes, x.ndim):
+        c = _dct_matrix(x.shape[axis], x)
+        c = c.square() if squared else c
+        x = torch.movedim(torch.movedim(x, axis, -1) @ (c if inverse else c.T), -1, axis)
+    return x
 
 
 def _normal_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -313,9 +356,9 @@ class VAE(LatentGaussianModel):
 
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
-    ``decoder_scale="sample"`` or ``"pixel"`` predicts the Gaussian's standard deviation from
-    the code instead (see `LatentGaussianModel`). ``elbo`` and ``iwae`` give the bounds for
-    evaluation.
+    ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
+    standard deviation from the code instead (see `LatentGaussianModel`). ``elbo`` and
+    ``iwae`` give the bounds for evaluation.
 
     Example:
         >>> import torch

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-dim", type=int, help="override the number of latents")
     parser.add_argument("--seed", type=int, help="override the seed (data and training)")
     parser.add_argument(
-        "--decoder-scale", choices=("global", "sample", "pixel"),
+        "--decoder-scale", choices=("global", "sample", "pixel", "spectral"),
         help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
     )  # fmt: skip
     for factor in FACTORS:
