@@ -314,11 +314,28 @@ class LatentGaussianModel(GenerativeModel):
             return p if mean else torch.bernoulli(p, generator=generator)
         if mean:
             return out
-        sigma = (0.5 * self._decoder_logvar(z, c)).exp().reshape(out.shape)
-        noise = sigma * _normal_like(out, generator)
+        return out + self._noise(z, c, _normal_like(out, generator))
+
+    def _noise(self, z: Tensor, c: Tensor | None, eps: Tensor) -> Tensor:
+        """Observation noise of p(x | z) from standard-normal ``eps`` ``(B, *sample_shape)``."""
+        noise = (0.5 * self._decoder_logvar(z, c)).exp().reshape(eps.shape) * eps
         if self.decoder_scale == "spectral":
             noise = _dct(noise, len(self.sample_shape) - 1, inverse=True)
-        return out + noise
+        return noise
+
+    def decode_draw(self, z: Tensor, eps: Tensor, cond: Tensor | None = None) -> Tensor:
+        r"""A draw of the Gaussian p(x | z[, cond]) from given standard-normal ``eps``:
+        :math:`m(z) + s(z)\,\varepsilon` (``"spectral"``: :math:`m + C^\top(s\odot\varepsilon)`).
+
+        One ``eps`` shared by several codes shows what the code does to the noise (its size,
+        its roughness), which the mean `decode` cannot show.
+        """
+        if self.likelihood != "gaussian":
+            raise ValueError(f"decode_draw needs likelihood='gaussian', got {self.likelihood!r}")
+        c = self._features(cond, z.shape[0])
+        return self._decoder_output(z, c) + self._noise(
+            z, c, eps.expand(z.shape[0], *eps.shape[1:])
+        )
 
 
 def _dct_matrix(n: int, like: Tensor) -> Tensor:
