@@ -441,3 +441,26 @@ def test_spectral_draws_have_the_dct_covariance() -> None:
 def test_spectral_scale_needs_a_field() -> None:
     with pytest.raises(ValueError, match=r"\(C, \*grid\)"):
         VAE((6,), decoder_scale="spectral")
+
+
+def test_tc_weight_adds_the_batch_total_correlation_to_the_loss() -> None:
+    from physgen.models.total_correlation import kl_decomposition
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 1, 8, dtype=torch.float64)
+    plain = VAE((1, 8), latent_dim=3, hidden=(16,), beta=2.0).double()
+    tc = VAE((1, 8), latent_dim=3, hidden=(16,), beta=2.0, tc_weight=5.0, dataset_size=100)
+    tc = tc.double()
+    tc.load_state_dict(plain.state_dict())
+    torch.manual_seed(4)
+    loss = tc.loss(x)
+    torch.manual_seed(4)
+    base = plain.loss(x)  # the same posterior draw: one randn_like of the code's shape
+    torch.manual_seed(4)
+    mu, logvar = plain.encode(x)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    expected = base + 5.0 * kl_decomposition(z, mu, logvar, 100).total_correlation
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-10)
+    assert (loss - base).abs().max() > 1e-6  # control: the penalty is there
+    with pytest.raises(ValueError, match="needs dataset_size"):
+        VAE((4,), tc_weight=1.0)

@@ -14,6 +14,7 @@ from ..nn.conv import field_decoder, field_encoder
 from ..nn.mlp import MLP
 from ..utils import full_precision
 from .base import GenerativeModel, register_model
+from .total_correlation import kl_decomposition
 
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
@@ -77,6 +78,8 @@ class LatentGaussianModel(GenerativeModel):
     sample_shape: tuple[int, ...]
     latent_dim: int
     _cond_shape: tuple[int, ...] = ()
+    tc_weight: float = 0.0  # weight of the total-correlation penalty (VAE only)
+    dataset_size: int = 0
 
     def _build(
         self,
@@ -279,8 +282,15 @@ class LatentGaussianModel(GenerativeModel):
         return torch.logsumexp(log_w, dim=0) - math.log(k)
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        rec, kl, _ = self._terms(x, cond)
-        return -(rec - self.beta * kl)
+        if not self.tc_weight:
+            rec, kl, _ = self._terms(x, cond)
+            return -(rec - self.beta * kl)
+        # β-TCVAE: the same draw z enters the reconstruction and the batch's TC estimate.
+        mu, logvar = self._posterior(x, None)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        rec = self.log_likelihood(x, self._decoder_output(z, None), self._scale(z, None))
+        tc = kl_decomposition(z, mu, logvar, self.dataset_size).total_correlation
+        return -(rec - self.beta * gaussian_kl(mu, logvar)) + self.tc_weight * tc
 
     def _expand_cond(self, cond: Tensor | None, n: int) -> Tensor | None:
         if cond is None or self.cond_encoder is None:
@@ -374,8 +384,11 @@ class VAE(LatentGaussianModel):
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
     ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
-    standard deviation from the code instead (see `LatentGaussianModel`). ``elbo`` and
-    ``iwae`` give the bounds for evaluation.
+    standard deviation from the code instead (see `LatentGaussianModel`). ``tc_weight`` λ
+    adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
+    the training set's size (`physgen.models.total_correlation`): ``beta=1,
+    tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
+    bounds for evaluation.
 
     Example:
         >>> import torch
@@ -398,8 +411,16 @@ class VAE(LatentGaussianModel):
         sigma: float | None = None,
         beta: float = 1.0,
         decoder_scale: str = "global",
+        tc_weight: float = 0.0,
+        dataset_size: int | None = None,
     ) -> None:
         super().__init__()
+        if tc_weight and (dataset_size is None or dataset_size < 2):
+            raise ValueError(
+                f"tc_weight={tc_weight} needs dataset_size (the training set's size), got "
+                f"{dataset_size}"
+            )
+        self.tc_weight, self.dataset_size = tc_weight, dataset_size or 0
         self._build(
             sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
             decoder_scale=decoder_scale,

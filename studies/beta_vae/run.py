@@ -89,6 +89,7 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         model = VAE(
             train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta,
             decoder_scale=cfg.get("decoder_scale", "global"),
+            tc_weight=cfg.get("tc_weight", 0.0), dataset_size=len(train),
         )  # fmt: skip
         start = time.perf_counter()
         fit(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -148,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         "--decoder-scale", choices=("global", "sample", "pixel", "spectral"),
         help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
     )  # fmt: skip
+    parser.add_argument(
+        "--tc-weight", type=float,
+        help="add this multiple of the total correlation to the loss (β-TCVAE; default 0)",
+    )  # fmt: skip
     for factor in FACTORS:
         parser.add_argument(
             f"--{factor}-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
-    for key in ("betas", "steps", "latent_dim", "seed", "decoder_scale"):
+    for key in ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
