@@ -42,10 +42,13 @@ def test_fields_follow_the_factor_model(study: Any) -> None:
     assert np.abs(g.T @ g / len(g) - se_kernel(np.abs(x[:, None] - x), 0.3)).max() > 0.3
 
 
-def test_tiny_sweep_writes_table_and_figure(study: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [{}, {"decoder_scale": "spectral", "tc_weight": 2.0}])
+def test_tiny_sweep_writes_table_and_figure(
+    study: Any, tmp_path: Path, extra: dict[str, Any]
+) -> None:
     cfg = copy.deepcopy(study.CONFIGS["quick"])
     cfg.update(n_nodes=16, n_train=256, n_test=128, steps=2, betas=[1.0, 4.0], hidden=[16],
-               latent_dim=3, threads=None)  # fmt: skip
+               latent_dim=3, threads=None, **extra)  # fmt: skip
     result = study.run_study(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [row["beta"] for row in saved["rows"]] == [1.0, 4.0]

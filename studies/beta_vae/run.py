@@ -118,6 +118,9 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     latent_traversal(
         models[best["beta"]], out / "traversal.png", dims=sorted(labels) or None, labels=labels,
         values=(-2.0, -1.0, 0.0, 1.0, 2.0), title=f"β = {best['beta']:g}, MIG {best['mig']:.2f}",
+        # a decoder whose scale depends on the code: draw fields with one shared noise draw,
+        # so a latent that sets their size or roughness shows it
+        noise_seed=None if cfg.get("decoder_scale", "global") == "global" else cfg["seed"],
     )  # fmt: skip
     result = {"config": cfg, "factors": list(FACTORS), "rows": rows, "best_beta": best["beta"]}
     write_json_atomic(result, out / "results.json")
