@@ -63,3 +63,23 @@ def test_a_range_override_moves_only_that_factor(study: Any) -> None:
     _, v = study.factor_fields(200, cfg, seed=0)
     assert sorted(np.unique(v[:, 2])) == [-12.0, 12.0]
     assert sorted(np.unique(v[:, 1])) == [0.5, 2.0]  # the amplitude keeps its default range
+
+
+def test_statistics_code_reads_mean_spread_and_roughness(study: Any) -> None:
+    # u = μ + σ g: the third column is the spatial mean, the second log sd(u) moves by
+    # log 2 when σ doubles, and the first (roughness) is unchanged by σ and μ.
+    cfg = copy.deepcopy(study.CONFIGS["quick"])
+    x, v = study.factor_fields(50, cfg, seed=0)
+    code = study.statistics_code(x)
+    np.testing.assert_allclose(code[:, 2], x[:, 0].mean(1), rtol=1e-12)
+    g = (x - v[:, 2, None, None]) / v[:, 1, None, None]
+    scaled = study.statistics_code(3.0 + 2.0 * g)
+    np.testing.assert_allclose(
+        scaled[:, 1] - study.statistics_code(g)[:, 1], np.log(2.0), rtol=1e-12
+    )
+    np.testing.assert_allclose(scaled[:, 0], study.statistics_code(g)[:, 0], rtol=1e-10)
+    # and it falls with the length scale: log(0.3/0.05) = 1.8 for a roughness ∝ 1/ℓ
+    x, v = study.factor_fields(400, cfg, seed=1)
+    code = study.statistics_code(x)
+    short, long = code[v[:, 0] == 0.05], code[v[:, 0] == 0.3]
+    assert short[:, 0].mean() - long[:, 0].mean() > 1.0
