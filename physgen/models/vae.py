@@ -195,9 +195,12 @@ class LatentGaussianModel(GenerativeModel):
         d = math.prod(self.sample_shape)
         if self.scale_net is None:
             log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
-            logvar = torch.as_tensor(2 * log_sigma, device=z.device, dtype=z.dtype)
+            # the parameters' dtype, not z's: under autocast z may be bf16
+            dtype = self.encoder_head.weight.dtype
+            logvar = torch.as_tensor(2 * log_sigma, device=z.device, dtype=dtype)
             return logvar.expand(z.shape[0], d)
-        raw = self.scale_net(z if c is None else torch.cat([z, c], dim=1)).flatten(1)
+        raw = full_precision(self.scale_net(z if c is None else torch.cat([z, c], dim=1)))
+        raw = raw.flatten(1)
         return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
 
     def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
