@@ -3,14 +3,19 @@
 Data: 1-D Gaussian random fields on 64 nodes of [0, 1] with a squared-exponential kernel,
 u(x) = μ + σ g(x), g ~ GP(0, exp(−r²/2ℓ²)), with three known factors drawn independently per
 sample from 8 levels each: the length scale ℓ ∈ [0.05, 0.3], the amplitude σ ∈ [0.5, 2] and
-the mean μ ∈ [−6, 6] (a configuration's ``ranges`` or ``--mean-range`` changes a range).
-The field g itself is a nuisance the code must also carry.
+the mean μ ∈ [−6, 6] (a configuration's ``ranges`` or ``--length-range``,
+``--amplitude-range``, ``--mean-range`` changes a range). The field g itself is a nuisance
+the code must also carry.
 
 For each β an MLP VAE (Higgins et al. 2017: loss −E log p(x|z) + β KL) is trained on the
 same data and budget; its posterior means μ(x) of held-out fields are scored by the mutual
 information gap (Chen et al. 2018; :func:`physgen.diagnostics.mig`, 20 equal-width bins) and
 the correlation of every latent with every factor. The β with the highest MIG gets a latent
-traversal figure, rows labelled by the factor each latent carries most.
+traversal figure, rows labelled by the factor each latent carries most. Options change the
+VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
+per DCT coefficient; the traversal then draws fields with one shared noise draw),
+``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--latent-dim``, ``--steps``,
+``--seed``. A hand-made code of three statistics (`statistics_code`) is scored beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
 steps). Results go to ``runs/beta_vae[-quick]/``.
