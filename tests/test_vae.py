@@ -464,3 +464,14 @@ def test_tc_weight_adds_the_batch_total_correlation_to_the_loss() -> None:
     assert (loss - base).abs().max() > 1e-6  # control: the penalty is there
     with pytest.raises(ValueError, match="needs dataset_size"):
         VAE((4,), tc_weight=1.0)
+
+
+def test_decoder_scale_and_tc_weight_survive_the_config_round_trip() -> None:
+    torch.manual_seed(0)
+    model = VAE((1, 8), latent_dim=2, hidden=(8,), decoder_scale="spectral", tc_weight=3.0,
+                dataset_size=50).double()  # fmt: skip
+    again = VAE.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    assert (again.decoder_scale, again.tc_weight, again.dataset_size) == ("spectral", 3.0, 50)
+    z = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(again.decode_std(z), model.decode_std(z), rtol=0, atol=0)
