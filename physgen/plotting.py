@@ -481,6 +481,7 @@ def traversal_fields(
     dims: Sequence[int] | None = None,
     values: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0),
     base: Sequence[float] | None = None,
+    noise_seed: int | None = None,
 ) -> np.ndarray:
     """Decoded fields with one latent moved at a time: ``(len(dims), len(values), *shape)``.
 
@@ -488,7 +489,10 @@ def traversal_fields(
     latent ``dims[i]`` set off by ``values[k]`` (in prior standard deviations for a VAE).
     ``base`` defaults to the prior mean (zeros), or an autoencoder's running code mean;
     ``dims`` to every latent. ``model`` is an unconditional VAE or autoencoder (``decode``
-    and ``latent_dim``).
+    and ``latent_dim``). With ``noise_seed``, entries are draws of a Gaussian decoder
+    (``model.decode_draw``) from one standard-normal draw of that seed shared by all: a latent
+    that sets the decoder's scale (``VAE(decoder_scale=...)``) moves the noise's size or
+    roughness, which the mean does not show.
     """
     import torch
 
@@ -512,7 +516,15 @@ def traversal_fields(
     for i, d in enumerate(dims):
         z[i, :, d] = z[i, :, d] + offsets.to(like)
     with torch.no_grad():
-        fields = model.decode(z.reshape(-1, latent_dim))  # type: ignore[attr-defined]
+        if noise_seed is None:
+            fields = model.decode(z.reshape(-1, latent_dim))  # type: ignore[attr-defined]
+        else:
+            if not hasattr(model, "decode_draw"):
+                raise TypeError(f"{type(model).__name__} has no decode_draw for noise_seed")
+            shape = (1, *model.sample_shape)  # type: ignore[attr-defined]
+            gen = torch.Generator().manual_seed(noise_seed)
+            eps = torch.randn(shape, generator=gen, dtype=torch.float64).to(like)
+            fields = model.decode_draw(z.reshape(-1, latent_dim), eps)  # type: ignore[attr-defined]
     return fields.double().cpu().numpy().reshape(len(dims), len(offsets), *fields.shape[1:])
 
 
@@ -526,14 +538,15 @@ def latent_traversal(
     channel: int = 0,
     labels: Mapping[int, str] | None = None,
     title: str | None = None,
+    noise_seed: int | None = None,
 ) -> Path:
     """Draw :func:`traversal_fields`: one row per latent, one column per offset.
 
     2-D fields are drawn as images of ``channel`` on one colour scale; 1-D fields as one
     curve per offset, one panel per latent. ``labels`` names rows (e.g. the factor a latent
-    was found to carry).
+    was found to carry); ``noise_seed`` draws fields with one shared noise draw (see there).
     """
-    fields = traversal_fields(model, dims=dims, values=values, base=base)
+    fields = traversal_fields(model, dims=dims, values=values, base=base, noise_seed=noise_seed)
     rows = list(range(getattr(model, "latent_dim", 0))) if dims is None else list(dims)
     names = {d: f"z{d}" for d in rows} | dict(labels or {})
     frames = fields[:, :, channel] if fields.ndim >= 4 else fields  # (L, V, *grid)

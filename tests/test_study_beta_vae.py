@@ -42,10 +42,13 @@ def test_fields_follow_the_factor_model(study: Any) -> None:
     assert np.abs(g.T @ g / len(g) - se_kernel(np.abs(x[:, None] - x), 0.3)).max() > 0.3
 
 
-def test_tiny_sweep_writes_table_and_figure(study: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [{}, {"decoder_scale": "spectral", "tc_weight": 2.0}])
+def test_tiny_sweep_writes_table_and_figure(
+    study: Any, tmp_path: Path, extra: dict[str, Any]
+) -> None:
     cfg = copy.deepcopy(study.CONFIGS["quick"])
     cfg.update(n_nodes=16, n_train=256, n_test=128, steps=2, betas=[1.0, 4.0], hidden=[16],
-               latent_dim=3, threads=None)  # fmt: skip
+               latent_dim=3, threads=None, **extra)  # fmt: skip
     result = study.run_study(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [row["beta"] for row in saved["rows"]] == [1.0, 4.0]
@@ -60,3 +63,23 @@ def test_a_range_override_moves_only_that_factor(study: Any) -> None:
     _, v = study.factor_fields(200, cfg, seed=0)
     assert sorted(np.unique(v[:, 2])) == [-12.0, 12.0]
     assert sorted(np.unique(v[:, 1])) == [0.5, 2.0]  # the amplitude keeps its default range
+
+
+def test_statistics_code_reads_mean_spread_and_roughness(study: Any) -> None:
+    # u = μ + σ g: the third column is the spatial mean, the second log sd(u) moves by
+    # log 2 when σ doubles, and the first (roughness) is unchanged by σ and μ.
+    cfg = copy.deepcopy(study.CONFIGS["quick"])
+    x, v = study.factor_fields(50, cfg, seed=0)
+    code = study.statistics_code(x)
+    np.testing.assert_allclose(code[:, 2], x[:, 0].mean(1), rtol=1e-12)
+    g = (x - v[:, 2, None, None]) / v[:, 1, None, None]
+    scaled = study.statistics_code(3.0 + 2.0 * g)
+    np.testing.assert_allclose(
+        scaled[:, 1] - study.statistics_code(g)[:, 1], np.log(2.0), rtol=1e-12
+    )
+    np.testing.assert_allclose(scaled[:, 0], study.statistics_code(g)[:, 0], rtol=1e-10)
+    # and it falls with the length scale: log(0.3/0.05) = 1.8 for a roughness ∝ 1/ℓ
+    x, v = study.factor_fields(400, cfg, seed=1)
+    code = study.statistics_code(x)
+    short, long = code[v[:, 0] == 0.05], code[v[:, 0] == 0.3]
+    assert short[:, 0].mean() - long[:, 0].mean() > 1.0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import pytest
 import torch
 
-from physgen.models.vae import CVAE, VAE, gaussian_kl, gaussian_log_prob
+from physgen.models.vae import _LOG_2PI, CVAE, VAE, gaussian_kl, gaussian_log_prob
 
 D, L, SIGMA = 5, 2, 0.5
 
@@ -295,3 +297,181 @@ def test_cvae_sample_draws_the_conditional_prior_and_decodes_each_case_with_its_
         torch.testing.assert_close(got, want, rtol=0, atol=0)
         # Negative control: the conditions paired with the wrong cases give other fields.
         assert (composed(c.flip(0)) - want).flatten(1).norm(dim=1).min() > 1e-3
+
+
+def _set_scale(model: VAE, weight: float, bias: float) -> None:
+    """Fill the last linear layer of ``model.scale_net`` (raw log scale r; log s = 7 tanh(r/7))."""
+    last = [m for m in model.scale_net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.fill_(weight)  # python floats: exact in float64
+        last.bias.fill_(bias)
+
+
+@pytest.mark.parametrize("decoder_scale", ["sample", "pixel"])
+def test_a_constant_predicted_scale_gives_the_linear_gaussian_log_px(
+    generator: torch.Generator, decoder_scale: str
+) -> None:
+    # The linear-Gaussian model again, with σ now produced by the scale network (constant in
+    # z): the IWAE bound at the exact posterior is log p(x) to rounding, for any K.
+    reference, x, log_px = _linear_gaussian(generator)
+    model = VAE((D,), latent_dim=L, hidden=(), decoder_scale=decoder_scale).double()
+    model.load_state_dict(reference.state_dict(), strict=False)
+    raw = 7.0 * math.atanh(math.log(SIGMA) / 7.0)
+    _set_scale(model, 0.0, raw)
+    with torch.no_grad():
+        torch.testing.assert_close(model.iwae(x, k=5), log_px, rtol=0, atol=1e-9)
+        std = model.decode_std(torch.zeros(3, L, dtype=torch.float64))
+        torch.testing.assert_close(std, torch.full((3, D), SIGMA, dtype=torch.float64))
+        _set_scale(model, 0.0, raw + 0.05)  # control: σ off by 5 %
+        # data drawn with σ score lower on average under σ·1.05 (a KL divergence, > 0)
+        assert (log_px - model.iwae(x, k=5)).mean() > 1e-3
+
+
+def _scale_mixture(a: float, c: float) -> tuple[VAE, Callable[[torch.Tensor], torch.Tensor]]:
+    """A one-latent VAE with mean 0 and log s(z) = 7 tanh((a z + c)/7) on every value, its
+    posterior set to the prior, and the exact log p(x) = log ∫ N(z) N(x; 0, s(z)² I) dz
+    by 200-point Gauss–Hermite quadrature (float64)."""
+    model = VAE((D,), latent_dim=1, hidden=(), decoder_scale="pixel").double()
+    with torch.no_grad():
+        for p in (*model.decoder.parameters(), *model.encoder_head.parameters()):
+            p.zero_()
+    _set_scale(model, a, c)
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)  # ∫ e^{-z²/2} f(z) dz
+    log_s = torch.as_tensor(7.0 * np.tanh((a * nodes + c) / 7.0))
+    log_w = torch.as_tensor(np.log(weights / math.sqrt(2 * math.pi)))
+
+    def log_px(x: torch.Tensor) -> torch.Tensor:
+        sq = x.pow(2).sum(1, keepdim=True)  # (N, 1)
+        log_n = -0.5 * (D * _LOG_2PI + 2 * D * log_s + sq * torch.exp(-2 * log_s))
+        return torch.logsumexp(log_w + log_n, dim=1)
+
+    return model, log_px
+
+
+def test_a_code_dependent_scale_gives_the_scale_mixture_likelihood() -> None:
+    # p(x|z) = N(0, s(z)² I) with s depending on z: p(x) is a Gaussian scale mixture with no
+    # single σ. Averaged IWAE bounds (q = prior, so each weight is p(x|z)) converge to the
+    # quadrature log p(x); the tolerance is 4 standard errors of that average.
+    torch.manual_seed(0)
+    model, log_px = _scale_mixture(0.8, -0.3)
+    x = torch.tensor([[0.1, -0.2, 0.3, 0.0, 0.2], [1.5, -2.0, 0.7, 1.1, -0.4]], dtype=torch.float64)
+    with torch.no_grad():
+        runs = torch.stack([model.iwae(x, k=4096) for _ in range(16)])
+    mean, se = runs.mean(0), runs.std(0) / 4.0
+    truth = log_px(x)
+    assert torch.all((mean - truth).abs() < 4 * se + 1e-3)
+    _, wrong = _scale_mixture(0.8, 0.0)  # control: the offset of log s dropped
+    assert torch.all((mean - wrong(x)).abs() > 10 * se + 1e-3)
+    # Draws with noise have the mixture's variance E[s(z)²] per value.
+    with torch.no_grad():
+        draws = model.sample(100_000, mean=False, generator=torch.Generator().manual_seed(1))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(200)
+    var = float((weights * np.exp(14.0 * np.tanh((0.8 * nodes - 0.3) / 7.0))).sum())
+    var /= math.sqrt(2 * math.pi)
+    se_var = float(draws.pow(2).var(0).sqrt().mean()) / math.sqrt(draws.shape[0])
+    assert (draws.pow(2).mean(0) - var).abs().max() < 4 * se_var
+
+
+def test_decoder_scale_refuses_bad_combinations() -> None:
+    with pytest.raises(ValueError, match="decoder_scale must be one of"):
+        VAE((4,), decoder_scale="channel")
+    with pytest.raises(ValueError, match="sigma=None"):
+        VAE((4,), decoder_scale="sample", sigma=0.5)
+    with pytest.raises(ValueError, match="likelihood='gaussian'"):
+        VAE((4,), decoder_scale="pixel", likelihood="bernoulli")
+    model = VAE((4,), latent_dim=2, hidden=(8,), decoder_scale="sample")
+    with pytest.raises(ValueError, match="needs the logvar"):
+        model.log_likelihood(torch.zeros(2, 4), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("shape", [(1, 6), (2, 4, 5)])
+def test_spectral_scale_is_a_gaussian_with_dct_diagonal_covariance(shape: tuple[int, ...]) -> None:
+    # p(x|z) = N(m(z), Cᵀ diag s(z)² C) with C the orthonormal DCT-II over the grid axes;
+    # the covariance is built from scipy's dctn applied to each basis vector.
+    from scipy.fft import dctn
+
+    torch.manual_seed(0)
+    model = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_scale="spectral").double()
+    with torch.no_grad():
+        model.scale_net.net[0].weight.normal_(0.0, 0.5)
+        model.decoder.net[0].weight.normal_()
+    z = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    d = math.prod(shape)
+    grid_axes = tuple(range(1, len(shape)))
+    basis = np.eye(d).reshape(d, *shape)
+    cmat = np.stack([dctn(e, type=2, axes=grid_axes, norm="ortho").ravel() for e in basis], 1)
+    with torch.no_grad():
+        mean = model.decode(z)
+        logvar = model._decoder_logvar(z, None)
+        got = model.log_likelihood(x, mean, logvar)
+        std = model.decode_std(z)
+    for b in range(3):
+        s2 = logvar[b].exp().numpy()
+        cov = torch.as_tensor(cmat.T @ np.diag(s2) @ cmat)
+        truth = torch.distributions.MultivariateNormal(mean[b].flatten(), cov)
+        torch.testing.assert_close(got[b], truth.log_prob(x[b].flatten()), rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(std[b].flatten(), cov.diagonal().sqrt(), rtol=1e-12, atol=0)
+        # control: the same scales on the values themselves (no transform) is another density
+        pixel = torch.distributions.MultivariateNormal(mean[b].flatten(), torch.diag(cov.diag()))
+        assert abs(got[b] - pixel.log_prob(x[b].flatten())) > 1e-3
+
+
+def test_spectral_draws_have_the_dct_covariance() -> None:
+    torch.manual_seed(0)
+    model = VAE((1, 6), latent_dim=1, hidden=(), decoder_scale="spectral").double()
+    with torch.no_grad():
+        for p in (*model.decoder.parameters(), *model.scale_net.parameters()):
+            p.zero_()
+        model.scale_net.net[0].bias.copy_(torch.linspace(0.5, -1.0, 6, dtype=torch.float64))
+    n = 100_000
+    with torch.no_grad():
+        draws = model.sample(n, mean=False, generator=torch.Generator().manual_seed(2))
+    from scipy.fft import dct
+
+    c = dct(np.eye(6), type=2, axis=0, norm="ortho")
+    s2 = np.exp(2 * 7.0 * np.tanh(np.linspace(0.5, -1.0, 6) / 7.0))
+    cov = c.T @ np.diag(s2) @ c
+    emp = np.cov(draws.flatten(1).numpy(), rowvar=False)
+    se = np.sqrt((np.outer(cov.diagonal(), cov.diagonal()) + cov**2) / n)  # Wishart sd
+    assert np.all(np.abs(emp - cov) < 5 * se)
+    assert np.abs(emp - np.diag(cov.diagonal())).max() > 20 * se.max()  # not independent
+
+
+def test_spectral_scale_needs_a_field() -> None:
+    with pytest.raises(ValueError, match=r"\(C, \*grid\)"):
+        VAE((6,), decoder_scale="spectral")
+
+
+def test_tc_weight_adds_the_batch_total_correlation_to_the_loss() -> None:
+    from physgen.models.total_correlation import kl_decomposition
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 1, 8, dtype=torch.float64)
+    plain = VAE((1, 8), latent_dim=3, hidden=(16,), beta=2.0).double()
+    tc = VAE((1, 8), latent_dim=3, hidden=(16,), beta=2.0, tc_weight=5.0, dataset_size=100)
+    tc = tc.double()
+    tc.load_state_dict(plain.state_dict())
+    torch.manual_seed(4)
+    loss = tc.loss(x)
+    torch.manual_seed(4)
+    base = plain.loss(x)  # the same posterior draw: one randn_like of the code's shape
+    torch.manual_seed(4)
+    mu, logvar = plain.encode(x)
+    z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+    expected = base + 5.0 * kl_decomposition(z, mu, logvar, 100).total_correlation
+    torch.testing.assert_close(loss, expected, rtol=0, atol=1e-10)
+    assert (loss - base).abs().max() > 1e-6  # control: the penalty is there
+    with pytest.raises(ValueError, match="needs dataset_size"):
+        VAE((4,), tc_weight=1.0)
+
+
+def test_decoder_scale_and_tc_weight_survive_the_config_round_trip() -> None:
+    torch.manual_seed(0)
+    model = VAE((1, 8), latent_dim=2, hidden=(8,), decoder_scale="spectral", tc_weight=3.0,
+                dataset_size=50).double()  # fmt: skip
+    again = VAE.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    assert (again.decoder_scale, again.tc_weight, again.dataset_size) == ("spectral", 3.0, 50)
+    z = torch.randn(4, 2, dtype=torch.float64)
+    torch.testing.assert_close(again.decode_std(z), model.decode_std(z), rtol=0, atol=0)

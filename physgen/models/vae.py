@@ -14,10 +14,13 @@ from ..nn.conv import field_decoder, field_encoder
 from ..nn.mlp import MLP
 from ..utils import full_precision
 from .base import GenerativeModel, register_model
+from .total_correlation import kl_decomposition
 
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
+_DECODER_SCALES = ("global", "sample", "pixel", "spectral")
+_LOG_SCALE_BOUND = 7.0  # |log s| < 7: s within e^±7 of 1 on standardized data
 
 
 def gaussian_kl(
@@ -58,11 +61,25 @@ class LatentGaussianModel(GenerativeModel):
     * importance-weighted bound (Burda et al. 2016), for evaluation:
       :math:`\mathcal L_K = \mathbb E\bigl[\log\frac1K\sum_k p(x, z_k)/q(z_k|x)\bigr]`,
       with :math:`\mathcal L = \mathcal L_1 \le \mathcal L_K \le \mathcal L_{K+1} \le \log p(x)`.
+    * the Gaussian decoder's scale (``decoder_scale``): one standard deviation for every sample
+      (``"global"``, fixed or learned), or predicted from the code,
+      :math:`p(x|z) = \mathcal N(m(z), \mathrm{diag}\,s(z)^2)` (heteroscedastic), with one
+      :math:`s(z)` per sample (``"sample"``) or per value (``"pixel"``). Only a code-dependent
+      scale makes a field's *size* (its amplitude, its residual after the mean) worth encoding.
+      ``"spectral"`` (fields ``(C, *grid)``) predicts one scale per coefficient of the
+      orthonormal DCT-II over the grid axes, :math:`p(x|z) = \mathcal N(m(z),
+      C^\top\mathrm{diag}\,s(z)^2 C)`: a stationary-like Gaussian whose power spectrum comes from
+      the code, so a field's roughness (its correlation length) is worth encoding too. With
+      :math:`C` orthonormal, :math:`\log p(x|z) = \log\mathcal N(C(x - m); 0, \mathrm{diag}\,s^2)`.
+      :math:`\log s = 7\tanh(r/7)` of the network's output :math:`r` keeps the likelihood
+      bounded when a value is fit exactly.
     """
 
     sample_shape: tuple[int, ...]
     latent_dim: int
     _cond_shape: tuple[int, ...] = ()
+    tc_weight: float = 0.0  # weight of the total-correlation penalty (VAE only)
+    dataset_size: int = 0
 
     def _build(
         self,
@@ -78,7 +95,17 @@ class LatentGaussianModel(GenerativeModel):
         cond_shape: Sequence[int] | None = None,
         cond_features: int = 0,
         prior: str = "standard",
+        decoder_scale: str = "global",
     ) -> None:
+        if decoder_scale not in _DECODER_SCALES:
+            raise ValueError(
+                f"decoder_scale must be one of {_DECODER_SCALES}, got {decoder_scale!r}"
+            )
+        if decoder_scale != "global" and (likelihood != "gaussian" or sigma is not None):
+            raise ValueError(
+                f"decoder_scale={decoder_scale!r} predicts the Gaussian decoder's scale: it needs "
+                f"likelihood='gaussian' and sigma=None, got {likelihood!r} and {sigma}"
+            )
         if likelihood not in ("gaussian", "bernoulli"):
             raise ValueError(f"likelihood must be 'gaussian' or 'bernoulli', got {likelihood!r}")
         if prior not in ("standard", "learned"):
@@ -101,7 +128,18 @@ class LatentGaussianModel(GenerativeModel):
             )
             if prior == "learned":
                 self.prior_net = MLP(cond_features, 2 * latent_dim, hidden=(width,), act=act)
-        if likelihood == "gaussian" and sigma is None:
+        self.decoder_scale = decoder_scale
+        self.scale_net: nn.Module | None = None
+        if decoder_scale == "sample":
+            self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
+        elif decoder_scale in ("pixel", "spectral"):
+            if decoder_scale == "spectral" and len(self.sample_shape) < 2:
+                raise ValueError(
+                    "decoder_scale='spectral' needs a (C, *grid) sample shape, got "
+                    f"{self.sample_shape}"
+                )
+            self.scale_net = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
+        if likelihood == "gaussian" and sigma is None and self.scale_net is None:
             self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
         else:
             self.log_sigma = None
@@ -152,13 +190,41 @@ class LatentGaussianModel(GenerativeModel):
     def _decoder_output(self, z: Tensor, c: Tensor | None) -> Tensor:
         return self.decoder(z if c is None else torch.cat([z, c], dim=1))
 
+    def _decoder_logvar(self, z: Tensor, c: Tensor | None) -> Tensor:
+        """Log variance of the Gaussian p(x | z), ``(B, D)`` with D values per sample."""
+        d = math.prod(self.sample_shape)
+        if self.scale_net is None:
+            log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
+            # the parameters' dtype, not z's: under autocast z may be bf16
+            dtype = self.encoder_head.weight.dtype
+            logvar = torch.as_tensor(2 * log_sigma, device=z.device, dtype=dtype)
+            return logvar.expand(z.shape[0], d)
+        raw = full_precision(self.scale_net(z if c is None else torch.cat([z, c], dim=1)))
+        raw = raw.flatten(1)
+        return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
+
+    def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        r"""Pointwise standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``.
+
+        For ``decoder_scale="spectral"`` this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
+        value i, the diagonal of :math:`C^\top\mathrm{diag}\,s^2 C`.
+        """
+        if self.likelihood != "gaussian":
+            raise ValueError(f"decode_std needs likelihood='gaussian', got {self.likelihood!r}")
+        logvar = self._decoder_logvar(z, self._features(cond, z.shape[0]))
+        var = logvar.exp().reshape(z.shape[0], *self.sample_shape)
+        if self.decoder_scale == "spectral":
+            var = _dct(var, len(self.sample_shape) - 1, inverse=True, squared=True)
+        return var.sqrt()
+
     def decode(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Mean of p(x | z[, cond]): the Gaussian mean or the Bernoulli probabilities."""
         out = self.decoder_output(z, cond)
         return torch.sigmoid(out) if self.likelihood == "bernoulli" else out
 
-    def log_likelihood(self, x: Tensor, out: Tensor) -> Tensor:
-        """log p(x | z) per sample from the decoder output ``out``."""
+    def log_likelihood(self, x: Tensor, out: Tensor, logvar: Tensor | None = None) -> Tensor:
+        """log p(x | z) per sample from the decoder output ``out`` (and, for a Gaussian,
+        its log variance ``(B, D)`` from `_decoder_logvar`; needed when the scale is predicted)."""
         if self.likelihood == "bernoulli":
             # Outside [0, 1] the cross-entropy is no log-likelihood (and unbounded below).
             if bool(((x < 0) | (x > 1)).any()):
@@ -168,9 +234,16 @@ class LatentGaussianModel(GenerativeModel):
                     "likelihood='gaussian' for standardized data)"
                 )
             return -F.binary_cross_entropy_with_logits(out, x, reduction="none").flatten(1).sum(1)
-        log_sigma = self.log_sigma if self.log_sigma is not None else self._fixed_log_sigma
-        logvar = torch.as_tensor(2 * log_sigma, device=x.device, dtype=x.dtype)
-        return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar.expand(x[0].numel()))
+        if logvar is None:
+            if self.scale_net is not None:
+                raise ValueError(
+                    f"decoder_scale={self.decoder_scale!r}: log_likelihood needs the logvar"
+                )
+            logvar = self._decoder_logvar(out.flatten(1), None)
+        if self.decoder_scale == "spectral":  # the residual's coefficients, independent
+            residual = _dct(x - out, len(self.sample_shape) - 1).flatten(1)
+            return gaussian_log_prob(residual, torch.zeros_like(residual), logvar)
+        return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar)
 
     # -- bounds and protocol -----------------------------------------------------------------
 
@@ -182,7 +255,11 @@ class LatentGaussianModel(GenerativeModel):
         mu_p, logvar_p = self._prior(c, x.shape[0])
         kl = gaussian_kl(mu, logvar, mu_p, logvar_p)
         out = self._decoder_output(z, c)
-        return self.log_likelihood(x, out), kl, out
+        return self.log_likelihood(x, out, self._scale(z, c)), kl, out
+
+    def _scale(self, z: Tensor, c: Tensor | None) -> Tensor | None:
+        """The decoder's log variance where the likelihood is Gaussian, else ``None``."""
+        return self._decoder_logvar(z, c) if self.likelihood == "gaussian" else None
 
     def elbo(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """Evidence lower bound per sample (β = 1, one reparameterized draw), shape ``(B,)``."""
@@ -199,7 +276,7 @@ class LatentGaussianModel(GenerativeModel):
         z = z.reshape(k * b, -1)  # (K*B, L), sample-major over K
         rep = lambda t: t.repeat(k, *([1] * (t.ndim - 1)))  # noqa: E731
         c_k = None if c is None else rep(c)
-        log_px = self.log_likelihood(rep(x), self._decoder_output(z, c_k))
+        log_px = self.log_likelihood(rep(x), self._decoder_output(z, c_k), self._scale(z, c_k))
         log_w = (
             log_px
             + gaussian_log_prob(z, rep(mu_p), rep(logvar_p))
@@ -208,8 +285,15 @@ class LatentGaussianModel(GenerativeModel):
         return torch.logsumexp(log_w, dim=0) - math.log(k)
 
     def loss(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        rec, kl, _ = self._terms(x, cond)
-        return -(rec - self.beta * kl)
+        if not self.tc_weight:
+            rec, kl, _ = self._terms(x, cond)
+            return -(rec - self.beta * kl)
+        # β-TCVAE: the same draw z enters the reconstruction and the batch's TC estimate.
+        mu, logvar = self._posterior(x, None)
+        z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)
+        rec = self.log_likelihood(x, self._decoder_output(z, None), self._scale(z, None))
+        tc = kl_decomposition(z, mu, logvar, self.dataset_size).total_correlation
+        return -(rec - self.beta * gaussian_kl(mu, logvar)) + self.tc_weight * tc
 
     def _expand_cond(self, cond: Tensor | None, n: int) -> Tensor | None:
         if cond is None or self.cond_encoder is None:
@@ -243,8 +327,48 @@ class LatentGaussianModel(GenerativeModel):
             return p if mean else torch.bernoulli(p, generator=generator)
         if mean:
             return out
-        sigma = math.exp(self._fixed_log_sigma) if self.log_sigma is None else self.log_sigma.exp()
-        return out + sigma * _normal_like(out, generator)
+        return out + self._noise(z, c, _normal_like(out, generator))
+
+    def _noise(self, z: Tensor, c: Tensor | None, eps: Tensor) -> Tensor:
+        """Observation noise of p(x | z) from standard-normal ``eps`` ``(B, *sample_shape)``."""
+        noise = (0.5 * self._decoder_logvar(z, c)).exp().reshape(eps.shape) * eps
+        if self.decoder_scale == "spectral":
+            noise = _dct(noise, len(self.sample_shape) - 1, inverse=True)
+        return noise
+
+    def decode_draw(self, z: Tensor, eps: Tensor, cond: Tensor | None = None) -> Tensor:
+        r"""A draw of the Gaussian p(x | z[, cond]) from given standard-normal ``eps``:
+        :math:`m(z) + s(z)\,\varepsilon` (``"spectral"``: :math:`m + C^\top(s\odot\varepsilon)`).
+
+        One ``eps`` shared by several codes shows what the code does to the noise (its size,
+        its roughness), which the mean `decode` cannot show.
+        """
+        if self.likelihood != "gaussian":
+            raise ValueError(f"decode_draw needs likelihood='gaussian', got {self.likelihood!r}")
+        c = self._features(cond, z.shape[0])
+        return self._decoder_output(z, c) + self._noise(
+            z, c, eps.expand(z.shape[0], *eps.shape[1:])
+        )
+
+
+def _dct_matrix(n: int, like: Tensor) -> Tensor:
+    r"""Orthonormal DCT-II matrix :math:`C_{ki} = \sqrt{2/n}\,c_k\cos(\pi k(2i+1)/2n)`,
+    :math:`c_0 = 1/\sqrt2`, else 1 (Ahmed, Natarajan & Rao 1974); :math:`CC^\top = I`."""
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None, :]
+    c = math.sqrt(2.0 / n) * torch.cos(math.pi * k * (2 * i + 1) / (2 * n))
+    c[0] /= math.sqrt(2.0)
+    return c.to(device=like.device, dtype=like.dtype)
+
+
+def _dct(x: Tensor, axes: int, *, inverse: bool = False, squared: bool = False) -> Tensor:
+    """The orthonormal DCT-II (or its inverse, the transpose) over the last ``axes`` axes of
+    ``x``; ``squared`` applies the elementwise-squared matrices (maps variances to variances)."""
+    for axis in range(x.ndim - axes, x.ndim):
+        c = _dct_matrix(x.shape[axis], x)
+        c = c.square() if squared else c
+        x = torch.movedim(torch.movedim(x, axis, -1) @ (c if inverse else c.T), -1, axis)
+    return x
 
 
 def _normal_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -262,7 +386,12 @@ class VAE(LatentGaussianModel):
 
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
-    ``elbo`` and ``iwae`` give the bounds for evaluation.
+    ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
+    standard deviation from the code instead (see `LatentGaussianModel`). ``tc_weight`` λ
+    adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
+    the training set's size (`physgen.models.total_correlation`): ``beta=1,
+    tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
+    bounds for evaluation.
 
     Example:
         >>> import torch
@@ -284,9 +413,21 @@ class VAE(LatentGaussianModel):
         likelihood: str = "gaussian",
         sigma: float | None = None,
         beta: float = 1.0,
+        decoder_scale: str = "global",
+        tc_weight: float = 0.0,
+        dataset_size: int | None = None,
     ) -> None:
         super().__init__()
-        self._build(sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta)
+        if tc_weight and (dataset_size is None or dataset_size < 2):
+            raise ValueError(
+                f"tc_weight={tc_weight} needs dataset_size (the training set's size), got "
+                f"{dataset_size}"
+            )
+        self.tc_weight, self.dataset_size = tc_weight, dataset_size or 0
+        self._build(
+            sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
+            decoder_scale=decoder_scale,
+        )  # fmt: skip
 
     @classmethod
     def for_shape(

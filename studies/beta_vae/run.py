@@ -3,14 +3,19 @@
 Data: 1-D Gaussian random fields on 64 nodes of [0, 1] with a squared-exponential kernel,
 u(x) = μ + σ g(x), g ~ GP(0, exp(−r²/2ℓ²)), with three known factors drawn independently per
 sample from 8 levels each: the length scale ℓ ∈ [0.05, 0.3], the amplitude σ ∈ [0.5, 2] and
-the mean μ ∈ [−6, 6] (a configuration's ``ranges`` or ``--mean-range`` changes a range).
-The field g itself is a nuisance the code must also carry.
+the mean μ ∈ [−6, 6] (a configuration's ``ranges`` or ``--length-range``,
+``--amplitude-range``, ``--mean-range`` changes a range). The field g itself is a nuisance
+the code must also carry.
 
 For each β an MLP VAE (Higgins et al. 2017: loss −E log p(x|z) + β KL) is trained on the
 same data and budget; its posterior means μ(x) of held-out fields are scored by the mutual
 information gap (Chen et al. 2018; :func:`physgen.diagnostics.mig`, 20 equal-width bins) and
 the correlation of every latent with every factor. The β with the highest MIG gets a latent
-traversal figure, rows labelled by the factor each latent carries most.
+traversal figure, rows labelled by the factor each latent carries most. Options change the
+VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
+per DCT coefficient; the traversal then draws fields with one shared noise draw),
+``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--latent-dim``, ``--steps``,
+``--seed``. A hand-made code of three statistics (`statistics_code`) is scored beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
 steps). Results go to ``runs/beta_vae[-quick]/``.
@@ -35,7 +40,7 @@ from physgen.plotting import latent_traversal
 from physgen.random_fields import se_kernel
 from physgen.training import fit
 
-__all__ = ["CONFIGS", "FACTORS", "factor_fields", "main", "run_study"]
+__all__ = ["CONFIGS", "FACTORS", "factor_fields", "main", "run_study", "statistics_code"]
 
 FACTORS = ("length", "amplitude", "mean")
 LEVELS = {"length": (0.05, 0.3), "amplitude": (0.5, 2.0), "mean": (-6.0, 6.0)}
@@ -74,6 +79,19 @@ def factor_fields(n: int, cfg: dict[str, Any], seed: int) -> tuple[np.ndarray, n
     return u[:, None, :], factors
 
 
+def statistics_code(x: np.ndarray) -> np.ndarray:
+    r"""A hand-made code of fields ``(n, 1, n_nodes)``, one column per factor: the log
+    roughness :math:`\log\mathrm{sd}(\Delta u) - \log\mathrm{sd}(u)`, the log spread
+    :math:`\log\mathrm{sd}(u)` and the spatial mean (sd over the grid of each field).
+
+    Its MIG is what three summary statistics of one field reach: a reference for the VAEs,
+    not a bound (the statistics are neither sufficient nor disentangled).
+    """
+    u = x.reshape(len(x), -1)
+    log_sd = np.log(u.std(1))
+    return np.stack([np.log(np.diff(u, axis=1).std(1)) - log_sd, log_sd, u.mean(1)], 1)
+
+
 def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train one VAE per β, score MIG and correlations; write results and the best traversal."""
     if cfg["threads"]:
@@ -83,10 +101,16 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     mean, std = x_train.mean(), x_train.std()
     train = torch.as_tensor((x_train - mean) / std, dtype=torch.float32)
     test = torch.as_tensor((x_test - mean) / std, dtype=torch.float32)
+    reference = mig(statistics_code(x_test), v_test, bins=cfg["bins"])
+    print(f"statistics code: MIG {reference.value:.3f} gaps {np.round(reference.gaps, 3)}")
     rows, models = [], {}
     for beta in cfg["betas"]:
         torch.manual_seed(cfg["seed"])
-        model = VAE(train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta)
+        model = VAE(
+            train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta,
+            decoder_scale=cfg.get("decoder_scale", "global"),
+            tc_weight=cfg.get("tc_weight", 0.0), dataset_size=len(train),
+        )  # fmt: skip
         start = time.perf_counter()
         fit(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
             seed=cfg["seed"], progress=False, device="cpu")  # fmt: skip
@@ -114,8 +138,14 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     latent_traversal(
         models[best["beta"]], out / "traversal.png", dims=sorted(labels) or None, labels=labels,
         values=(-2.0, -1.0, 0.0, 1.0, 2.0), title=f"β = {best['beta']:g}, MIG {best['mig']:.2f}",
+        # a decoder whose scale depends on the code: draw fields with one shared noise draw,
+        # so a latent that sets their size or roughness shows it
+        noise_seed=None if cfg.get("decoder_scale", "global") == "global" else cfg["seed"],
     )  # fmt: skip
-    result = {"config": cfg, "factors": list(FACTORS), "rows": rows, "best_beta": best["beta"]}
+    result = {
+        "config": cfg, "factors": list(FACTORS), "rows": rows, "best_beta": best["beta"],
+        "statistics_code": {"mig": reference.value, "gaps": reference.gaps.tolist()},
+    }  # fmt: skip
     write_json_atomic(result, out / "results.json")
     with atomic_output(out / "results.md") as tmp:
         tmp.write_text(markdown(rows) + "\n", encoding="utf-8")
@@ -140,16 +170,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--betas", type=float, nargs="+", help="override the β values")
     parser.add_argument("--steps", type=int, help="override the training steps per β")
     parser.add_argument("--latent-dim", type=int, help="override the number of latents")
+    parser.add_argument("--seed", type=int, help="override the seed (data and training)")
     parser.add_argument(
-        "--mean-range", type=float, nargs=2, metavar=("LO", "HI"), help="override μ's range"
-    )
+        "--decoder-scale", choices=("global", "sample", "pixel", "spectral"),
+        help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tc-weight", type=float,
+        help="add this multiple of the total correlation to the loss (β-TCVAE; default 0)",
+    )  # fmt: skip
+    for factor in FACTORS:
+        parser.add_argument(
+            f"--{factor}-range", type=float, nargs=2, metavar=("LO", "HI"),
+            help=f"override the {factor}'s range",
+        )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
-    for key in ("betas", "steps", "latent_dim"):
+    for key in ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
-    if args.mean_range:
-        cfg["ranges"] = {"mean": args.mean_range}
+    ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
+    if any(ranges.values()):
+        cfg["ranges"] = {f: r for f, r in ranges.items() if r}
     out = args.out or runs_root() / ("beta_vae-quick" if args.quick else "beta_vae")
     result = run_study(cfg, out)
     print("\n" + markdown(result["rows"]))
