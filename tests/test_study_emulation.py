@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from physgen.emulation import read_trajectories
+from physgen.emulation import SpreadCalibration, read_trajectories
 from physgen.paths import load_module_from_path
 from physgen.recipes import make_dataset
 
@@ -57,10 +57,25 @@ def test_the_study_scores_every_method_per_lead_time(
         for name, entry in report["calibration"].items()
         if entry["inflation"] != 1.0
     }
+    spread = {f"{name}, s(t)" for name, entry in report["calibration"].items() if "spread" in entry}
+    assert spread  # at least one model had a spread to calibrate
     assert set(report["calibration"]) == generative
-    assert set(methods) == generative | calibrated | {
+    assert set(methods) == generative | calibrated | spread | {
         "deterministic U-Net", "persistence", "climatology",
     }  # fmt: skip
+    # The s(t) rows: the plain rollout moved about its mean (the ensemble-mean RMSE is kept),
+    # the factors those of the stored coefficients, the degree the cross-validated best.
+    for name in {n for n in generative if f"{n}, s(t)" in methods}:
+        entry = report["calibration"][name]["spread"]
+        row, plain = methods[f"{name}, s(t)"], methods[name]
+        assert row["scores"]["rmse"] == pytest.approx(plain["scores"]["rmse"], rel=1e-5)
+        cal = SpreadCalibration(tuple(entry["coefficients"]), entry["t_max"])
+        assert row["spread_factors"] == pytest.approx(cal.factors(report["lead_times"]).tolist())
+        ratio = torch.tensor(row["scores"]["spread"]) / torch.tensor(plain["scores"]["spread"])
+        assert ratio.tolist() == pytest.approx(row["spread_factors"], rel=1e-4)
+        assert entry["cv_mean_abs_log_ssr"][str(entry["degree"])] == min(
+            entry["cv_mean_abs_log_ssr"].values()
+        )
     # The chosen λ has the smallest validation misfit of the grid.
     for entry in report["calibration"].values():
         misfit = entry["mean_abs_log_ssr"]
