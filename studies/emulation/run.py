@@ -64,10 +64,11 @@ from physgen.recipes import make_dataset
 __all__ = ["CONFIGS", "calibrated_until", "choose_degree", "main", "wins"]
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # CPU: small 1-D networks, 16 test trajectories × 8 members (~30 min on a busy 2-core CPU).
+    # CPU: small 1-D networks, 64 test trajectories × 8 members (~25 min on a busy 2-core
+    # CPU). The pooled spread–skill ratio of 16 cases varied by ~40 % between two such sets.
     "quick": {
         "recipe": "burgers-128", "stride": 5, "history": 2, "target": "increment",
-        "n_test": 16, "n_valid": 32, "members": 8,
+        "n_test": 64, "n_valid": 48, "members": 8,
         "steps": 1500, "batch_size": 32, "lr": 2e-3, "ema_decay": 0.99, "device": "cpu",
         "models": {
             "unet": {"channels": [16, 32], "blocks": 1, "periodic": True},
@@ -77,7 +78,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         # Glow's rollouts diverged at lr 2e-3 (its samples of OOD histories blow up).
         "fit": {"glow": {"lr": 5e-4, "grad_clip": 1.0}},
         "sample": {"flow-matching": {"method": "euler", "steps": 10}, "diffusion": {"steps": 10}},
-        "inflation": [0.4, 0.55, 0.7, 0.85, 1.0, 1.5, 2.5],
+        "inflation": [0.55, 0.7, 0.85, 1.0, 1.5],
         "spread_degrees": [0, 1, 2, 3],
     },
     # One GPU: Kolmogorov flow, 100 test trajectories × 16 members.
