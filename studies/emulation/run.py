@@ -81,7 +81,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "inflation": [0.55, 0.7, 0.85, 1.0, 1.5],
         "spread_degrees": [0, 1, 2, 3],
     },
-    # One GPU: Kolmogorov flow, 100 test trajectories × 16 members.
+    # One GPU: Kolmogorov flow, the recipe's 40 test trajectories × 16 members.
     "full": {
         "recipe": "kolmogorov-64", "stride": 1, "history": 2, "target": "increment",
         "n_test": 40, "n_valid": 20, "members": 16,
