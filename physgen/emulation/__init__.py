@@ -2,6 +2,11 @@
 of the next frame, autoregressive ensemble rollouts and their scores over lead time."""
 
 from physgen.emulation.baselines import Regressor, climatology_model, persistence_model
+from physgen.emulation.calibration import (
+    SpreadCalibration,
+    fit_spread_calibration,
+    scale_spread,
+)
 from physgen.emulation.emulator import Emulator, SolverModel, rollout, train_emulator
 from physgen.emulation.pairs import (
     TrajectoryPairs,
@@ -24,10 +29,12 @@ __all__ = [
     "Regressor",
     "ResidualModel",
     "SolverModel",
+    "SpreadCalibration",
     "TrajectoryPairs",
     "channel_statistics",
     "climatology_model",
     "correlation_horizon",
+    "fit_spread_calibration",
     "lead_time_residuals",
     "lead_time_scores",
     "lead_time_spectrum_error",
@@ -36,6 +43,7 @@ __all__ = [
     "read_trajectories",
     "residual_targets",
     "rollout",
+    "scale_spread",
     "score_forecast",
     "stability_horizon",
     "train_emulator",
