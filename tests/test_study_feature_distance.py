@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from physgen.diagnostics.ranking import rank_correlation
 from physgen.paths import load_module_from_path
 
 STUDY = Path(__file__).parents[1] / "studies" / "feature_distance" / "run.py"
@@ -59,5 +60,14 @@ def test_tiny_pass_writes_both_tables(
     assert set(saved["ranking"]["models"]) == set(study.degradations(0))
     assert set(result["ranking"]["correlation"]) == {"feature", "kid", "physics kid"}
     assert all(-1.0 <= c["spearman"] <= 1.0 for c in result["ranking"]["correlation"].values())
+    # Each correlation ranks the consensus against its own distance's values.
+    rank = result["ranking"]
+    names = list(rank["models"])
+    for key, c in rank["correlation"].items():
+        again = rank_correlation(
+            [rank["consensus"][n] for n in names], [rank["models"][n][key]["value"] for n in names]
+        )
+        assert c["spearman"] == pytest.approx(again.spearman, abs=1e-12)
+        assert c["kendall"] == pytest.approx(again.kendall, abs=1e-12)
     assert {"feature_kid", "physics_feature_kid"} <= set(saved["shift"][0])
     assert "Spearman ρ" in (tmp_path / "out" / "results.md").read_text()
