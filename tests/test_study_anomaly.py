@@ -101,7 +101,9 @@ def test_tiny_end_to_end(study: Any, data: Any, tmp_path: Path) -> None:
     assert {"vae latent Mahalanobis", "spectrum Mahalanobis"} <= detectors
     assert {"feature-encoder code Mahalanobis", "feature-encoder pooled Mahalanobis"} <= detectors
     assert len(result["batch_auroc"]) == 3
-    assert 0.0 <= result["length_ceiling"]["auroc"] <= 1.0
+    # The ceiling is for the length set's regime (τ = 6): above chance, which τ = 3 would be.
+    ceiling = result["length_ceiling"]
+    assert ceiling["auroc"] > 0.5 + 3 * ceiling["se"]
     # The residual flags the 1 % source error perfectly even here (no training involved).
     assert result["auroc"]["residual"]["source"]["auroc"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("| detector |")
