@@ -89,3 +89,5 @@ def test_batch_means_raise_the_auroc_as_the_normal_theory_says() -> None:
     assert single.value < batched.value - 10 * batched.se
     with pytest.raises(ValueError, match="fewer scores"):
         batch_means([1.0], 2)
+    with pytest.raises(ValueError, match="batch_size must be ≥ 1, got 0"):
+        batch_means([1.0, 2.0], 0)

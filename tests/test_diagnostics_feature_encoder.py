@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from physgen.cli import main
+from physgen.cli.evaluate import format_table
 from physgen.data import open_fields
-from physgen.diagnostics import feature_distance, feature_frechet
+from physgen.diagnostics import feature_distance, feature_frechet, log_residual_feature
 from physgen.diagnostics.feature_encoder import (
     ENCODER_FILE,
     load_feature_encoder,
@@ -160,3 +161,57 @@ def test_evaluate_reports_kid_and_the_physics_kid_of_a_one_percent_shift(
 def test_unknown_training_option_is_named(made: Path, tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="unknown feature-encoder options \\['width'\\]"):
         train_feature_encoder(made / "train.nc", tmp_path / "e.pt", width=3)
+
+
+def test_physics_features_append_the_residual_standardized_over_the_reference(
+    made: Path,
+) -> None:
+    enc = load_feature_encoder(made / ENCODER_FILE)
+    darcy = load("darcy", n=16)
+    fields = {}
+    with open_fields(made / "train.nc") as r, open_fields(made / "test.nc") as t:
+        ref = enc.stack(r, 1000, "r", torch.float64)
+        test = enc.stack(t, 1000, "t", torch.float64)
+        ref32 = enc.stack(r, 1000, "r")
+        for name, ds in (("ref", r), ("test", t)):
+            stored = np.stack([ds[f].values for f in ("a", "u")], 1)
+            fields[name] = torch.from_numpy(stored.astype(np.float64))
+    assert ref.dtype == torch.float64 and ref32.dtype == torch.float32
+    # float64 z-scores give back the stored fields to a few float64 ulps; float32 ones do not.
+    scale = float(fields["ref"].abs().max())
+    err64 = float((enc.physical(ref) - fields["ref"]).abs().max())
+    err32 = float((enc.physical(ref32) - fields["ref"]).abs().max())
+    assert err64 < 1e-14 * scale < 1e-6 * err32
+    # The last feature is the log relative residual standardized by the reference's own mean
+    # and std: 0 and 1 over the reference, and the same affine map on any other set.
+    phi = enc.physics_features(darcy, ref)
+    got_ref, got_test = phi(ref), phi(test)
+    assert got_ref.shape == (len(ref), enc.features(ref).shape[1] + 1)
+    torch.testing.assert_close(got_test[:, :-1], enc.features(test))
+    log_r = log_residual_feature(darcy, fields["ref"])[:, 0]
+    mean, std = log_r.mean(), log_r.std()
+    assert float(got_ref[:, -1].mean()) == pytest.approx(0.0, abs=1e-12)
+    assert float(got_ref[:, -1].std()) == pytest.approx(1.0, rel=1e-12)
+    log_t = log_residual_feature(darcy, fields["test"])[:, 0]
+    expected = (log_t - mean) / std
+    # The round trip moves u by δu ≲ 8 ulps, the residual by ≲ max a·4n²·δu (the 5-point
+    # stencil), its log by that over the residual (≈ 1e-6: float32-stored fields).
+    a_max, u_max = (float(fields["test"][:, i].abs().max()) for i in (0, 1))
+    du = 8 * torch.finfo(torch.float64).eps * u_max
+    bound = a_max * 4 * 16**2 * du / float(log_t.exp().min()) / float(std)
+    assert float((got_test[:, -1] - expected).abs().max()) < bound < 1e-4
+    # Negative control: standardized over the test set itself, the column would differ.
+    own = (log_t - log_t.mean()) / log_t.std()
+    assert float((own - expected).abs().max()) > 1e-3
+
+
+def test_table_rows_read_their_own_feature_entries() -> None:
+    entry = lambda v: {"value": v, "floor": 0.5, "floor_std": 0.1, "n": 8}  # noqa: E731
+    result = {"fields": {}, "feature_distance": {**entry(1.25), "kid": entry(2.25),
+                                                 "physics_kid": entry(3.25)}}  # fmt: skip
+    rows = {line.split()[1]: line.split()[2] for line in format_table(result).splitlines()[2:]}
+    assert rows == {"feature_frechet": "1.2500", "feature_kid": "2.2500",
+                    "physics_feature_kid": "3.2500"}  # fmt: skip
+    # Negative control: a skipped physics entry gives no row.
+    result["feature_distance"]["physics_kid"] = {"skipped": "no problem"}
+    assert "physics_feature_kid" not in format_table(result)

@@ -18,6 +18,7 @@ from physgen.diagnostics import (
     log_residual_feature,
     polynomial_mmd2,
 )
+from physgen.metrics import residual_rms
 from physgen.models.autoencoder import Autoencoder
 from physgen.models.vae import VAE
 from physgen.problem import load
@@ -137,3 +138,31 @@ def test_log_residual_feature_reads_the_equation() -> None:
     )
     # Negative control: the exact solutions sit at the solver's round-off.
     assert float(log_residual_feature(darcy, exact).max()) < np.log(1e-10)
+
+
+def test_feature_distance_kid_is_the_polynomial_mmd2_of_the_features() -> None:
+    # Constant features α for the samples and β for the reference: every kernel value is
+    # known, so KID = k(α, α) + k(β, β) − 2k(α, β) = (α² + 1)³ + 1 − 2 = 124 for α = 2,
+    # β = 0 in every split, and the floor (β against β) is exactly 0.
+    samples, ref = torch.full((8, 1, 2, 2), 2.0), torch.zeros(16, 1, 2, 2)
+    features = lambda z: z.flatten(1).mean(1, keepdim=True)  # noqa: E731
+    kid = feature_distance(features, samples, ref, num_splits=3, metric="kid")
+    assert kid["value"] == pytest.approx(124.0, rel=1e-12)
+    assert kid["floor"] == 0.0 and kid["floor_std"] == 0.0
+    # Negative control: the Fréchet distance of the same features is (α − β)² = 4.
+    frechet = feature_distance(features, samples, ref, num_splits=3)
+    assert frechet["value"] == pytest.approx(4.0, rel=1e-9)
+
+
+def test_log_residual_feature_is_relative_to_the_source() -> None:
+    # f = 2: u × 1.01 leaves the residual 0.01·f = 0.02 on every cell, relative 0.01.
+    darcy = load("darcy", n=16, forcing=2.0)
+    scaled = darcy.to_tensor(darcy.generate(3, seed=1))
+    scaled[:, 1] *= 1.01
+    torch.testing.assert_close(
+        log_residual_feature(darcy, scaled)[:, 0],
+        torch.full((3,), np.log(0.01), dtype=torch.float64),
+    )
+    # Negative control: the absolute RMS residual is log 0.02, not log 0.01.
+    absolute = residual_rms(darcy, scaled, relative=False)
+    assert float((torch.log(absolute) - np.log(0.01)).min()) > np.log(2) - 1e-9

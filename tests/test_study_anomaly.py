@@ -101,7 +101,9 @@ def test_tiny_end_to_end(study: Any, data: Any, tmp_path: Path) -> None:
     assert {"vae latent Mahalanobis", "spectrum Mahalanobis"} <= detectors
     assert {"feature-encoder code Mahalanobis", "feature-encoder pooled Mahalanobis"} <= detectors
     assert len(result["batch_auroc"]) == 3
-    assert 0.0 <= result["length_ceiling"]["auroc"] <= 1.0
+    # The ceiling is for the length set's regime (τ = 6): above chance, which τ = 3 would be.
+    ceiling = result["length_ceiling"]
+    assert ceiling["auroc"] > 0.5 + 3 * ceiling["se"]
     # The residual flags the 1 % source error perfectly even here (no training involved).
     assert result["auroc"]["residual"]["source"]["auroc"] == 1.0
     assert (tmp_path / "results.md").read_text().startswith("| detector |")
@@ -155,3 +157,66 @@ def test_batch_table_chooses_on_validation_only(study: Any) -> None:
     # Negative control: equal validation sets never reach the target: the largest M.
     by_set["valid length"] = shifted(0, 2000)
     assert "glow NLL, batches of 16" in study.batch_table(scores, [1, 2, 4, 8, 16])
+
+
+def test_batch_typicality_is_the_distance_of_the_batch_mean_from_the_validation_entropy(
+    study: Any,
+) -> None:
+    # Batches of 2 (the only size offered); Ĥ = mean validation NLL = 0. The normal batches
+    # have mean NLL 1, so |mean − Ĥ| = 1. Nalisnick et al.'s statistic averages first:
+    #   source   ±3 alternating: mean 0 → |0| < 1 → AUROC 0 (|s| first would give 3 → 1);
+    #   smoothed −0.5:           |−0.5| < 1      → AUROC 0 (Ĥ from the normal set → 1);
+    #   length   −2:             |−2| > 1        → AUROC 1, the raw NLL row 0.
+    keys = [k for k, _, _ in study.ANOMALIES]
+    by_set = {k: np.ones(4) for k in keys}
+    by_set.update(
+        normal=np.ones(4),
+        valid=np.array([-1.0, 1.0] * 4),
+        source=np.array([3.0, -3.0] * 2),
+        smoothed=np.full(4, -0.5),
+        length=np.full(4, -2.0),
+    )
+    by_set["valid length"] = np.full(8, 5.0)
+    table = study.batch_table({"glow NLL": by_set, "glow likelihood ratio": by_set}, [2])
+    typical, nll = table["glow typicality, batches of 2"], table["glow NLL, batches of 2"]
+    assert [typical[k]["auroc"] for k in ("source", "smoothed", "length")] == [0.0, 0.0, 1.0]
+    assert typical["boundary"]["auroc"] == 0.5  # equal batches: ties count one half
+    # Negative control: the raw batch-mean NLL ranks the low-NLL length set last.
+    assert nll["length"]["auroc"] == 0.0 and nll["source"]["auroc"] == 0.0
+
+
+def test_length_ceiling_draws_the_coefficients_of_each_regime(
+    study: Any, data: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = []
+    exact = study.scale_free_log_ratio
+
+    def spy(eta: np.ndarray, var_null: np.ndarray, var_alt: np.ndarray) -> np.ndarray:
+        seen.append((eta, var_null, var_alt))
+        return exact(eta, var_null, var_alt)
+
+    monkeypatch.setattr(study, "scale_free_log_ratio", spy)
+    study.length_ceiling(data, {"tau": 6.0}, draws=400, seed=0)
+    # ψ's cosine coefficients are c ⊙ ξ, ξ white (c the problem's spectrum, mean mode 0):
+    # η_k²/c_k² is χ²₁, mean 1 and variance 2, in each regime, and the variances are c².
+    c0, c1 = (load("darcy", n=N, tau=t)._spectrum.ravel() for t in (3.0, 6.0))
+    keep = c0 > 0
+    (normal, var0, var1), (other, _, _) = seen
+    for eta, c in ((normal, c0[keep]), (other, c1[keep])):
+        chi2 = eta**2 / c**2
+        assert abs(chi2.mean() - 1) < 4 * np.sqrt(2 / chi2.size)
+    np.testing.assert_allclose(var0, c0[keep] ** 2, rtol=1e-15)
+    np.testing.assert_allclose(var1, c1[keep] ** 2, rtol=1e-15)
+    # Negative control: the other regime's coefficients do not have the null's law.
+    assert abs((other**2 / c0[keep] ** 2).mean() - 1) > 0.5
+
+
+def test_validation_length_set_shares_no_field_with_the_test_sets(study: Any, data: Any) -> None:
+    _, sets = study.anomaly_sets(data, _cfg(study))
+    valid = study.validation_sets(data)["valid length"]
+    assert len(valid) == len(data.valid)
+    shared = lambda x, y: (x.flatten(1)[:, None] == y.flatten(1)[None]).all(2).any()  # noqa: E731
+    assert not any(bool(shared(valid, s)) for s in sets.values())
+    # Negative control: a draw with the test set's seed repeats its fields.
+    again = study._regime(data, {"tau": 6.0}, len(data.valid), seed=1003)
+    assert bool(shared(again, sets["length"]))

@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 import torch
 
+from physgen.data import open_fields
+from physgen.diagnostics import feature_distance
+from physgen.diagnostics.feature_encoder import load_feature_encoder
+from physgen.diagnostics.ranking import rank_correlation
 from physgen.paths import load_module_from_path
+from physgen.problem import load
 
 STUDY = Path(__file__).parents[1] / "studies" / "feature_distance" / "run.py"
 
@@ -59,5 +64,28 @@ def test_tiny_pass_writes_both_tables(
     assert set(saved["ranking"]["models"]) == set(study.degradations(0))
     assert set(result["ranking"]["correlation"]) == {"feature", "kid", "physics kid"}
     assert all(-1.0 <= c["spearman"] <= 1.0 for c in result["ranking"]["correlation"].values())
+    # Each correlation ranks the consensus against its own distance's values.
+    rank = result["ranking"]
+    names = list(rank["models"])
+    for key, c in rank["correlation"].items():
+        again = rank_correlation(
+            [rank["consensus"][n] for n in names], [rank["models"][n][key]["value"] for n in names]
+        )
+        assert c["spearman"] == pytest.approx(again.spearman, abs=1e-12)
+        assert c["kendall"] == pytest.approx(again.kendall, abs=1e-12)
+    # The unchanged fields' KID and physics KID, recomputed from the encoder and the splits.
+    files, path = study._encoder(cfg)
+    encoder = load_feature_encoder(path)
+    stacks = {}
+    for split, limit in (("train", cfg["n_models"]), ("valid", 1000), ("test", 1000)):
+        with open_fields(files[split]) as ds:
+            stacks[split] = encoder.stack(ds, limit, split, torch.float64)
+    base, ref = stacks["train"], torch.cat([stacks["valid"], stacks["test"]])
+    options = {"num_splits": cfg["splits"], "seed": cfg["seed"], "metric": "kid"}
+    physics = encoder.physics_features(load("darcy", n=16), ref)
+    for key, features in (("kid", encoder.features), ("physics kid", physics)):
+        direct = feature_distance(features, base, ref, **options)
+        for k in ("value", "floor", "floor_std"):
+            assert rank["models"]["data"][key][k] == pytest.approx(direct[k], rel=1e-12)
     assert {"feature_kid", "physics_feature_kid"} <= set(saved["shift"][0])
     assert "Spearman ρ" in (tmp_path / "out" / "results.md").read_text()
