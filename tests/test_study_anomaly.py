@@ -220,3 +220,11 @@ def test_validation_length_set_shares_no_field_with_the_test_sets(study: Any, da
     # Negative control: a draw with the test set's seed repeats its fields.
     again = study._regime(data, {"tau": 6.0}, len(data.valid), seed=1003)
     assert bool(shared(again, sets["length"]))
+
+
+def test_a_regime_changes_only_the_parameters_it_names(study: Any) -> None:
+    """Another regime keeps every other parameter of the data's problem: a recipe with a
+    non-default contrast and grid keeps both when only the length scale changes."""
+    problem = load("darcy", n=N, a_plus=24.0)
+    variant = study._variant(problem, {"tau": 6.0})
+    assert (variant.params.n, variant.params.a_plus, variant.params.tau) == (N, 24.0, 6.0)

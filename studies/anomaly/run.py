@@ -36,7 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +181,16 @@ def anomaly_sets(data: Data, cfg: dict[str, Any]) -> tuple[Tensor, dict[str, Ten
     return normal, sets
 
 
+def _variant(problem: Problem, params: dict[str, float]) -> Problem:
+    """``problem`` with ``params`` changed and every other parameter kept (grid size, contrast,
+    forcing, ...), so a regime differs from the data's in ``params`` alone."""
+    return load(problem.name, **{**asdict(problem.params), **params})
+
+
 def _regime(data: Data, params: dict[str, float], n: int, seed: int) -> Tensor:
     """``n`` exact fields of the problem with other ``params``, rounded to float32 as the
     stored splits are (so the residual floor is the same)."""
-    other = load(data.problem.name, n=data.problem.params.n, **params)
+    other = _variant(data.problem, params)
     return other.to_tensor(other.generate(n, seed=seed)).float().double()
 
 
@@ -357,10 +363,7 @@ def length_ceiling(data: Data, params: dict[str, float], draws: int, seed: int) 
     of the direction of the coefficients η = c ⊙ ξ, so the exact likelihood ratio of that
     direction (:func:`scale_free_log_ratio`) has the highest AUROC any score of the fields
     can reach (Neyman–Pearson). ``draws`` coefficient vectors per regime."""
-    spectra = [
-        load(data.problem.name, n=data.problem.params.n, **p)._spectrum.ravel()
-        for p in ({}, params)
-    ]
+    spectra = [_variant(data.problem, p)._spectrum.ravel() for p in ({}, params)]
     keep = spectra[0] > 0
     var0, var1 = spectra[0][keep] ** 2, spectra[1][keep] ** 2
     rng = np.random.default_rng(seed)
