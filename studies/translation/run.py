@@ -76,7 +76,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "steps": 600, "lr": 2e-3, "diffusion": {"channels": [16, 32], "blocks": 1},
         "sampling_steps": 50,
         "paired": {"n_test": 64, "n_ref": 64, "coarsen": 4, "channels": [16, 32],
-                   "critic": [16, 32], "latent": 16},
+                   "critic": [16, 32], "latent": 16, "cyclegan": {"residual": True}},
     },
     # One GPU: 100 test cases × 32 members, models trained longer.
     "full": {
@@ -85,7 +85,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "steps": 30000, "lr": 2e-4, "diffusion": {"channels": [64, 128, 128], "blocks": 2},
         "sampling_steps": 250,
         "paired": {"n_test": 100, "n_ref": 100, "coarsen": 4, "channels": [64, 128, 128],
-                   "critic": [64, 128, 256], "latent": 64},
+                   "critic": [64, 128, 256], "latent": 64, "cyclegan": {"residual": True}},
     },
 }  # fmt: skip
 
