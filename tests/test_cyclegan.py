@@ -78,6 +78,30 @@ def test_cyclegan_cycle_term_vanishes_for_invertible_generators():
     assert float(cycle_part(model).min()) > 1e-2
 
 
+def test_residual_generators_are_exactly_the_identity_before_training():
+    # x + U-Net(x) with the U-Net's output layer at zero: G(a) = a and F(b) = b to the last
+    # bit, so the cycle and identity terms vanish at initialization. Negative control: the
+    # plain generators return the zero field.
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(4)
+    b, a = (torch.randn(3, 1, 16, 12, generator=gen, dtype=torch.float64) for _ in range(2))
+    kw = {"channels": [8], "critic_channels": [8, 8]}
+    model = CycleGAN([1, 16, 12], [1, 16, 12], residual=True, **kw).double()
+    assert torch.equal(model.forward_map(a), a) and torch.equal(model.backward(b), b)
+    assert torch.equal(model.sample(3, a), a)
+    assert CycleGAN.from_config(model.config).residual  # the option survives a checkpoint
+    plain = CycleGAN([1, 16, 12], [1, 16, 12], **kw).double()
+    assert torch.equal(plain.forward_map(a), torch.zeros_like(a))
+    assert float((plain.forward_map(a) - a).abs().max()) > 1.0
+    # After one nonzero output layer, G is the identity plus exactly that U-Net's output.
+    torch.nn.init.normal_(model.gen_ab.conv_out.weight)
+    g = model.gen_ab(a, torch.zeros(3, dtype=torch.float64))
+    assert float(g.abs().max()) > 1e-3
+    torch.testing.assert_close(model.forward_map(a), a + g, rtol=0, atol=1e-15)
+    with pytest.raises(ValueError, match="equal channel counts"):
+        CycleGAN([2, 16, 12], [1, 16, 12], residual=True)
+
+
 def _batches(data: UnpairedDataset, seed: int) -> list[tuple[Tensor, Tensor]]:
     loader = DataLoader(
         data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(seed)

@@ -77,6 +77,41 @@ def test_residual_rows_keep_the_fill_mean_and_calibrate_on_the_validation_cases(
     assert not torch.allclose(f[..., task.operator.missing], u[..., task.operator.missing])
 
 
+def test_shaping_by_a_posterior_sd_gives_the_members_that_pointwise_spread(study):
+    # Residual draws whose spread is the same at every point (c_b times a fixed set of member
+    # values): after shaping, the members' pointwise spread is the sd field itself.
+    gen = torch.Generator().manual_seed(0)
+    missing = torch.zeros(6, 6, dtype=torch.bool)
+    missing[1:5, 2:5] = True
+    sd = torch.rand(3, 1, 6, 6, generator=gen, dtype=torch.float64) * missing
+    c = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64).reshape(3, 1, 1, 1, 1)
+    e = torch.tensor([-1.0, 0.3, 2.0, 0.1], dtype=torch.float64).reshape(1, 4, 1, 1, 1)
+    r = c * e * torch.ones(3, 4, 1, 6, 6, dtype=torch.float64)
+    w = study._shape_by(sd, r, missing)
+    spread = (w[:, None] * r).std(1)
+    torch.testing.assert_close(spread[..., missing], sd[..., missing], rtol=1e-12, atol=0)
+    assert not torch.allclose(r.std(1)[..., missing], sd[..., missing])  # negative control
+
+
+def test_the_kriging_sd_row_keeps_the_mean_and_calibrates_on_the_validation_cases(study):
+    data = _data()  # validation = test here
+    cfg = {"members": 4, "device": "cpu", "steps": 2, "batch_size": 4, "lr": 1e-3,
+           "diffusion": {"channels": [8], "blocks": 1}, "sampling_steps": 3}  # fmt: skip
+    task = study.parse_task("inpaint:u:box", ("u",), data["problem"].grid, seed=0)
+    y = task.observe(data["test"].double()).float()
+    kriged = study._kriging(task, data)
+    _, sd = kriged(data["test"])
+    assert float(sd[..., task.operator.observed].abs().max()) == 0.0
+    assert float(sd[..., task.operator.missing].min()) > 0
+    drawn, _, shaped = study._residual_rows(
+        "m", lambda u: kriged(u)[0], task, data, y, cfg, sd=lambda u: kriged(u)[1]
+    )
+    assert shaped["rel_l2"] == pytest.approx(drawn["rel_l2"], rel=1e-9)
+    assert shaped["spread_skill"] == pytest.approx(1.0, abs=1e-9)
+    lo, hi = shaped["ssr_interval"]
+    assert lo <= shaped["spread_skill"] <= hi
+
+
 def test_study_setup_picks_the_configuration_and_writes_the_result_files(tmp_path):
     from physgen.study import study_setup, write_results
 

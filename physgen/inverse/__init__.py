@@ -13,7 +13,7 @@ from physgen.inverse.operators import (
 )
 from physgen.inverse.pairs import PairedDataset, pair_tensors
 from physgen.inverse.residual import complete_residual, spread_inflation
-from physgen.inverse.scores import missing_region_scores
+from physgen.inverse.scores import missing_region_scores, spread_skill_interval
 from physgen.inverse.solve import solve
 from physgen.inverse.task import Task, parse_task
 
@@ -41,4 +41,5 @@ __all__ = [
     "read_mask",
     "solve",
     "spread_inflation",
+    "spread_skill_interval",
 ]

@@ -2,11 +2,13 @@
 
 CRPS and the spread–skill ratio (:mod:`physgen.metrics.ensemble`) and the relative L2 error
 of the ensemble mean, all over the missing points; the PDE residual is taken on the
-completed fields, since it couples missing and observed points.
+completed fields, since it couples missing and observed points. The spread–skill ratio of a
+few cases is noisy: :func:`spread_skill_interval` gives its bootstrap interval over cases.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -15,7 +17,25 @@ from torch import Tensor
 from physgen.metrics._common import ArrayLike, as_float64
 from physgen.metrics.ensemble import crps_fair, spread_skill_ratio
 
-__all__ = ["missing_region_scores"]
+__all__ = ["missing_region_scores", "spread_skill_interval"]
+
+
+def _missing(members: ArrayLike, truth: ArrayLike, missing: ArrayLike) -> tuple[Tensor, Tensor]:
+    """Members ``(B, M, C, n)`` and truth ``(B, C, n)`` on the ``n`` missing points."""
+    x = as_float64(members, name="members")
+    y = as_float64(truth, name="truth").to(x.device)
+    mask = torch.as_tensor(missing, device=x.device)
+    d = mask.ndim
+    if x.ndim != y.ndim + 1 or x.shape[:1] + x.shape[2:] != y.shape:
+        raise ValueError(
+            f"members {tuple(x.shape)} must be truth {tuple(y.shape)} with a member axis at 1"
+        )
+    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(y.shape[-d:]) or not mask.any():
+        raise ValueError(
+            f"missing must be a non-empty boolean mask of the grid {tuple(y.shape[-d:])}, "
+            f"got {mask.dtype} {tuple(mask.shape)}"
+        )
+    return x[..., mask], y[..., mask]
 
 
 def missing_region_scores(
@@ -39,19 +59,7 @@ def missing_region_scores(
         and with ``residual_rms`` the mean residual RMS of the members (``residual``).
     """
     x = as_float64(members, name="members")
-    y = as_float64(truth, name="truth").to(x.device)
-    mask = torch.as_tensor(missing, device=x.device)
-    d = mask.ndim
-    if x.ndim != y.ndim + 1 or x.shape[:1] + x.shape[2:] != y.shape:
-        raise ValueError(
-            f"members {tuple(x.shape)} must be truth {tuple(y.shape)} with a member axis at 1"
-        )
-    if mask.dtype != torch.bool or tuple(mask.shape) != tuple(y.shape[-d:]) or not mask.any():
-        raise ValueError(
-            f"missing must be a non-empty boolean mask of the grid {tuple(y.shape[-d:])}, "
-            f"got {mask.dtype} {tuple(mask.shape)}"
-        )
-    xm, ym = x[..., mask], y[..., mask]  # (B, M, C, n), (B, C, n)
+    xm, ym = _missing(x, truth, missing)  # (B, M, C, n), (B, C, n)
     err = (xm.mean(1) - ym).flatten(1).norm(dim=1) / ym.flatten(1).norm(dim=1).clamp_min(1e-300)
     scores = {
         "crps": float(crps_fair(xm, ym, member_dim=1).mean()),
@@ -61,3 +69,36 @@ def missing_region_scores(
     if residual_rms is not None:
         scores["residual"] = float(residual_rms(x.flatten(0, 1)).mean())
     return scores
+
+
+def spread_skill_interval(
+    members: ArrayLike,
+    truth: ArrayLike,
+    missing: ArrayLike,
+    *,
+    level: float = 0.9,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    r"""Percentile bootstrap interval over cases of the corrected spread–skill ratio.
+
+    The ratio pools over cases b and missing points, :math:`\sqrt{\sum_b S_b / \sum_b E_b}
+    \cdot\sqrt{(M+1)/M}` with :math:`S_b` the summed member variance (ddof 1) and :math:`E_b`
+    the summed squared error of the ensemble mean of case b; cases are the independent units
+    (neighbouring points are not), so they are what is resampled with replacement, ``n_boot``
+    times (Efron & Tibshirani 1993, ch. 13). Returns the ``(1 ∓ level)/2`` quantiles.
+    """
+    if not 0 < level < 1 or n_boot < 1:
+        raise ValueError(f"spread_skill_interval: need 0 < level < 1 and n_boot >= 1, got "
+                         f"level={level}, n_boot={n_boot}")  # fmt: skip
+    xm, ym = _missing(members, truth, missing)
+    m = xm.shape[1]
+    if m < 2:
+        raise ValueError(f"spread_skill_interval: needs at least 2 members, got {m}")
+    spread = xm.var(1, correction=1).flatten(1).sum(1)  # S_b
+    skill = (xm.mean(1) - ym).square().flatten(1).sum(1)  # E_b
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(spread), (n_boot, len(spread)), generator=gen).to(spread.device)
+    ratio = (spread[idx].sum(1) / skill[idx].sum(1)).sqrt() * math.sqrt((m + 1) / m)
+    lo, hi = torch.quantile(ratio, torch.tensor([(1 - level) / 2, (1 + level) / 2]).to(ratio))
+    return float(lo), float(hi)

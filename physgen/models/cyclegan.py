@@ -13,6 +13,11 @@ Adversarial Networks" (ICCV 2017, arXiv:1703.10593). Generators :math:`G: A \to 
 .. math:: L_D = \ell_D(D_B(b), D_B(G(a))) + \ell_D(D_A(a), D_A(F(b))),
 
 with λ_cyc = 10 and λ_id = 5 as in the paper (the identity term needs equal channel counts).
+With ``residual=True`` each generator is the identity plus a learnt correction,
+:math:`G(a) = a + g(a)` and :math:`F(b) = b + f(b)`, as in residual learning (He et al. 2016,
+arXiv:1512.03385): the U-Nets' output layers start at zero, so training starts at the identity
+map and the losses only have to add what separates the domains (suited to domains that are
+already close, such as a coarse solve and a fine one; needs equal channel counts).
 The data come as ``(x, cond) = (b, a)`` from :class:`physgen.data.unpaired.UnpairedDataset`;
 ``sample(n, cond=a)`` returns :math:`G(a)` and :meth:`CycleGAN.backward` returns :math:`F(b)`.
 """
@@ -61,6 +66,8 @@ class CycleGAN(TwoPlayerModel):
         identity_weight: λ_id (0 when the channel counts differ).
         n_critic: critic steps per generator step.
         physics_weight: weight of a per-sample ``physics_penalty`` on ``G(a)`` (attribute).
+        residual: generators of the form ``x + U-Net(x)`` (the identity before training);
+            needs equal channel counts.
 
     Example:
         >>> model = CycleGAN([1, 16, 16], [1, 16, 16], channels=[8], critic_channels=[8, 8])
@@ -83,8 +90,14 @@ class CycleGAN(TwoPlayerModel):
         identity_weight: float = 5.0,
         n_critic: int = 1,
         physics_weight: float = 0.0,
+        residual: bool = False,
     ) -> None:
         check_field_pair("cyclegan", sample_shape, cond_shape)
+        if residual and int(sample_shape[0]) != int(cond_shape[0]):
+            raise ValueError(
+                f"cyclegan: residual=True needs equal channel counts, got domain A "
+                f"{int(cond_shape[0])} and domain B {int(sample_shape[0])}"
+            )
         if objective not in OBJECTIVES:
             raise ValueError(f"objective={objective!r}; expected one of {', '.join(OBJECTIVES)}")
         if min(cycle_weight, identity_weight, physics_weight) < 0 or n_critic < 1:
@@ -97,6 +110,7 @@ class CycleGAN(TwoPlayerModel):
         self.cycle_weight = float(cycle_weight)
         self.identity_weight = float(identity_weight) if c_a == c_b else 0.0
         self.physics_weight = float(physics_weight)
+        self.residual = bool(residual)
         self.physics_penalty: Callable[[Tensor], Tensor] | None = None
         d = len(grid)
         self.gen_ab = UNet(d, c_a, c_b, channels, periodic=periodic)
@@ -117,9 +131,9 @@ class CycleGAN(TwoPlayerModel):
         overrides = default_critic(sample_shape, overrides)
         return cls(sample_shape=sample_shape, cond_shape=cond_shape, **overrides)
 
-    @staticmethod
-    def _run(net: nn.Module, x: Tensor) -> Tensor:
-        return net(x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype))  # no time input
+    def _run(self, net: nn.Module, x: Tensor) -> Tensor:
+        out = net(x, torch.zeros(x.shape[0], device=x.device, dtype=x.dtype))  # no time input
+        return x + out if self.residual else out
 
     def forward_map(self, a: Tensor) -> Tensor:
         """``G(a)``: domain A → B."""

@@ -12,8 +12,10 @@ not a function of the coarse field, so a point forecast blurs it.
 Paired: the models learn the correction :math:`u_B - u_A` (z-scored) from the z-scored
 :math:`u_A`, as in residual super-resolution (CorrDiff, Mardani et al. 2023,
 arXiv:2309.15214); the translation is :math:`u_A` plus the correction. Unpaired: CycleGAN
-maps z-scored :math:`u_A` to z-scored :math:`u_B` directly, trained on the two halves of the
-sample set that :class:`physgen.data.unpaired.UnpairedDataset` keeps apart.
+maps z-scored :math:`u_A` to z-scored :math:`u_B`, trained on the two halves of the sample
+set that :class:`physgen.data.unpaired.UnpairedDataset` keeps apart; with the configuration's
+``cyclegan: {residual: true}`` its generators are the identity plus a learnt correction, so
+that they too learn only what separates the domains.
 """
 
 from __future__ import annotations
@@ -267,8 +269,9 @@ def unpaired_rows(data: dict[str, Any], cfg: dict[str, Any], upper: Any) -> list
     data_ab = UnpairedDataset(list(_z(data, tr["bicubic"])), list(_z(data, tr["u"])), seed=0)
     torch.manual_seed(0)
     cyclegan = available_models()["cyclegan"](
-        shape, shape, channels=cfg["channels"], critic_channels=cfg["critic"]
-    )
+        shape, shape, channels=cfg["channels"], critic_channels=cfg["critic"],
+        **cfg.get("cyclegan", {}),
+    )  # fmt: skip
     seconds = train(cyclegan, data_ab, cfg)
     out = draw_members(cyclegan, _z(data, te["bicubic"]).to(cfg["device"]), 1, {})[:, 0]
     rows.append(row("CycleGAN", out * data["scale"] + data["mean"], seconds))

@@ -18,11 +18,14 @@ values and mask), the harmonic (Laplace) fill and kriging (Matérn-5/2 Gaussian 
 its length scale by maximum likelihood, sampled from its conditional Gaussian), and conditional
 diffusion of the error of a fill (harmonic, or the kriging mean with one length scale) given the
 fill and the mask, whose members are the fill plus the drawn error (CorrDiff's split), as drawn
-and with their spread inflated by the scalar that calibrates it on validation cases.
+and with their spread inflated by the scalar that calibrates it on validation cases; around
+the kriging mean also with the spread shaped point by point by the kriging posterior standard
+deviation and then scaled by the scalar that calibrates it on validation cases.
 
 Scores on the missing pixels only, physical units: relative L2 of the ensemble mean, fair
-CRPS, corrected spread–skill (1 = calibrated), and the relative Darcy residual of the completed
-field (true permeability, completed pressure) over the ground truth's. A point forecast (the
+CRPS, corrected spread–skill (1 = calibrated) with its 90 % bootstrap interval over the test
+cases, and the relative Darcy residual of the completed field (true permeability, completed
+pressure) over the ground truth's. A point forecast (the
 harmonic fill) has CRPS = MAE and no spread.
 
 Usage: ``physgen run translation -- --quick`` (CPU, minutes) or without ``--quick`` (GPU);
@@ -51,6 +54,7 @@ from physgen.inverse import (
     parse_task,
     solve,
     spread_inflation,
+    spread_skill_interval,
 )
 from physgen.models.base import available_models
 from physgen.paths import load_module_from_path
@@ -69,14 +73,14 @@ TASKS = ("inpaint:u:random0.3", "inpaint:u:box")
 FIELDS = ("a", "u")
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    # CPU in minutes: small nets, 8 test cases × 8 members, one training budget for both
-    # diffusion models.
+    # CPU in minutes: small nets, 32 test cases × 8 members (64 validation cases choose the
+    # spread factors), one training budget for every diffusion model.
     "quick": {
-        "n_train": 1000, "n_test": 8, "n_val": 16, "members": 8, "batch_size": 16, "device": "cpu",
+        "n_train": 1000, "n_test": 32, "n_val": 64, "members": 8, "batch_size": 16, "device": "cpu",
         "steps": 600, "lr": 2e-3, "diffusion": {"channels": [16, 32], "blocks": 1},
         "sampling_steps": 50,
         "paired": {"n_test": 64, "n_ref": 64, "coarsen": 4, "channels": [16, 32],
-                   "critic": [16, 32], "latent": 16},
+                   "critic": [16, 32], "latent": 16, "cyclegan": {"residual": True}},
     },
     # One GPU: 100 test cases × 32 members, models trained longer.
     "full": {
@@ -85,7 +89,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "steps": 30000, "lr": 2e-4, "diffusion": {"channels": [64, 128, 128], "blocks": 2},
         "sampling_steps": 250,
         "paired": {"n_test": 100, "n_ref": 100, "coarsen": 4, "channels": [64, 128, 128],
-                   "critic": [64, 128, 256], "latent": 64},
+                   "critic": [64, 128, 256], "latent": 64, "cyclegan": {"residual": True}},
     },
 }  # fmt: skip
 
@@ -140,6 +144,7 @@ def _row(
         }
     else:
         scores = missing_region_scores(u, truth, missing)
+        scores["ssr_interval"] = spread_skill_interval(u, truth, missing)
     return {
         "method": method,
         **scores,
@@ -154,32 +159,52 @@ def _harmonic(task: Any, data: dict[str, Any]) -> Callable[[Tensor], Tensor]:
     return lambda u: torch.as_tensor(harmonic_fill(u.double().numpy(), missing, spacing=spacing))
 
 
-def _kriging_mean(task: Any, data: dict[str, Any]) -> Callable[[Tensor], Tensor]:
-    """The kriging mean of z-scored fields ``(B, 1, *grid)`` with one Matérn length scale for
-    every field: the median of the maximum-likelihood ones of 16 training fields (a per-field
-    fit would cost a likelihood search for each of the training cases)."""
+def _kriging(task: Any, data: dict[str, Any]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """The kriging mean and posterior standard deviation (zero where observed) of z-scored
+    fields ``(B, 1, *grid)`` with one Matérn length scale for every field: the median of the
+    maximum-likelihood ones of 16 training fields (a per-field fit would cost a likelihood
+    search for each of the training cases)."""
     missing, mesh = task.operator.missing.numpy(), data["problem"].grid.mesh()
     fits = [kriging(u[0].double().numpy(), missing, mesh) for u in data["train"][:16]]
     length = float(np.median([f.length_scale for f in fits]))
 
-    def fill(u: Tensor) -> Tensor:
-        out = u.double().clone()
+    def fill(u: Tensor) -> tuple[Tensor, Tensor]:
+        mean = u.double().clone()
+        sd = torch.zeros_like(mean)
         for b in range(len(u)):
             fit = kriging(u[b, 0].double().numpy(), missing, mesh, length_scale=length)
-            out[b, 0][task.operator.missing] = torch.as_tensor(fit.mean)
-        return out
+            mean[b, 0][task.operator.missing] = torch.as_tensor(fit.mean)
+            sd[b, 0][task.operator.missing] = torch.as_tensor(fit.std)
+        return mean, sd
 
     return fill
 
 
+def _kriging_mean(task: Any, data: dict[str, Any]) -> Callable[[Tensor], Tensor]:
+    """The kriging mean of :func:`_kriging`."""
+    fits = _kriging(task, data)
+    return lambda u: fits(u)[0]
+
+
+def _shape_by(sd: Tensor, r: Tensor, missing: Tensor) -> Tensor:
+    """The inflation field σ(x) / ρ_b that gives the drawn residuals ``r`` (B, M, 1, *grid)
+    the spatial profile of ``sd`` (B, 1, *grid): ρ_b is the root-mean-square member spread
+    of case b over the missing points, so the members' pointwise spread becomes
+    σ(x)·spread_b(x)/ρ_b before the scalar validation factor."""
+    rho = r[..., missing].var(1, correction=1).flatten(1).mean(1).sqrt()  # (B,)
+    return sd / rho.clamp_min(1e-300).reshape(-1, *[1] * (sd.ndim - 1))
+
+
 def _residual_rows(
     name: str, fill: Callable[[Tensor], Tensor], task: Any, data: dict[str, Any], y: Tensor,
-    cfg: dict[str, Any],
+    cfg: dict[str, Any], sd: Callable[[Tensor], Tensor] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
     """Conditional diffusion of a fill's error r = u − f given (f, mask), learnt as in residual
     super-resolution (CorrDiff); the members are f + r on the gap and the observations
-    elsewhere (:func:`complete_residual`). Two rows: as drawn, and with the spread inflated by
-    the scalar that calibrates it on the validation cases."""
+    elsewhere (:func:`complete_residual`). Rows: as drawn, and with the spread inflated by
+    the scalar that calibrates it on the validation cases; with ``sd`` (a posterior standard
+    deviation field of z-scored fields) also with the spread shaped by it (:func:`_shape_by`)
+    and then scaled by the scalar that calibrates that on the validation cases."""
     op, missing = task.operator, task.operator.missing
 
     def cond(u: Tensor) -> tuple[Tensor, Tensor]:
@@ -207,15 +232,26 @@ def _residual_rows(
     drawn = complete_residual(op, y.double(), f_test, r_test)
     seconds = time.perf_counter() - start
     y_val = task.observe(data["valid"].double())
-    val = complete_residual(op, y_val, *draw(data["valid"]))
+    f_val, r_val = draw(data["valid"])
+    val = complete_residual(op, y_val, f_val, r_val)
     s = spread_inflation(val, data["valid"], missing)
     inflated = complete_residual(op, y.double(), f_test, r_test, inflation=s)
     phys = lambda z: z * data["scale"] + data["mean"]  # noqa: E731
-    return [
+    rows = [
         {**_row(name, data, phys(drawn), missing, seconds), "train_s": train_s},
         {**_row(f"{name}, spread × {s:.2g} (validation)", data, phys(inflated), missing,
                 seconds), "train_s": train_s, "inflation": s},
     ]  # fmt: skip
+    if sd is not None:
+        w_val = _shape_by(sd(data["valid"]), r_val, missing)
+        shaped_val = complete_residual(op, y_val, f_val, r_val, inflation=w_val)
+        k = spread_inflation(shaped_val, data["valid"], missing)
+        w_test = k * _shape_by(sd(data["test"]), r_test, missing)
+        shaped = complete_residual(op, y.double(), f_test, r_test, inflation=w_test)
+        rows.append({**_row(f"{name}, spread ∝ kriging sd (× {k:.2g}, validation)", data,
+                            phys(shaped), missing, seconds),
+                     "train_s": train_s, "inflation": k})  # fmt: skip
+    return rows
 
 
 def run_task(
@@ -268,17 +304,27 @@ def run_task(
         rows += _residual_rows(
             "conditional diffusion on the harmonic fill", _harmonic(task, data), task, data, y, cfg
         )
+        kriged = _kriging(task, data)
         rows += _residual_rows("conditional diffusion on the kriging mean",
-                               _kriging_mean(task, data), task, data, y, cfg)  # fmt: skip
+                               lambda u: kriged(u)[0], task, data, y, cfg,
+                               sd=lambda u: kriged(u)[1])  # fmt: skip
     for row in rows:
         row["missing_fraction"] = float(missing.double().mean())
     return rows
 
 
+def _interval(row: dict[str, Any]) -> str:
+    """`` (lo–hi)``: the bootstrap interval of a row's spread–skill, if it has one."""
+    if row.get("ssr_interval") is None:
+        return ""
+    lo, hi = row["ssr_interval"]
+    return f" ({lo:.2f}–{hi:.2f})"
+
+
 def _table(results: dict[str, list[dict[str, Any]]]) -> str:
     head = (
         "| task | method | missing | rel. L2 (mean, missing) | fair CRPS (missing) | "
-        "spread–skill | residual / floor | train s | fill s |"
+        "spread–skill (90 % interval) | residual / floor | train s | fill s |"
     )
     lines = [head, "|" + "---|" * 9]
     fmt = lambda v, p=3: "–" if v is None else f"{v:.{p}g}"  # noqa: E731
@@ -286,7 +332,7 @@ def _table(results: dict[str, list[dict[str, Any]]]) -> str:
         for r in rows:
             lines.append(
                 f"| {spec} | {r['method']} | {r['missing_fraction']:.3g} | {fmt(r['rel_l2'])} | "
-                f"{fmt(r['crps'])} | {fmt(r['spread_skill'])} | "
+                f"{fmt(r['crps'])} | {fmt(r['spread_skill'])}{_interval(r)} | "
                 f"{fmt(r['residual_over_floor'])} | {fmt(r.get('train_s'))} | "
                 f"{fmt(r['seconds'])} |"
             )
