@@ -92,7 +92,6 @@ def test_residual_generators_are_exactly_the_identity_before_training():
     assert CycleGAN.from_config(model.config).residual  # the option survives a checkpoint
     plain = CycleGAN([1, 16, 12], [1, 16, 12], **kw).double()
     assert torch.equal(plain.forward_map(a), torch.zeros_like(a))
-    assert float((plain.forward_map(a) - a).abs().max()) > 1.0
     # After one nonzero output layer, G is the identity plus exactly that U-Net's output.
     torch.nn.init.normal_(model.gen_ab.conv_out.weight)
     g = model.gen_ab(a, torch.zeros(3, dtype=torch.float64))
