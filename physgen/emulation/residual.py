@@ -85,10 +85,9 @@ def residual_targets(
     if rollout_residuals == 0:
         x, cond = pairs.tensors()
         mu = _mean_of(mean, cond, batch_size)
-        residual = x - mu
     else:
         x, cond, mu = _rolled_pairs(pairs, mean, rollout_residuals, batch_size)
-        residual = x - mu
+    residual = x - mu
     scale = _rms(residual)
     shape = (1, -1) + (1,) * (residual.ndim - 2)
     scaled = residual / torch.tensor(scale, dtype=residual.dtype).reshape(shape)
