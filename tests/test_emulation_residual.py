@@ -144,3 +144,48 @@ def test_train_a_residual_flow_matching_emulator_on_a_regressor(
     argv = ["rollout", str(result.checkpoint), "--init", str(init), "--steps", "1"]
     assert main([*argv, "--out", str(tmp_path / "x.nc")]) == 1
     assert "the residual model of a residual emulator" in capsys.readouterr().err
+
+
+def test_rollout_residuals_of_an_exact_solver_vanish() -> None:
+    # The solver rolled n steps from the true frames reproduces them, so the history the
+    # residual model is conditioned on is the true one and the residual is round-off.
+    frames, settings, exact = _burgers()
+    pairs = TrajectoryPairs(frames, 2, target="increment")
+    _, cond_r, scale = residual_targets(pairs, exact, rollout_residuals=3)
+    _, cond = pairs.tensors()
+    torch.testing.assert_close(cond_r[:, :2], cond)
+    assert scale[0] < 1e-10  # normalized units: the increments are O(1)
+    # Negative control: persistence as the mean leaves the true increments, O(1).
+    _, _, still = residual_targets(pairs, persistence_model(settings), rollout_residuals=3)
+    assert still[0] > 0.1
+
+
+def test_rollout_residuals_accumulate_a_known_bias() -> None:
+    # Frames u_j = g_s + j·a; the "mean" steps u → u + a + b. Rolled m = min(n, j − k) steps
+    # from the true frames, its history is u_{j−1} + m·b and its prediction u_j + (m + 1)·b,
+    # so the residual target is −(m + 1)·b; n = 0 gives −b at every pair.
+    n_s, k, t, b = 2, 2, 7, 0.25
+    g = torch.arange(n_s, dtype=torch.float64).reshape(n_s, 1, 1, 1) * 10.0
+    a = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    j = torch.arange(t, dtype=torch.float64).reshape(1, 1, t, 1)
+    data = g + j * a  # (N, 1, T, 3)
+    identity = {"mean": [0.0], "scale": [1.0], "increment_mean": [0.0], "increment_scale": [1.0]}
+    pairs = TrajectoryPairs(data, k, target="increment", **identity)
+    biased = SolverModel(lambda u: u + a + b, pairs.describe())
+    for n in (0, 1, 3):
+        r, cond_r, scale = residual_targets(pairs, biased, rollout_residuals=n, batch_size=5)
+        for i, (s, jj) in enumerate(pairs.index.tolist()):
+            m = min(n, jj - k)
+            expected = torch.full((1, 3), -(m + 1) * b, dtype=torch.float64)
+            torch.testing.assert_close((r[i] * scale[0]).double(), expected, rtol=0, atol=1e-6)
+            # The history is the rolled one: its newest frame carries m·b, the older (m−1)⁺·b.
+            newest = data[s, :, jj - 1] + m * b
+            older = data[s, :, jj - 2] + max(m - 1, 0) * b
+            torch.testing.assert_close(cond_r[i, 1].double(), newest[0], rtol=0, atol=1e-5)
+            torch.testing.assert_close(cond_r[i, 0].double(), older[0], rtol=0, atol=1e-5)
+        if n == 0:  # the one-step value everywhere
+            assert scale == pytest.approx([b], rel=1e-12)
+        else:  # later pairs accumulate more: a larger scale than n = 0
+            assert scale[0] > b * 1.5
+    with pytest.raises(ValueError, match="rollout_residuals must be >= 0"):
+        residual_targets(pairs, biased, rollout_residuals=-1)

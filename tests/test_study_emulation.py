@@ -59,6 +59,8 @@ def test_the_study_scores_every_method_per_lead_time(
     methods = report["results"]
     generative = {"conditional flow matching", "conditional diffusion", "conditional VAE",
                   "conditional Glow", "residual flow matching"}  # fmt: skip
+    rolled = {f"residual flow matching, {n}-step residuals" for n in cfg["rollout_residuals"]}
+    assert rolled
     calibrated = {
         f"{name}, λ = {entry['inflation']:g}"
         for name, entry in report["calibration"].items()
@@ -66,13 +68,13 @@ def test_the_study_scores_every_method_per_lead_time(
     }
     spread = {f"{name}, s(t)" for name, entry in report["calibration"].items() if "spread" in entry}
     assert spread  # at least one model had a spread to calibrate
-    assert set(report["calibration"]) == generative
-    assert set(methods) == generative | calibrated | spread | {
+    assert set(report["calibration"]) == generative | rolled
+    assert set(methods) == generative | rolled | calibrated | spread | {
         "deterministic U-Net", "persistence", "climatology",
     }  # fmt: skip
     # The s(t) rows: the plain rollout moved about its mean (the ensemble-mean RMSE is kept),
     # the factors those of the stored coefficients, the degree the cross-validated best.
-    for name in {n for n in generative if f"{n}, s(t)" in methods}:
+    for name in {n for n in generative | rolled if f"{n}, s(t)" in methods}:
         entry = report["calibration"][name]["spread"]
         row, plain = methods[f"{name}, s(t)"], methods[name]
         assert row["scores"]["rmse"] == pytest.approx(plain["scores"]["rmse"], rel=1e-5)
@@ -83,12 +85,18 @@ def test_the_study_scores_every_method_per_lead_time(
         assert entry["cv_mean_abs_log_ssr"][str(entry["degree"])] == min(
             entry["cv_mean_abs_log_ssr"].values()
         )
-    # The chosen λ has the smallest validation misfit of the grid.
-    for entry in report["calibration"].values():
+    # The chosen λ has the smallest validation misfit of the grid (λ = 1 only for the rows
+    # trained on rolled-out residuals).
+    for name, entry in report["calibration"].items():
         misfit = entry["mean_abs_log_ssr"]
-        assert set(misfit) == {"1.0", "0.5"}
+        assert set(misfit) == ({"1.0"} if name in rolled else {"1.0", "0.5"})
         assert misfit[str(entry["inflation"])] == min(misfit.values())
     assert all(len(r["scores"]["crps"]) == 4 for r in methods.values())
+    # Every ensemble row carries a case-bootstrap interval of its spread–skill ratio.
+    for name in generative | rolled:
+        ci, ratio = methods[name]["scores"]["spread_skill_interval"], methods[name]["scores"]
+        assert all(lo <= hi for lo, hi in zip(ci["low"], ci["high"], strict=True))
+        assert len(ratio["spread_skill"]) == len(ci["low"]) == 4
     # The persistence row, recomputed by hand: CRPS of a point forecast = MAE of u_1 vs u_j.
     test, _, _ = read_trajectories(make_dataset(recipe, progress=False)["test"])
     frames = test[:4, :, ::4]  # (4, 1, 6, 32)

@@ -20,6 +20,7 @@ from physgen.emulation.scores import (
     lead_time_residuals,
     lead_time_scores,
     lead_time_spectrum_error,
+    lead_time_ssr_interval,
     score_forecast,
     stability_horizon,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "lead_time_residuals",
     "lead_time_scores",
     "lead_time_spectrum_error",
+    "lead_time_ssr_interval",
     "pack_history",
     "persistence_model",
     "read_trajectories",

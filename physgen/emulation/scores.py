@@ -19,6 +19,7 @@ __all__ = [
     "lead_time_residuals",
     "lead_time_scores",
     "lead_time_spectrum_error",
+    "lead_time_ssr_interval",
     "score_forecast",
     "stability_horizon",
 ]
@@ -34,6 +35,50 @@ def _ensemble_and_truth(members: ArrayLike, truth: ArrayLike) -> tuple[Tensor, T
             f"points; got {tuple(x.shape)} and {tuple(y.shape)}"
         )
     return x, y
+
+
+def lead_time_ssr_interval(
+    members: ArrayLike,
+    truth: ArrayLike,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.9,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    r"""A case-bootstrap interval of the spread–skill ratio at every lead time.
+
+    For ``members (B, M, T, ...)`` and ``truth (B, T, ...)``, with :math:`V_{b\tau}` the
+    point-mean unbiased member variance of case b at lead τ and :math:`E_{b\tau}` its
+    point-mean squared ensemble-mean error, the ratio of :func:`lead_time_scores` is
+    :math:`R_\tau = \sqrt{(M+1)/M}\,\sqrt{\sum_b V_{b\tau} / \sum_b E_{b\tau}}`. Each of
+    ``n_boot`` resamples draws B cases with replacement (counts :math:`w_b`, the same cases
+    at every lead time, since a case's errors are correlated over the lead times) and gives
+    :math:`\sqrt{(M+1)/M}\,\sqrt{\sum_b w_b V_{b\tau} / \sum_b w_b E_{b\tau}}`; the
+    interval is the percentile interval of these (Efron & Tibshirani 1993, ch. 13) at
+    ``level``. It measures how much the pooled ratio of B cases varies between sets of cases
+    like these, e.g. whether a test ratio outside [0.8, 1.2] is beyond sampling noise.
+
+    Returns:
+        ``{"low": [...], "high": [...]}``, T floats each.
+    """
+    x, y = _ensemble_and_truth(members, truth)
+    b, m = x.shape[:2]
+    if m < 2:
+        raise ValueError(f"members must have at least 2 members, got {m}")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
+    variance = x.var(1, correction=1).flatten(2).mean(2)  # (B, T)
+    error = (x.mean(1) - y).square().flatten(2).mean(2)  # (B, T)
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(b, (n_boot, b), generator=gen)
+    weights = torch.zeros(n_boot, b, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(n_boot, b, dtype=torch.float64)
+    )
+    weights = weights.to(variance.device)
+    ratios = ((weights @ variance) / (weights @ error)).sqrt() * math.sqrt((m + 1) / m)
+    tail = (1 - level) / 2
+    bounds = torch.quantile(ratios, torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
+    return {"low": bounds[0].tolist(), "high": bounds[1].tolist()}
 
 
 def lead_time_scores(members: ArrayLike, truth: ArrayLike) -> dict[str, list[float]]:

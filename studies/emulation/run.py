@@ -12,7 +12,9 @@ steps × batch):
 * a deterministic U-Net regressor trained by MSE (``physgen.emulation.Regressor``);
 * residual flow matching (CorrDiff, Mardani et al. 2023): the regressor's prediction plus a
   draw of conditional flow matching trained on the regressor's residuals, conditioned on the
-  history and the prediction (``physgen.emulation.train_residual_emulator``);
+  history and the prediction (``physgen.emulation.train_residual_emulator``), and the same
+  trained on the residuals of histories the regressor rolled n steps from the truth
+  (``rollout_residuals=n``, one row per n of the configuration; no λ grid for these);
 * persistence (u_j = u_{j−1}) and climatology (random training frames), untrained.
 
 Each generative model is rolled out on the test trajectories as trained (λ = 1) and with the
@@ -24,8 +26,9 @@ validation rollout, its degree chosen by two-fold cross-validation over the vali
 trajectories). Nothing is chosen on the test trajectories. Each test trajectory's first k
 frames start an M-member rollout to the end of the trajectory;
 ``physgen.emulation.lead_time_scores`` gives, per lead time, the fair CRPS, the corrected
-spread–skill ratio, the RMSE of the ensemble mean and the ensemble-mean correlation,
-``lead_time_spectrum_error`` the energy-spectrum error beside its floor (in physical units).
+spread–skill ratio with its 90 % case-bootstrap interval (``lead_time_ssr_interval``), the
+RMSE of the ensemble mean and the ensemble-mean correlation, ``lead_time_spectrum_error``
+the energy-spectrum error beside its floor (in physical units).
 
 Usage: ``physgen run emulation --quick`` (CPU) or without ``--quick`` (the GPU configuration).
 """
@@ -51,6 +54,7 @@ from physgen.emulation import (
     fit_spread_calibration,
     lead_time_scores,
     lead_time_spectrum_error,
+    lead_time_ssr_interval,
     persistence_model,
     read_trajectories,
     rollout,
@@ -80,6 +84,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "sample": {"flow-matching": {"method": "euler", "steps": 10}, "diffusion": {"steps": 10}},
         "inflation": [0.55, 0.7, 0.85, 1.0, 1.5],
         "spread_degrees": [0, 1, 2, 3],
+        "rollout_residuals": [2, 5],
     },
     # One GPU: Kolmogorov flow, the recipe's 40 test trajectories × 16 members.
     "full": {
@@ -97,6 +102,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         },
         "inflation": [0.4, 0.55, 0.7, 0.85, 1.0, 1.5, 2.5],
         "spread_degrees": [0, 1, 2, 3],
+        "rollout_residuals": [2, 5],
     },
 }  # fmt: skip
 
@@ -142,15 +148,17 @@ def _train(pairs: TrajectoryPairs, cfg: dict[str, Any], family: str) -> tuple[Em
 
 
 def _train_residual(
-    pairs: TrajectoryPairs, cfg: dict[str, Any], mean: Any
+    pairs: TrajectoryPairs, cfg: dict[str, Any], mean: Any, rollout_residuals: int = 0
 ) -> tuple[Emulator, float]:
     """The residual flow-matching emulator on the trained regressor ``mean`` (same U-Net,
-    budget and sampler as conditional flow matching) and its training time in seconds."""
+    budget and sampler as conditional flow matching; residuals of histories rolled
+    ``rollout_residuals`` steps) and its training time in seconds."""
     start = time.perf_counter()
     emulator, _ = train_residual_emulator(
         pairs,
         mean,
         "flow-matching",
+        rollout_residuals=rollout_residuals,
         model_options=cfg["models"]["unet"],
         sample_options=cfg["sample"]["flow-matching"],
         **_fit_options(cfg, "flow-matching"),
@@ -159,20 +167,20 @@ def _train_residual(
 
 
 def _calibrate(
-    emulator: Emulator, frames: torch.Tensor, cfg: dict[str, Any]
+    emulator: Emulator, frames: torch.Tensor, cfg: dict[str, Any], grid: bool = True
 ) -> tuple[float, dict[str, float], torch.Tensor]:
-    """The inflation λ of the grid with the smallest mean |log SSR| on the validation
-    trajectories ``frames (B, T, C, *grid)`` (1 when no λ gives a finite one), that mean
-    for every λ, and the validation rollout at λ = 1."""
+    """The inflation λ of the grid (or only λ = 1 without ``grid``) with the smallest mean
+    |log SSR| on the validation trajectories ``frames (B, T, C, *grid)`` (1 when no λ gives
+    a finite one), that mean for every λ, and the validation rollout at λ = 1."""
     k = cfg["history"]
     misfit: dict[str, float] = {}
     plain = None
-    for lam in sorted(set(cfg["inflation"]) | {1.0}):
+    for lam in sorted(set(cfg["inflation"] if grid else []) | {1.0}):
         ens = rollout(emulator, frames[:, :k], frames.shape[1] - k, cfg["members"], seed=2,
                       inflation=lam)  # fmt: skip
         if lam == 1.0:
             plain = ens
-        if lam in cfg["inflation"]:
+        if lam in cfg["inflation"] or not grid:
             misfit[str(lam)] = _misfit(lead_time_scores(ens, frames[:, k:])["spread_skill"])
     finite = {lam: v for lam, v in misfit.items() if math.isfinite(v)}
     best = min(finite, key=finite.__getitem__) if finite else "1.0"
@@ -317,6 +325,8 @@ def _score(
     from physgen.metrics import energy_spectrum
 
     scores = lead_time_scores(ens, truth)
+    if ens.shape[1] > 1:
+        scores["spread_skill_interval"] = lead_time_ssr_interval(ens, truth, n_boot=1000)
     ndim = truth.ndim - 3
     spectrum = lead_time_spectrum_error(ens[:, :, :, 0], truth[:, :, 0], spatial_dims=ndim)
     _, power = energy_spectrum(ens[:, :, :, 0], spatial_dims=ndim)
@@ -372,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
 
     calibration: dict[str, Any] = {}
 
-    def calibrate(label: str, emulator: Emulator, ens: torch.Tensor, train_s: float) -> None:
-        """The inflation row (λ from the grid) and the spread-factor row s(t), both chosen
-        on the validation trajectories only."""
-        lam, misfit, valid_ens = _calibrate(emulator, valid_frames, cfg)
+    def calibrate(
+        label: str, emulator: Emulator, ens: torch.Tensor, train_s: float, grid: bool = True
+    ) -> None:
+        """The inflation row (λ from the grid, if ``grid``) and the spread-factor row s(t),
+        both chosen on the validation trajectories only."""
+        lam, misfit, valid_ens = _calibrate(emulator, valid_frames, cfg, grid)
         calibration[label] = {"inflation": lam, "mean_abs_log_ssr": misfit}
         if lam != 1.0:
             run(f"{label}, λ = {lam:g}", emulator, train_s, inflation=lam)
@@ -397,6 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {RESIDUAL} in {residual_s:.0f} s", flush=True)
     total_s = train_s + residual_s  # the regressor's training is part of its cost
     calibrate(RESIDUAL, corrective, run(RESIDUAL, corrective, total_s), total_s)
+    for n in cfg.get("rollout_residuals", []):
+        label = f"{RESIDUAL}, {n}-step residuals"
+        rolled, rolled_s = _train_residual(pairs, cfg, emulator.model, n)
+        print(f"trained {label} in {rolled_s:.0f} s", flush=True)
+        total_s = train_s + rolled_s
+        calibrate(label, rolled, run(label, rolled, total_s), total_s, grid=False)
     run("persistence", Emulator(persistence_model(settings), settings), 0.0)
     climate = train[:, :, k:].transpose(1, 2).flatten(0, 1)
     run("climatology", Emulator(climatology_model(climate, settings), settings), 0.0)
