@@ -31,12 +31,12 @@ def default_prediction(sample_shape: list[int] | tuple[int, ...]) -> str:
     \alpha_t` — ×150 at the end of the default VP SDE (α_T = 0.0066); a v-predicting one moves
     it by :math:`\sigma_t\delta/r_t \le \delta` (Salimans & Ho, ICLR 2022, §4). On fields
     after a few hundred steps that decides whether sampling works: a conditional U-Net
-    (widths 16, 32) trained 600 steps of batch 16 to return its condition, a 16² field,
-    samples with 11× the data's std and rel. L2 8.8 predicting ε, and rel. L2 0.10 with the
-    data's std predicting v (50 DDPM steps); on 32² Darcy after 400 steps of batch 32 an
-    ε-predicting prior's samples carry 7–20× the data's pointwise std, the same network
-    predicting v reaches W1 0.23–0.27 (z-score units) with the data's spread. Small vector
-    MLPs learn ε well and keep it.
+    (widths 16, 32) trained 300 steps of batch 16 to return its condition, an 8² field
+    (``tests/test_diffusion.py``), draws with 28× the data's std and rel. L2 25 predicting ε,
+    and rel. L2 0.27 with the data's std predicting v (50 DDPM steps); on 32² Darcy after
+    400 steps of batch 32 an ε-predicting prior's samples carry 7–20× the data's pointwise
+    std, the same network predicting v reaches W1 0.23–0.27 (z-score units) with the data's
+    spread. Small vector MLPs learn ε well and keep it.
     """
     return "v" if len(sample_shape) > 1 else "eps"
 
