@@ -357,7 +357,62 @@ def test_models_run_on_every_device(device: torch.device) -> None:
 
 
 def test_fields_default_to_v_prediction_and_vectors_to_eps() -> None:
-    assert Diffusion.for_shape((2, 8, 8)).prediction == "v"
-    assert Diffusion.for_shape((1, 16)).prediction == "v"
-    assert Diffusion.for_shape((3,)).prediction == "eps"
-    assert Diffusion.for_shape((2, 8, 8), prediction="eps").prediction == "eps"
+    for build in (Diffusion, Diffusion.for_shape):  # the constructor and for_shape agree
+        assert build((2, 8, 8)).prediction == "v"
+        assert build((1, 16), (1, 16)).prediction == "v"
+        assert build((3,)).prediction == "eps"
+        assert build((2, 8, 8), prediction="eps").prediction == "eps"
+    model = Diffusion((1, 8))
+    assert model.config["prediction"] == "v"  # saved resolved: a reload does not re-default
+    assert Diffusion.from_config(model.config).prediction == "v"
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_denoiser_sensitivity_to_the_network_output(prediction: str) -> None:
+    r"""∂x̂0/∂(network output) is −σ/α for ε, 1 for x0 and −σ/r for v (Salimans & Ho 2022):
+    at t = T of the default VP SDE ε amplifies an output error δ by σ/α ≈ 150, v by ≤ 1,
+    which is why fields default to v (:func:`default_prediction`)."""
+    model = Diffusion((1, 8), prediction=prediction, channels=(4, 4)).double()
+    delta = 1e-3
+    x = torch.randn(3, 1, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.full((3,), model.sde.T, dtype=torch.float64)
+    _, x0 = model.denoise(x, t)
+    model.net.register_forward_hook(lambda module, args, out: out + delta)
+    _, x0_shifted = model.denoise(x, t)
+    alpha, sigma = model.sde.coefficients(t[:1])
+    r = (alpha**2 + sigma**2).sqrt()
+    gain = {"eps": -sigma / alpha, "x0": torch.ones_like(r), "v": -sigma / r}[prediction]
+    torch.testing.assert_close(x0_shifted - x0, (gain * delta).expand_as(x0), rtol=1e-9, atol=0)
+    assert (float(gain.abs()) > 100) == (prediction == "eps")
+
+
+def _smooth_fields(n: int, size: int, seed: int) -> Tensor:
+    """Gaussian random fields with spectrum |k|⁻⁴ on a periodic ``size``² grid, unit std."""
+    k = torch.fft.fftfreq(size, dtype=torch.float64) * size
+    amp = (k[:, None] ** 2 + k[None] ** 2).sqrt().clamp_min(1) ** -2
+    z = torch.randn(n, 1, size, size, dtype=torch.complex128,
+                    generator=torch.Generator().manual_seed(seed))  # fmt: skip
+    f = torch.fft.ifft2(z * amp).real
+    return (f / f.std()).float()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prediction", [None, "eps"])
+def test_conditional_field_model_returns_its_condition(prediction: str | None) -> None:
+    """Trained briefly on y = c, a conditional field model with the default parameterization
+    (v) must return its condition; ε-prediction (the old default), same budget, must not: its
+    x̂0 near T carries the ε error × σ/α, and its draws have many times the data's std."""
+    from physgen.training import fit
+
+    c, c_test = _smooth_fields(512, 8, 1), _smooth_fields(16, 8, 2)
+    torch.manual_seed(0)
+    extra = {} if prediction is None else {"prediction": prediction}
+    model = Diffusion((1, 8, 8), (1, 8, 8), channels=(16, 32), **extra)
+    fit(model, (c, c), steps=300, batch_size=16, lr=2e-3, grad_clip=1.0, progress=False, seed=0)
+    model.eval()
+    x = model.sample(16, c_test, sampler="ddpm", steps=50,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+    rel = float(((x - c_test).flatten(1).norm(dim=1) / c_test.flatten(1).norm(dim=1)).mean())
+    # The draws' spread around c is what an 8² field of unit std leaves after 300 steps;
+    # a model that ignored c would score ≈ √2 (independent draws of unit std).
+    assert (rel < 0.35) == (prediction is None), f"rel. L2 {rel:.3f} with prediction={prediction}"

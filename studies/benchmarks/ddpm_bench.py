@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
 
     data = grf2d()
     torch.manual_seed(0)
-    ours = Diffusion((1, 32, 32), sde="ddpm-linear", channels=(32, 64, 64), blocks=1,
-                     attention=[False, True, True])  # fmt: skip
+    ours = Diffusion((1, 32, 32), sde="ddpm-linear", prediction="eps", channels=(32, 64, 64),
+                     blocks=1, attention=[False, True, True])  # fmt: skip
     our_heads = attention_heads(ours)
     widths = {width for _, width in our_heads}
     if len(widths) != 1:
