@@ -29,6 +29,8 @@ def test_mean_pooled_encoder_ignores_where_a_feature_sits() -> None:
     pooled = ConvEncoder((2, 64), 5, channels=(4, 8), pool="mean").double()
     flat = ConvEncoder((2, 64), 5, channels=(4, 8)).double()
     torch.testing.assert_close(pooled(moved), pooled(x), rtol=0, atol=1e-13)
+    moments = ConvEncoder((2, 64), 5, channels=(4, 8), pool="moments").double()
+    torch.testing.assert_close(moments(moved), moments(x), rtol=0, atol=1e-13)
     assert (flat(moved) - flat(x)).abs().max() > 1e-3
     # the pooled code is a linear map of the grid-averaged features, whatever the grid size
     longer = torch.cat([x, torch.zeros(1, 2, 64, dtype=torch.float64)], -1)

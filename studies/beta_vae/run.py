@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         help="encoder and decoder: MLP (default) or stride-2 convs",
     )
     parser.add_argument(
-        "--pool", choices=("flatten", "mean"),
-        help="with --arch conv: flatten the encoder's last feature map or average it over the grid",
+        "--pool", choices=("flatten", "mean", "moments"),
+        help="with --arch conv: flatten the encoder's last feature map, or pool it over the grid",
     )  # fmt: skip
     parser.add_argument("--channels", type=int, nargs="+", help="conv channels per level")
     for factor in FACTORS:
