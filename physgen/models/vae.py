@@ -392,9 +392,10 @@ class VAE(LatentGaussianModel):
     adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
     the training set's size (`physgen.models.total_correlation`): ``beta=1,
     tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
-    bounds for evaluation. ``pool="mean"`` (with ``arch="conv"``) averages the encoder's last
-    feature map over the grid (`physgen.nn.ConvEncoder`), so the code sees how much of each
-    local feature a field has, not where.
+    bounds for evaluation. ``pool="mean"`` or ``"moments"`` (with ``arch="conv"``) pools the
+    encoder's last feature map over the grid (its mean, or its mean and standard deviation;
+    `physgen.nn.ConvEncoder`), so the code sees how much of each local feature a field has,
+    not where.
 
     Example:
         >>> import torch

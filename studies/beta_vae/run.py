@@ -15,8 +15,8 @@ traversal figure, rows labelled by the factor each latent carries most. Options 
 VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
 per DCT coefficient; the traversal then draws fields with one shared noise draw),
 ``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--arch conv`` with ``--pool
-mean`` (a convolutional encoder and decoder, the encoder's features averaged over the grid),
-``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
+mean`` or ``moments`` (a convolutional encoder and decoder, the encoder's features pooled
+over the grid), ``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
 (`statistics_code`) is scored beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
