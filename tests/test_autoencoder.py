@@ -18,6 +18,27 @@ def test_conv_codec_round_trips_any_grid_size(shape: tuple[int, ...]) -> None:
     assert dec(enc(x)).shape == x.shape
 
 
+def test_mean_pooled_encoder_ignores_where_a_feature_sits() -> None:
+    # Convolutions are equivariant to shifts by the total stride (2 levels: 4 nodes) and the
+    # grid mean is invariant to them, so a bump moved by 4 nodes, far from both ends, gives the
+    # same code to rounding; the flattened encoder (the control) sees the move.
+    torch.manual_seed(0)
+    x = torch.zeros(1, 2, 64, dtype=torch.float64)
+    x[0, :, 20:27] = torch.randn(2, 7, dtype=torch.float64)
+    moved = torch.roll(x, 16, dims=-1)
+    pooled = ConvEncoder((2, 64), 5, channels=(4, 8), pool="mean").double()
+    flat = ConvEncoder((2, 64), 5, channels=(4, 8)).double()
+    torch.testing.assert_close(pooled(moved), pooled(x), rtol=0, atol=1e-13)
+    moments = ConvEncoder((2, 64), 5, channels=(4, 8), pool="moments").double()
+    torch.testing.assert_close(moments(moved), moments(x), rtol=0, atol=1e-13)
+    assert (flat(moved) - flat(x)).abs().max() > 1e-3
+    # the pooled code is a linear map of the grid-averaged features, whatever the grid size
+    longer = torch.cat([x, torch.zeros(1, 2, 64, dtype=torch.float64)], -1)
+    assert pooled(longer).shape == (1, 5)
+    with pytest.raises(ValueError, match="pool must be"):
+        ConvEncoder((1, 8), 3, pool="max")
+
+
 def test_denoising_corruption_only_in_training() -> None:
     torch.manual_seed(0)
     n = 20_000

@@ -475,3 +475,15 @@ def test_decoder_scale_and_tc_weight_survive_the_config_round_trip() -> None:
     assert (again.decoder_scale, again.tc_weight, again.dataset_size) == ("spectral", 3.0, 50)
     z = torch.randn(4, 2, dtype=torch.float64)
     torch.testing.assert_close(again.decode_std(z), model.decode_std(z), rtol=0, atol=0)
+
+
+def test_mean_pooled_encoder_survives_the_config_round_trip_and_needs_conv() -> None:
+    torch.manual_seed(0)
+    model = VAE((1, 16), latent_dim=2, arch="conv", channels=(4, 8), pool="mean").double()
+    again = VAE.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    assert again.encoder.pool == "mean"
+    x = torch.randn(3, 1, 16, dtype=torch.float64)
+    torch.testing.assert_close(again.encode(x)[0], model.encode(x)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="needs arch='conv'"):
+        VAE((16,), pool="mean")

@@ -96,6 +96,7 @@ class LatentGaussianModel(GenerativeModel):
         cond_features: int = 0,
         prior: str = "standard",
         decoder_scale: str = "global",
+        pool: str = "flatten",
     ) -> None:
         if decoder_scale not in _DECODER_SCALES:
             raise ValueError(
@@ -116,7 +117,7 @@ class LatentGaussianModel(GenerativeModel):
         self.latent_dim, self.likelihood, self.beta = latent_dim, likelihood, beta
         width = hidden[-1] if hidden else 64
         codec = {"arch": arch, "hidden": hidden, "channels": channels, "act": act}
-        self.encoder = field_encoder(self.sample_shape, width, **codec)
+        self.encoder = field_encoder(self.sample_shape, width, **codec, pool=pool)
         self.encoder_head = nn.Linear(width + cond_features, 2 * latent_dim)
         self.decoder = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
         self.cond_encoder: nn.Module | None = None
@@ -391,7 +392,10 @@ class VAE(LatentGaussianModel):
     adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
     the training set's size (`physgen.models.total_correlation`): ``beta=1,
     tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
-    bounds for evaluation.
+    bounds for evaluation. ``pool="mean"`` or ``"moments"`` (with ``arch="conv"``) pools the
+    encoder's last feature map over the grid (its mean, or its mean and standard deviation;
+    `physgen.nn.ConvEncoder`), so the code sees how much of each local feature a field has,
+    not where.
 
     Example:
         >>> import torch
@@ -416,6 +420,7 @@ class VAE(LatentGaussianModel):
         decoder_scale: str = "global",
         tc_weight: float = 0.0,
         dataset_size: int | None = None,
+        pool: str = "flatten",
     ) -> None:
         super().__init__()
         if tc_weight and (dataset_size is None or dataset_size < 2):
@@ -426,7 +431,7 @@ class VAE(LatentGaussianModel):
         self.tc_weight, self.dataset_size = tc_weight, dataset_size or 0
         self._build(
             sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
-            decoder_scale=decoder_scale,
+            decoder_scale=decoder_scale, pool=pool,
         )  # fmt: skip
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -21,6 +22,9 @@ def conv_nd(spatial_dims: int) -> type[nn.Module]:
         raise ValueError(f"fields must have 1 to 3 spatial axes, got {spatial_dims}") from None
 
 
+_POOLS = ("flatten", "mean", "moments")
+
+
 def _halved(grid: Sequence[int], levels: int) -> list[tuple[int, ...]]:
     """Grid sizes after each stride-2 convolution (kernel 3, padding 1): ``ceil(n / 2)``."""
     sizes = [tuple(grid)]
@@ -33,7 +37,12 @@ class ConvEncoder(nn.Module):
     """Field ``(B, C, *grid)`` → vector ``(B, out_features)`` by stride-2 convolutions.
 
     Each level halves every grid axis (``ceil(n/2)``, so any grid size works, not only powers
-    of two); the last feature map is flattened and mapped linearly to ``out_features``.
+    of two); the last feature map is flattened (``pool="flatten"``) or averaged over the grid
+    (``pool="mean"``, global average pooling, Lin et al. 2014), or summarised by its mean and
+    standard deviation over the grid (``pool="moments"``, 2 numbers per channel), and mapped
+    linearly to ``out_features``. Pooled features are local statistics of the field (its
+    level, local energy, roughness) summed over position: the output no longer depends on
+    *where* a feature sits, only on how much of it there is.
 
     Example:
         >>> import torch
@@ -48,8 +57,12 @@ class ConvEncoder(nn.Module):
         out_features: int,
         channels: Sequence[int] = (32, 64),
         act: str = "silu",
+        pool: str = "flatten",
     ) -> None:
         super().__init__()
+        if pool not in _POOLS:
+            raise ValueError(f"pool must be one of {_POOLS}, got {pool!r}")
+        self.pool = pool
         in_channels, *grid = in_shape
         conv = conv_nd(len(grid))
         layers: list[nn.Module] = []
@@ -59,10 +72,17 @@ class ConvEncoder(nn.Module):
             width = c
         self.features = nn.Sequential(*layers)
         last = _halved(grid, len(channels))[-1]
-        self.head = nn.Linear(width * math.prod(last), out_features)
+        per_channel = {"mean": 1, "moments": 2}.get(pool, math.prod(last))
+        self.head = nn.Linear(width * per_channel, out_features)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1))  # (B, C_last * prod(grid_last)) → (B, F)
+        h = self.features(x)  # (B, C_last, *grid_last)
+        if self.pool == "mean":
+            return self.head(h.flatten(2).mean(2))  # (B, C_last) → (B, F)
+        if self.pool == "moments":  # a feature's spread is first order in the field's size
+            std, mean = torch.std_mean(h.flatten(2), dim=2, correction=0)
+            return self.head(torch.cat([mean, std], 1))  # (B, 2 C_last) → (B, F)
+        return self.head(h.flatten(1))  # (B, C_last * prod(grid_last)) → (B, F)
 
 
 class ConvDecoder(nn.Module):
@@ -138,17 +158,21 @@ def field_encoder(
     hidden: Sequence[int] = (128, 128),
     channels: Sequence[int] = (32, 64),
     act: str = "silu",
+    pool: str = "flatten",
 ) -> nn.Module:
     """Encoder from samples of ``shape`` to vectors: ``"mlp"`` (flattened) or ``"conv"``.
 
-    ``"conv"`` needs ``shape = (C, *grid)`` with a 1-, 2- or 3-D grid.
+    ``"conv"`` needs ``shape = (C, *grid)`` with a 1-, 2- or 3-D grid; ``pool`` is
+    `ConvEncoder`'s (``"mean"``, ``"moments"``: pooled over the grid; only with ``"conv"``).
     """
     if arch == "mlp":
+        if pool != "flatten":
+            raise ValueError(f"pool={pool!r} needs arch='conv', got arch='mlp'")
         return _Flatten(MLP(math.prod(shape), out_features, hidden=hidden, act=act))
     if arch == "conv":
         if len(shape) < 2:
             raise ValueError(f"arch='conv' needs a (C, *grid) sample shape, got {tuple(shape)}")
-        return ConvEncoder(shape, out_features, channels=channels, act=act)
+        return ConvEncoder(shape, out_features, channels=channels, act=act, pool=pool)
     raise ValueError(f"unknown arch {arch!r}; expected 'mlp' or 'conv'")
 
 

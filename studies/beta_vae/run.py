@@ -14,8 +14,10 @@ the correlation of every latent with every factor. The β with the highest MIG g
 traversal figure, rows labelled by the factor each latent carries most. Options change the
 VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
 per DCT coefficient; the traversal then draws fields with one shared noise draw),
-``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--latent-dim``, ``--steps``,
-``--seed``. A hand-made code of three statistics (`statistics_code`) is scored beside them.
+``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--arch conv`` with ``--pool
+mean`` or ``moments`` (a convolutional encoder and decoder, the encoder's features pooled
+over the grid), ``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
+(`statistics_code`) is scored beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
 steps). Results go to ``runs/beta_vae[-quick]/``.
@@ -110,6 +112,8 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             train.shape[1:], latent_dim=cfg["latent_dim"], hidden=cfg["hidden"], beta=beta,
             decoder_scale=cfg.get("decoder_scale", "global"),
             tc_weight=cfg.get("tc_weight", 0.0), dataset_size=len(train),
+            arch=cfg.get("arch", "mlp"), pool=cfg.get("pool", "flatten"),
+            channels=cfg.get("channels", (32, 64)),
         )  # fmt: skip
         start = time.perf_counter()
         fit(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -179,6 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         "--tc-weight", type=float,
         help="add this multiple of the total correlation to the loss (β-TCVAE; default 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--arch",
+        choices=("mlp", "conv"),
+        help="encoder and decoder: MLP (default) or stride-2 convs",
+    )
+    parser.add_argument(
+        "--pool", choices=("flatten", "mean", "moments"),
+        help="with --arch conv: flatten the encoder's last feature map, or pool it over the grid",
+    )  # fmt: skip
+    parser.add_argument("--channels", type=int, nargs="+", help="conv channels per level")
     for factor in FACTORS:
         parser.add_argument(
             f"--{factor}-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -186,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
-    for key in ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight"):
+    keys = ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight", "arch", "pool")
+    for key in (*keys, "channels"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
