@@ -15,6 +15,7 @@ from physgen.metrics import (
     interval_coverage,
     observation_consistency,
     rank_histogram,
+    spread_skill_bootstrap,
     spread_skill_ratio,
 )
 
@@ -191,3 +192,36 @@ def test_ensemble_spectrum_of_non_periodic_fields_is_windowed() -> None:
     assert lsd(too_smooth, periodic=True) < 2 * lsd(right, periodic=True)
     # ... the Hann window (non-periodic fields) exposes them.
     assert lsd(too_smooth, periodic=False) > 10 * lsd(right, periodic=False)
+
+
+def test_spread_skill_bootstrap_resamples_whole_cases() -> None:
+    """Known per-case totals: equal cases give a zero-width interval at the pooled ratio;
+    cases of different ratios give bounds inside [min, max] of the single-case ratios, and a
+    resample is the pooled ratio of a multiset of cases (columns share the draw)."""
+    m = 4
+    corr = math.sqrt((m + 1) / m)
+    spread = torch.full((6,), 2.0, dtype=torch.float64)
+    error = torch.full((6,), 8.0, dtype=torch.float64)
+    low, high = spread_skill_bootstrap(spread, error, m, n_boot=200, level=0.9, seed=0)
+    assert float(low) == pytest.approx(0.5 * corr, rel=1e-12)
+    assert float(high) == pytest.approx(0.5 * corr, rel=1e-12)
+    # Two kinds of case, ratio 1 and ratio 1/3 (S/E = 1 and 1/9): every resample lies between.
+    spread = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    error = torch.tensor([1.0, 9.0, 1.0, 9.0], dtype=torch.float64)
+    low, high = spread_skill_bootstrap(spread, error, m, n_boot=500, level=0.9, seed=1)
+    assert corr / 3 <= float(low) < float(high) <= corr
+    pooled = corr * math.sqrt(4 / 20)
+    assert float(low) < pooled < float(high)
+    # Two columns that are the same cases scaled: the same draws give proportional bounds.
+    both_s = torch.stack([spread, 4 * spread], dim=1)  # (B, 2)
+    both_e = torch.stack([error, error], dim=1)
+    low2, high2 = spread_skill_bootstrap(both_s, both_e, m, n_boot=500, level=0.9, seed=1)
+    torch.testing.assert_close(low2, torch.stack([low, 2 * low]), rtol=1e-12, atol=0)
+    torch.testing.assert_close(high2, torch.stack([high, 2 * high]), rtol=1e-12, atol=0)
+    # Negative control: spread and error swapped give ratios in [corr, 3 corr], above these.
+    _, high_sw = spread_skill_bootstrap(error, spread, m, n_boot=500, level=0.9, seed=1)
+    assert float(high_sw) > 1.5 * corr >= 1.5 * float(high)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        spread_skill_bootstrap(spread, error, 1, n_boot=10, level=0.9, seed=0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        spread_skill_bootstrap(spread, error[:3], m, n_boot=10, level=0.9, seed=0)

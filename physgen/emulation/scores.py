@@ -11,7 +11,7 @@ import xarray as xr
 from torch import Tensor
 
 from physgen.metrics._common import ArrayLike, as_float64
-from physgen.metrics.ensemble import crps_fair, spread_skill_ratio
+from physgen.metrics.ensemble import crps_fair, spread_skill_bootstrap, spread_skill_ratio
 from physgen.metrics.spectra import energy_spectrum, log_spectral_distance
 
 __all__ = [
@@ -62,23 +62,14 @@ def lead_time_ssr_interval(
         ``{"low": [...], "high": [...]}``, T floats each.
     """
     x, y = _ensemble_and_truth(members, truth)
-    b, m = x.shape[:2]
-    if m < 2:
-        raise ValueError(f"members must have at least 2 members, got {m}")
-    if n_boot < 1 or not 0 < level < 1:
-        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
+    if x.shape[1] < 2:
+        raise ValueError(f"members must have at least 2 members, got {x.shape[1]}")
     variance = x.var(1, correction=1).flatten(2).mean(2)  # (B, T)
     error = (x.mean(1) - y).square().flatten(2).mean(2)  # (B, T)
-    gen = torch.Generator().manual_seed(seed)
-    draws = torch.randint(b, (n_boot, b), generator=gen)
-    weights = torch.zeros(n_boot, b, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(n_boot, b, dtype=torch.float64)
+    low, high = spread_skill_bootstrap(
+        variance, error, x.shape[1], n_boot=n_boot, level=level, seed=seed
     )
-    weights = weights.to(variance.device)
-    ratios = ((weights @ variance) / (weights @ error)).sqrt() * math.sqrt((m + 1) / m)
-    tail = (1 - level) / 2
-    bounds = torch.quantile(ratios, torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
-    return {"low": bounds[0].tolist(), "high": bounds[1].tolist()}
+    return {"low": low.tolist(), "high": high.tolist()}
 
 
 def lead_time_scores(members: ArrayLike, truth: ArrayLike) -> dict[str, list[float]]:

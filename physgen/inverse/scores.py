@@ -8,14 +8,13 @@ few cases is noisy: :func:`spread_skill_interval` gives its bootstrap interval o
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from physgen.metrics._common import ArrayLike, as_float64
-from physgen.metrics.ensemble import crps_fair, spread_skill_ratio
+from physgen.metrics.ensemble import crps_fair, spread_skill_bootstrap, spread_skill_ratio
 
 __all__ = ["missing_region_scores", "spread_skill_interval"]
 
@@ -88,17 +87,15 @@ def spread_skill_interval(
     (neighbouring points are not), so they are what is resampled with replacement, ``n_boot``
     times (Efron & Tibshirani 1993, ch. 13). Returns the ``(1 ∓ level)/2`` quantiles.
     """
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"spread_skill_interval: need 0 < level < 1 and n_boot >= 1, got "
-                         f"level={level}, n_boot={n_boot}")  # fmt: skip
     xm, ym = _missing(members, truth, missing)
-    m = xm.shape[1]
-    if m < 2:
-        raise ValueError(f"spread_skill_interval: needs at least 2 members, got {m}")
+    if xm.shape[1] < 2:
+        raise ValueError(f"spread_skill_interval: needs at least 2 members, got {xm.shape[1]}")
     spread = xm.var(1, correction=1).flatten(1).sum(1)  # S_b
     skill = (xm.mean(1) - ym).square().flatten(1).sum(1)  # E_b
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(len(spread), (n_boot, len(spread)), generator=gen).to(spread.device)
-    ratio = (spread[idx].sum(1) / skill[idx].sum(1)).sqrt() * math.sqrt((m + 1) / m)
-    lo, hi = torch.quantile(ratio, torch.tensor([(1 - level) / 2, (1 + level) / 2]).to(ratio))
+    try:  # the resampling is physgen.metrics.spread_skill_bootstrap's
+        lo, hi = spread_skill_bootstrap(
+            spread, skill, xm.shape[1], n_boot=n_boot, level=level, seed=seed
+        )
+    except ValueError as err:
+        raise ValueError(f"spread_skill_interval: {err}") from None
     return float(lo), float(hi)

@@ -27,6 +27,7 @@ from physgen.metrics.ensemble import (
     interval_coverage,
     observation_consistency,
     rank_histogram,
+    spread_skill_bootstrap,
     spread_skill_ratio,
 )
 from physgen.metrics.fields import binned_spectral_error, relative_l2, rmse, vrmse
@@ -79,6 +80,7 @@ __all__ = [
     "spectral_slope",
     "spectrum_distance",
     "split_halves",
+    "spread_skill_bootstrap",
     "spread_skill_ratio",
     "std_field_error",
     "std_ratio",

@@ -18,6 +18,7 @@ __all__ = [
     "interval_coverage",
     "observation_consistency",
     "rank_histogram",
+    "spread_skill_bootstrap",
     "spread_skill_ratio",
 ]
 
@@ -97,6 +98,50 @@ def spread_skill_ratio(
     skill = (x.mean(0) - y).square().mean().sqrt()
     ratio = spread / skill
     return ratio * math.sqrt((m + 1) / m) if corrected else ratio
+
+
+def spread_skill_bootstrap(
+    spread: Tensor,
+    error: Tensor,
+    members: int,
+    *,
+    n_boot: int,
+    level: float,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
+    r"""Percentile bootstrap interval over cases of the pooled, corrected spread–skill ratio.
+
+    ``spread`` and ``error`` are per-case totals, ``(B,)`` or ``(B, T)``: :math:`S_b` the
+    member variance (ddof 1) and :math:`E_b` the squared error of the ensemble mean, summed or
+    averaged over the case's points. Each of ``n_boot`` resamples draws B cases with
+    replacement (counts :math:`w_b`, the same cases in every column) and gives
+    :math:`\sqrt{(M+1)/M}\,\sqrt{\sum_b w_b S_b / \sum_b w_b E_b}` (the pooled ratio of
+    :func:`spread_skill_ratio`); the bounds are the ``(1 ∓ level)/2`` quantiles of these
+    (Efron & Tibshirani 1993, ch. 13). Cases are what is resampled because they are the
+    independent units; neighbouring points are not. Returns ``(low, high)``, each of shape
+    ``spread.shape[1:]``.
+    """
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1, got {n_boot} and {level}")
+    if members < 2:
+        raise ValueError(f"members must have at least 2 members, got {members}")
+    if spread.shape != error.shape:
+        raise ValueError(f"spread and error differ in shape: {tuple(spread.shape)} and "
+                         f"{tuple(error.shape)}")  # fmt: skip
+    cases = spread.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randint(cases, (n_boot, cases), generator=gen)
+    counts = (
+        torch.zeros(n_boot, cases, dtype=spread.dtype)
+        .scatter_add_(1, draws, torch.ones(n_boot, cases, dtype=spread.dtype))
+        .to(spread.device)
+    )  # (n_boot, B): how often each case is drawn
+    flat_s, flat_e = spread.reshape(cases, -1), error.reshape(cases, -1)  # (B, T or 1)
+    ratios = ((counts @ flat_s) / (counts @ flat_e)).sqrt() * math.sqrt((members + 1) / members)
+    tail = (1 - level) / 2
+    q = torch.tensor([tail, 1 - tail], dtype=ratios.dtype, device=ratios.device)
+    low, high = torch.quantile(ratios, q, dim=0)  # (T or 1,) each
+    return low.reshape(spread.shape[1:]), high.reshape(spread.shape[1:])
 
 
 def rank_histogram(
