@@ -31,6 +31,7 @@ from torch import Tensor
 
 from physgen.metrics import frechet_distance, residual_rms, with_floor
 from physgen.metrics._common import ArrayLike, as_float64
+from physgen.metrics.distribution import _mmd2_from_kernel
 from physgen.metrics.physics import HasResidual
 from physgen.models.autoencoder import Autoencoder
 from physgen.models.base import GenerativeModel
@@ -95,13 +96,10 @@ def polynomial_mmd2(fx: ArrayLike, fy: ArrayLike, *, degree: int = 3, coef0: flo
     if n < 2 or m < 2:
         raise ValueError(f"need ≥ 2 feature vectors per set, got {n} and {m}")
 
-    def k(a: Tensor, b: Tensor) -> Tensor:
-        return (a @ b.T / d + coef0) ** degree
-
-    kxx, kyy = k(x, x), k(y, y)
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return within_x + within_y - 2 * k(x, y).mean()
+    pooled = torch.cat([x, y])  # (N + M, D)
+    kernel = (pooled @ pooled.T / d + coef0) ** degree
+    first = torch.cat([torch.ones(n), torch.zeros(m)])[None]  # (1, N + M): 1 = x
+    return _mmd2_from_kernel(kernel, first)[0]
 
 
 def feature_kid(features: FeatureMap, samples: ArrayLike, ref: ArrayLike) -> Tensor:
