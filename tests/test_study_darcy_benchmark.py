@@ -133,8 +133,11 @@ def test_the_floor_row_scores_the_data_at_the_solver_floor(study: Any) -> None:
 def test_every_family_trains_samples_and_scores_end_to_end(study: Any, tmp_path: Path) -> None:
     cfg = _tiny(study)
     cfg["seeds"] = [1]
-    result = study.run_study(cfg, tmp_path, None)
+    result = study.run_study(cfg, tmp_path, None, save_samples=True)
     assert [r.get("error") for r in result["rows"]] == [None] * len(study.FAMILIES)
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
+        f"{f[0]}-seed1.nc" for f in study.FAMILIES
+    )
     for row in result["rows"]:
         assert row["steps"] == (1 if row["family"].startswith("wgan") else 3)
         assert row["re"] > 0 and row["projected"]["re"] < 1e-5
@@ -142,3 +145,39 @@ def test_every_family_trains_samples_and_scores_end_to_end(study: Any, tmp_path:
     assert set(on_disk["summary"]) == {f[0] for f in study.FAMILIES}
     assert (tmp_path / "frontier.png").stat().st_size > 0
     assert (tmp_path / "samples.png").stat().st_size > 0
+
+
+def test_saved_samples_read_back_in_physical_units_and_a_missing_file_retrains(
+    study: Any, tmp_path: Path
+) -> None:
+    from physgen.data import open_fields
+
+    data = study.load_data({"problem": "darcy", "params": {"n": 8}, "n_train": 32, "n_ref": 8})
+    z = data.ref[:5].double()
+    path = study.write_samples(z.float(), data, tmp_path / "s.nc", {"family": "fm", "seed": 1})
+    with open_fields(path) as ds:
+        back = data.problem.to_tensor(ds)
+        assert ds.attrs["problem"] == "darcy" and ds.attrs["family"] == "fm"
+    # float32 storage of the physical fields: relative error of a float32 rounding.
+    expected = data.physical(z.float())
+    assert torch.allclose(back, expected, rtol=2e-7, atol=0)
+    # The z-scores themselves (the wrong units) are not what is stored.
+    assert not torch.allclose(back, z, rtol=1e-2)
+
+    cfg = _tiny(study)
+    cfg["seeds"] = [1]
+    calls: list[tuple[str, int]] = []
+    base = _fake_row({("fm", 1): 1.0, ("vae", 1): 2.0}, calls)
+
+    def trainer(key: str, seed: int, data: Any, cfg: dict[str, Any], samples_to: Path) -> Any:
+        samples_to.parent.mkdir(parents=True, exist_ok=True)
+        samples_to.write_text("samples")
+        return base(key, seed, data, cfg)
+
+    study.run_study(cfg, tmp_path / "run", ["fm", "vae"], trainer=trainer, save_samples=True)
+    assert calls == [("fm", 1), ("vae", 1)]
+    assert study.samples_path(tmp_path / "run", "vae", 1).read_text() == "samples"
+    calls.clear()
+    study.samples_path(tmp_path / "run", "vae", 1).unlink()
+    study.run_study(cfg, tmp_path / "run", ["fm", "vae"], trainer=trainer, save_samples=True)
+    assert calls == [("vae", 1)]  # only the row whose samples are gone

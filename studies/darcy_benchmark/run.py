@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physgen.data import FieldDataset, load_stats
+from physgen.data import FieldDataset, load_stats, write_fields
 from physgen.data.atomic import atomic_output, nonfinite_to_none, write_json_atomic
 from physgen.metrics import residual_error, residual_rms, std_ratio
 from physgen.metrics.report import distribution_report
@@ -55,7 +55,17 @@ from physgen.problem import Problem, load
 from physgen.recipes import load_recipe, make_dataset
 from physgen.training import fit
 
-__all__ = ["CONFIGS", "FAMILIES", "Data", "aggregate", "load_data", "main", "run_study"]
+__all__ = [
+    "CONFIGS",
+    "FAMILIES",
+    "Data",
+    "aggregate",
+    "load_data",
+    "main",
+    "run_study",
+    "samples_path",
+    "write_samples",
+]
 
 # (key, label, registry name, physics-informed?) in table order.
 FAMILIES: tuple[tuple[str, str, str, bool], ...] = (
@@ -327,8 +337,28 @@ def floor_scores(data: Data, n: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def train_row(key: str, seed: int, data: Data, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Train one family with one seed, sample and score it (and its projection)."""
+def samples_path(out: Path, key: str, seed: int) -> Path:
+    """Where ``--save-samples`` writes the samples of the row (``key``, ``seed``)."""
+    return out / "samples" / f"{key}-seed{seed}.nc"
+
+
+def write_samples(samples: Tensor, data: Data, path: Path, provenance: dict[str, Any]) -> Path:
+    """Write z-scored samples ``(N, C, *grid)`` as a physgen-field file in physical units,
+    with the problem's attributes, so ``physgen evaluate`` can score them against the data.
+
+    Samples holding NaN or Inf are written as drawn (``evaluate`` counts and skips them)."""
+    phys = data.physical(samples).numpy()  # (N, C, *grid)
+    arrays = {name: phys[:, c] for c, name in enumerate(data.problem.field_names)}
+    ds = data.problem.to_dataset(arrays, np.arange(len(phys)))
+    return write_fields(ds, path, provenance={"generator": "physgen run darcy_benchmark",
+                                              **provenance})  # fmt: skip
+
+
+def train_row(
+    key: str, seed: int, data: Data, cfg: dict[str, Any], samples_to: Path | None = None
+) -> dict[str, Any]:
+    """Train one family with one seed, sample and score it (and its projection); with
+    ``samples_to``, also write the samples there (:func:`write_samples`)."""
     torch.manual_seed(seed)
     model, steps = build(key, data, cfg)
     params = sum(p.numel() for p in model.parameters())
@@ -353,6 +383,9 @@ def train_row(key: str, seed: int, data: Data, cfg: dict[str, Any]) -> dict[str,
     }  # fmt: skip
     row["projected"] = projected_score(samples, data, seed)
     row["preview"] = data.physical(samples[:4]).float().numpy().tolist()
+    if samples_to is not None:
+        write_samples(samples, data, samples_to, {"family": key, "seed": seed,
+                                                  "steps": steps})  # fmt: skip
     return row
 
 
@@ -479,10 +512,14 @@ def run_study(
     out: Path,
     families: list[str] | None = None,
     *,
-    trainer: Callable[[str, int, Data, dict[str, Any]], dict[str, Any]] = train_row,
+    trainer: Callable[..., dict[str, Any]] = train_row,
+    save_samples: bool = False,
 ) -> dict[str, Any]:
     """Train, score and tabulate every (family, seed) row; rows already in
-    ``out/results.json`` with the same fingerprint are kept, not retrained."""
+    ``out/results.json`` with the same fingerprint are kept, not retrained.
+
+    With ``save_samples`` every row's samples are written to ``out/samples/`` as physgen-field
+    files (:func:`samples_path`); a kept row whose file is missing is then trained again."""
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
@@ -513,13 +550,22 @@ def run_study(
         for seed in cfg["seeds"]:
             row_key, stamp = f"{key}/seed{seed}", fingerprint(key, cfg, data.name)
             previous = done.get(row_key)
-            if previous is not None and previous.get("fingerprint") == stamp:
+            target = samples_path(out, key, seed) if save_samples else None
+            if (
+                previous is not None
+                and previous.get("fingerprint") == stamp
+                and (target is None or target.is_file())
+            ):
                 rows.append(previous)
                 print(f"{row_key}: kept from the earlier run", flush=True)
                 continue
             start = time.perf_counter()
             try:
-                row = trainer(key, seed, data, cfg)
+                row = (
+                    trainer(key, seed, data, cfg)
+                    if target is None
+                    else trainer(key, seed, data, cfg, samples_to=target)
+                )
             except (RuntimeError, ValueError, FloatingPointError) as err:
                 row = {"family": key, "seed": seed, "error": f"{type(err).__name__}: {err}"}
             row.update(key=row_key, fingerprint=stamp)
@@ -601,6 +647,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
     parser.add_argument("--device", help="override the configuration's device")
     parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument(
+        "--save-samples", action="store_true",
+        help="also write every row's samples to OUT/samples/FAMILY-seedS.nc (physgen fields)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
     if args.seeds:
@@ -610,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     if cfg["device"] == "cuda" and not torch.cuda.is_available():
         parser.error("the full configuration needs a GPU; use --quick on CPU (or --device cpu)")
     out = args.out or runs_root() / ("darcy_benchmark-quick" if args.quick else "darcy_benchmark")
-    result = run_study(cfg, out, args.families)
+    result = run_study(cfg, out, args.families, save_samples=args.save_samples)
     print("\n" + table(result["summary"], result["floor"], result["data"]))
     print(f"wrote {out / 'results.md'}, results.json, frontier.png, samples.png")
     return 0
