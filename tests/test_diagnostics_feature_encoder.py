@@ -144,18 +144,26 @@ def test_evaluate_reports_kid_and_the_physics_kid_of_a_one_percent_shift(
         ref = enc.stack(r, 4000, "r", torch.float64)
     kid = feature_distance(enc.features, gen, ref, metric="kid")
     physics = feature_distance(enc.physics_features(darcy, ref), gen, ref, metric="kid")
+    physics_fd = feature_distance(enc.physics_features(darcy, ref), gen, ref)
     for key in ("value", "floor", "floor_std"):
         assert entries["shifted"]["kid"][key] == pytest.approx(kid[key], rel=1e-12)
         assert entries["shifted"]["physics_kid"][key] == pytest.approx(physics[key], rel=1e-12)
+        got = entries["shifted"]["physics_frechet"][key]
+        assert got == pytest.approx(physics_fd[key], rel=1e-12)
+    # The roles are not symmetric: the floor splits the reference, so swapping the two sets
+    # gives another value (the control of the recomputation above).
+    swapped = feature_distance(enc.physics_features(darcy, ref), ref, gen)
+    assert swapped["floor"] != pytest.approx(physics_fd["floor"], rel=1e-6)
     z = lambda e: compare_to_floor(e["value"], e["floor"], e["floor_std"]).z  # noqa: E731
-    # The unshifted held-out fields are within the physics floor; u × 1.01 is far out.
-    assert abs(z(entries["same"]["physics_kid"])) < 3
-    assert z(entries["shifted"]["physics_kid"]) > 100
+    # The unshifted held-out fields are within the physics floors; u × 1.01 is far out.
+    for name in ("physics_kid", "physics_frechet"):
+        assert abs(z(entries["same"][name])) < 3
+        assert z(entries["shifted"][name]) > 100
     # Negative control: without the problem (--no-residual) there is no physics entry.
     no_res = ["evaluate", str(path), *flags, "--no-residual", "--out", str(tmp_path / "nr")]
     assert main(no_res) == 0
     saved = json.loads((tmp_path / "nr" / "metrics.json").read_text())["feature_distance"]
-    assert "kid" in saved and "physics_kid" not in saved
+    assert "kid" in saved and "physics_kid" not in saved and "physics_frechet" not in saved
 
 
 def test_unknown_training_option_is_named(made: Path, tmp_path: Path) -> None:
@@ -208,10 +216,13 @@ def test_physics_features_append_the_residual_standardized_over_the_reference(
 def test_table_rows_read_their_own_feature_entries() -> None:
     entry = lambda v: {"value": v, "floor": 0.5, "floor_std": 0.1, "n": 8}  # noqa: E731
     result = {"fields": {}, "feature_distance": {**entry(1.25), "kid": entry(2.25),
+                                                 "physics_frechet": entry(4.25),
                                                  "physics_kid": entry(3.25)}}  # fmt: skip
     rows = {line.split()[1]: line.split()[2] for line in format_table(result).splitlines()[2:]}
     assert rows == {"feature_frechet": "1.2500", "feature_kid": "2.2500",
+                    "physics_feature_frechet": "4.2500",
                     "physics_feature_kid": "3.2500"}  # fmt: skip
     # Negative control: a skipped physics entry gives no row.
-    result["feature_distance"]["physics_kid"] = {"skipped": "no problem"}
-    assert "physics_feature_kid" not in format_table(result)
+    skipped = {"skipped": "no problem"}
+    result["feature_distance"].update(physics_kid=skipped, physics_frechet=skipped)
+    assert "physics_feature" not in format_table(result)

@@ -62,7 +62,9 @@ def test_tiny_pass_writes_both_tables(
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["case"] for row in saved["shift"]] == ["none", "u × 1.5", "a × 1.5"]
     assert set(saved["ranking"]["models"]) == set(study.degradations(0))
-    assert set(result["ranking"]["correlation"]) == {"feature", "kid", "physics kid"}
+    assert set(result["ranking"]["correlation"]) == {
+        "feature", "kid", "physics frechet", "physics kid"
+    }  # fmt: skip
     assert all(-1.0 <= c["spearman"] <= 1.0 for c in result["ranking"]["correlation"].values())
     # Each correlation ranks the consensus against its own distance's values.
     rank = result["ranking"]
@@ -83,9 +85,69 @@ def test_tiny_pass_writes_both_tables(
     base, ref = stacks["train"], torch.cat([stacks["valid"], stacks["test"]])
     options = {"num_splits": cfg["splits"], "seed": cfg["seed"], "metric": "kid"}
     physics = encoder.physics_features(load("darcy", n=16), ref)
-    for key, features in (("kid", encoder.features), ("physics kid", physics)):
-        direct = feature_distance(features, base, ref, **options)
+    checks = (("kid", encoder.features, options), ("physics kid", physics, options),
+              ("physics frechet", physics, {**options, "metric": "frechet"}))  # fmt: skip
+    for key, features, opts in checks:
+        direct = feature_distance(features, base, ref, **opts)
         for k in ("value", "floor", "floor_std"):
             assert rank["models"]["data"][key][k] == pytest.approx(direct[k], rel=1e-12)
-    assert {"feature_kid", "physics_feature_kid"} <= set(saved["shift"][0])
+    assert {"feature_kid", "physics_feature_frechet", "physics_feature_kid"} <= set(
+        saved["shift"][0]
+    )
     assert "Spearman ρ" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_trained_families_are_read_from_samples_files_and_ranked(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from physgen.data import write_fields
+
+    monkeypatch.setenv("PHYSGEN_DATA_DIR", str(tmp_path / "data"))
+    recipe = tmp_path / "tiny-darcy.toml"
+    recipe.write_text(
+        'problem = "darcy"\nseed = 1\n[params]\nn = 16\n'
+        "[splits]\ntrain = 64\nvalid = 16\ntest = 16\n"
+    )
+    cfg = copy.deepcopy(study.CONFIGS["quick"])
+    cfg.update(dataset=str(recipe), threads=None, encoder_steps=2, splits=2)
+    files, encoder_path = study._encoder(cfg)
+    folder = tmp_path / "samples"
+    rng = np.random.default_rng(0)
+    with open_fields(files["train"], load=True) as train:
+        for family, noise in (("good", 0.0), ("fair", 1.0), ("bad", 3.0)):
+            ds = train.isel(sample=slice(0, 32)).copy(deep=True)
+            u = ds["u"].values
+            ds["u"].values = (u + noise * u.std() * rng.standard_normal(u.shape)).astype(u.dtype)
+            if family == "bad":
+                ds["a"].values[3, 0, 0] = np.nan  # one broken sample: left out
+            write_fields(ds, folder / f"{family}.nc", provenance={"family": family, "seed": 1})
+    encoder = load_feature_encoder(encoder_path)
+    models = study.trained_models([folder], encoder)
+    assert sorted(models) == ["bad/seed1", "fair/seed1", "good/seed1"]
+    assert len(models["good/seed1"]) == 32 and len(models["bad/seed1"]) == 31
+    with open_fields(files["train"]) as ds:
+        direct = encoder.stack(ds, 32, "train", torch.float64)
+    assert torch.equal(models["good/seed1"], direct)
+    result = study.run_study(cfg, tmp_path / "out", benchmark=[folder], parts=("trained",))
+    rank = result["trained_ranking"]
+    assert set(result) >= {"trained_ranking"} and "shift" not in result
+    # More noise on the pressure (1 and 3 of its std) is worse on the pooled field metrics
+    # and on every distance, so every rank correlation is 1.
+    order = ["good/seed1", "fair/seed1", "bad/seed1"]
+    consensus = [rank["consensus"][n] for n in order]
+    assert consensus == sorted(consensus)
+    for key in ("feature", "kid", "physics frechet", "physics kid"):
+        values = [rank["models"][n][key]["value"] for n in order]
+        assert values == sorted(values), key
+        assert rank["correlation"][key]["spearman"] == pytest.approx(1.0)
+    assert "Ranking of the trained families" in (tmp_path / "out" / "results.md").read_text()
+    # Refusals name what is wrong.
+    with pytest.raises(FileNotFoundError, match="no samples files"):
+        study.trained_models([tmp_path / "data"], encoder)
+    (folder / "again.nc").write_bytes((folder / "good.nc").read_bytes())
+    with pytest.raises(ValueError, match=r"good\.nc: a second samples file of good/seed1"):
+        study.trained_models([folder], encoder)
+    with pytest.raises(ValueError, match="needs the benchmark"):
+        study.run_study(cfg, tmp_path / "out", parts=("trained",))

@@ -635,6 +635,7 @@ def format_table(result: dict[str, Any]) -> str:
     entries = (
         ("feature_frechet", features),
         ("feature_kid", features.get("kid", {})),
+        ("physics_feature_frechet", features.get("physics_frechet", {})),
         ("physics_feature_kid", features.get("physics_kid", {})),
     )
     for name, entry in entries:

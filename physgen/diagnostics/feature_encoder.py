@@ -310,8 +310,9 @@ def feature_distance_entry(
 ) -> dict[str, Any] | None:
     """``evaluate``'s entry: the Fréchet feature distance beside its floor (top-level keys),
     the features' KID (``kid``) and, given the ``problem`` of the fields, the physics
-    features' KID (``physics_kid``), each beside its floor; a note saying why it was skipped,
-    or None when no encoder is given or found beside the reference."""
+    features' Fréchet distance (``physics_frechet``) and KID (``physics_kid``), each beside
+    its floor; a note saying why it was skipped, or None when no encoder is given or found
+    beside the reference."""
     path = encoder_path or find_feature_encoder(paths[1])
     if path is None:
         return None
@@ -330,7 +331,8 @@ def feature_distance_entry(
         try:
             physics = encoder.physics_features(problem, ref)
         except (ValueError, NotImplementedError) as err:
-            entry["physics_kid"] = {"skipped": str(err)}
+            entry["physics_frechet"] = entry["physics_kid"] = {"skipped": str(err)}
         else:
+            entry["physics_frechet"] = feature_distance(physics, gen, ref, **options)
             entry["physics_kid"] = feature_distance(physics, gen, ref, metric="kid", **options)
     return entry

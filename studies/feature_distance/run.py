@@ -17,12 +17,16 @@ reports the Fréchet distance of the encoder's pooled features beside its floor.
   score (:func:`physgen.diagnostics.ranking.consensus_score`), and by the feature distance.
   The two rankings are compared by Spearman's ρ and Kendall's τ.
 
-Beside the Fréchet distance, ``evaluate`` reports the KID of the same features (unbiased,
-floor ≈ 0) and the KID of the physics features (the features and the log relative PDE
-residual of each field); both enter the shift table and the ranking.
+* **Trained families** (``--benchmark DIR ...``): the same ranking of the samples that the
+  Darcy benchmark's trained families drew (``physgen run darcy_benchmark --quick
+  --save-samples`` writes them to ``OUT/samples``).
 
-Usage: ``physgen run feature_distance --quick`` (CPU, minutes). Results go to
-``runs/feature_distance-quick/``.
+Beside the Fréchet distance, ``evaluate`` reports the KID of the same features (unbiased,
+floor ≈ 0) and the Fréchet distance and KID of the physics features (the features and the
+log relative PDE residual of each field); all enter the shift table and the rankings.
+
+Usage: ``physgen run feature_distance --quick [--benchmark DIR ...] [--parts ...]`` (CPU,
+minutes). Results go to ``runs/feature_distance-quick/``.
 """
 
 from __future__ import annotations
@@ -44,15 +48,29 @@ from physgen.cli.evaluate import evaluate_files
 from physgen.data import open_fields
 from physgen.data.atomic import atomic_output, write_json_atomic
 from physgen.diagnostics import feature_distance, load_feature_encoder
-from physgen.diagnostics.feature_encoder import ENCODER_FILE, train_feature_encoder
+from physgen.diagnostics.feature_encoder import (
+    ENCODER_FILE,
+    FeatureEncoder,
+    train_feature_encoder,
+)
 from physgen.diagnostics.ranking import consensus_score, rank_correlation
 from physgen.metrics import compare_to_floor
 from physgen.metrics.report import distribution_report
 from physgen.paths import runs_root
-from physgen.problem import load, recorded_params
+from physgen.problem import Problem, load, recorded_params
 from physgen.recipes import make_dataset
 
-__all__ = ["CONFIGS", "FIELD_METRICS", "degradations", "main", "run_study"]
+__all__ = [
+    "CONFIGS",
+    "FIELD_METRICS",
+    "PARTS",
+    "degradations",
+    "main",
+    "run_study",
+    "score_models",
+    "trained_models",
+    "trained_ranking",
+]
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "quick": {
@@ -135,6 +153,7 @@ def shift_table(files: dict[str, Path], encoder: Path, cfg: dict[str, Any], tmp:
         keys = ("value", "floor", "floor_std", "n")
         row["feature_frechet"] = {k: features[k] for k in keys}
         row["feature_kid"] = {k: features["kid"][k] for k in keys}
+        row["physics_feature_frechet"] = {k: features["physics_frechet"][k] for k in keys}
         row["physics_feature_kid"] = {k: features["physics_kid"][k] for k in keys}
         rows.append(row)
         print(f"shift {label}: feature {row['feature_frechet']}", flush=True)
@@ -147,47 +166,58 @@ def _seen(entry: dict[str, Any]) -> bool:
     return z is not None and z > 2.0
 
 
-def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Field-metric consensus and feature distances (Fréchet, KID, physics KID) of every
-    degradation; the rank agreement of each with the consensus."""
-    options = {"num_splits": cfg["splits"], "seed": cfg["seed"]}
+def _reference(
+    files: dict[str, Path], encoder_path: Path
+) -> tuple[FeatureEncoder, Problem, Tensor]:
+    """The encoder, the data's problem and the held-out fields (valid + test) as float64
+    z-scores (the physics features' residual needs the exact physical fields)."""
     encoder = load_feature_encoder(encoder_path)
-    # float64 z-scores: the physics features' residual needs the exact physical fields.
     with open_fields(files["train"]) as ds:
-        base = encoder.stack(ds, cfg["n_models"], files["train"], torch.float64)
         problem = load(ds.attrs["problem"], **recorded_params(ds.attrs, files["train"]))
     refs = []
     for split in ("valid", "test"):
         with open_fields(files[split]) as ds:
             refs.append(encoder.stack(ds, 1000, files[split], torch.float64))
-    ref = torch.cat(refs)
+    return encoder, problem, torch.cat(refs)
+
+
+def score_models(
+    models: dict[str, Tensor],
+    ref: Tensor,
+    encoder: FeatureEncoder,
+    problem: Problem,
+    cfg: dict[str, Any],
+) -> dict[str, Any]:
+    """Field-metric consensus and feature distances (Fréchet, KID, and both on the physics
+    features) of every model's z-scored fields ``(N, 2, n, n)`` against ``ref``; the rank
+    agreement of each distance with the consensus."""  # fmt: skip
+    options = {"num_splits": cfg["splits"], "seed": cfg["seed"]}
     features = encoder.features
+    physics = encoder.physics_features(problem, ref)
     distances = {
         "feature": lambda x: feature_distance(features, x.float(), ref.float(), **options),
         "kid": lambda x: feature_distance(features, x, ref, metric="kid", **options),
-        "physics kid": lambda x: feature_distance(
-            encoder.physics_features(problem, ref), x, ref, metric="kid", **options
-        ),
+        "physics frechet": lambda x: feature_distance(physics, x, ref, **options),
+        "physics kid": lambda x: feature_distance(physics, x, ref, metric="kid", **options),
     }
-    models: dict[str, dict[str, Any]] = {}
-    for name, degrade in degradations(cfg["seed"]).items():
-        x = degrade(base.clone())
+    scored: dict[str, dict[str, Any]] = {}
+    for name, x in models.items():
         report = distribution_report(
             x, ref, spatial_dims=2, periodic=False, seed=cfg["seed"], num_permutations=0,
             num_splits=cfg["splits"],
         )  # fmt: skip
-        models[name] = {"fields": {k: report[k] for k in FIELD_METRICS}}
-        models[name].update({k: distance(x) for k, distance in distances.items()})
-        fd = models[name]["feature"]
+        scored[name] = {"fields": {k: report[k] for k in FIELD_METRICS}, "n": len(x)}
+        scored[name].update({k: distance(x) for k, distance in distances.items()})
+        fd = scored[name]["feature"]
         print(f"{name}: feature {fd['value']:.3g} (floor {fd['floor']:.3g})", flush=True)
-    floors = {k: float(np.mean([m["fields"][k]["floor"] for m in models.values()]))
+    floors = {k: float(np.mean([m["fields"][k]["floor"] for m in scored.values()]))
               for k in FIELD_METRICS}  # fmt: skip
-    values = {n: {k: m["fields"][k]["value"] for k in FIELD_METRICS} for n, m in models.items()}
+    values = {n: {k: m["fields"][k]["value"] for k in FIELD_METRICS} for n, m in scored.items()}
     consensus = consensus_score(values, floors)
-    names = list(models)
+    names = list(scored)
     corr = {
         k: rank_correlation(
-            [consensus[n] for n in names], [models[n][k]["value"] for n in names]
+            [consensus[n] for n in names], [scored[n][k]["value"] for n in names]
         ).__dict__
         for k in distances
     }
@@ -195,8 +225,48 @@ def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> 
         k: rank_correlation([values[n][k] for n in names], [consensus[n] for n in names]).__dict__
         for k in FIELD_METRICS
     }
-    return {"models": models, "consensus": consensus, "floors": floors,
+    return {"models": scored, "consensus": consensus, "floors": floors,
             "correlation": corr, "per_metric_vs_consensus": per_metric}  # fmt: skip
+
+
+def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """:func:`score_models` of the labelled degradations of ``n_models`` training fields."""
+    encoder, problem, ref = _reference(files, encoder_path)
+    with open_fields(files["train"]) as ds:
+        base = encoder.stack(ds, cfg["n_models"], files["train"], torch.float64)
+    models = {name: degrade(base.clone()) for name, degrade in degradations(cfg["seed"]).items()}
+    return score_models(models, ref, encoder, problem, cfg)
+
+
+def trained_models(folders: list[Path], encoder: FeatureEncoder) -> dict[str, Tensor]:
+    """The samples files (``*.nc``) in ``folders`` — the Darcy benchmark's ``--save-samples``
+    output — as float64 z-scores, named ``family/seedS`` from their attributes (else the
+    file name). Samples holding NaN or Inf are left out, as ``evaluate`` does; a file
+    with none finite is refused by name."""
+    paths = sorted(p for folder in folders for p in Path(folder).glob("*.nc"))
+    if not paths:
+        raise FileNotFoundError(f"no samples files (*.nc) in {[str(f) for f in folders]}")
+    models: dict[str, Tensor] = {}
+    for path in paths:
+        with open_fields(path, nonfinite="ignore") as ds:  # broken samples: dropped below
+            x = encoder.stack(ds, 10**9, path, torch.float64)
+            family, seed = ds.attrs.get("family"), ds.attrs.get("seed")
+        name = f"{family}/seed{seed}" if family is not None else path.stem
+        if name in models:
+            raise ValueError(f"{path}: a second samples file of {name}")
+        finite = torch.isfinite(x.flatten(1)).all(1)
+        if not bool(finite.any()):
+            raise ValueError(f"{path}: no finite sample")
+        models[name] = x[finite]
+    return models
+
+
+def trained_ranking(
+    folders: list[Path], files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`score_models` of the trained families' samples in ``folders``."""
+    encoder, problem, ref = _reference(files, encoder_path)
+    return score_models(trained_models(folders, encoder), ref, encoder, problem, cfg)
 
 
 def _cell(entry: dict[str, Any]) -> str:
@@ -204,22 +274,15 @@ def _cell(entry: dict[str, Any]) -> str:
     return f"{entry['value']:.3g} / {entry['floor']:.3g} ± {entry['floor_std']:.2g} ({mark})"
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The shift table and the ranking table."""
-    cols = ["feature_frechet", "feature_kid", "physics_feature_kid"]
-    cols += [f"{f}:{k}" for f in ("a", "u") for k in SHIFT_METRICS]
-    lines = ["Shift: value / floor ± floor sd (seen = above the floor by > 2 floor sds)", "",
-             "| case | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]  # fmt: skip
-    for row in result["shift"]:
-        lines.append(f"| {row['case']} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
-    rank = result["ranking"]
-    lines += [
-        "", "Ranking: pooled field metrics against the feature distance", "",
-        "| model | field consensus | feature Fréchet (floor) | feature KID (floor) "
-        "| physics KID (floor) |", "|---|---|---|---|---|",
-    ]  # fmt: skip
+def _ranking_lines(rank: dict[str, Any], title: str) -> list[str]:
+    heads = {"feature": "feature Fréchet", "kid": "feature KID",
+             "physics frechet": "physics Fréchet", "physics kid": "physics KID"}  # fmt: skip
+    keys = list(rank["correlation"])
+    lines = ["", title, "", "| model | field consensus | "
+             + " | ".join(f"{heads.get(k, k)} (floor)" for k in keys) + " |",
+             "|---" * (len(keys) + 2) + "|"]  # fmt: skip
     for name, m in rank["models"].items():
-        cells = [f"{m[k]['value']:.3g} ({m[k]['floor']:.3g})" for k in rank["correlation"]]
+        cells = [f"{m[k]['value']:.3g} ({m[k]['floor']:.3g})" for k in keys]
         lines.append(f"| {name} | {rank['consensus'][name]:.3f} | " + " | ".join(cells) + " |")
     lines.append("")
     for k, c in rank["correlation"].items():
@@ -227,19 +290,61 @@ def markdown(result: dict[str, Any]) -> str:
             f"{k}: Spearman ρ = {c['spearman']:.3f} (p = {c['spearman_p']:.2g}), "
             f"Kendall τ = {c['kendall']:.3f} (p = {c['kendall_p']:.2g}), n = {c['n']}  "
         )
+    return lines
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The shift table and the ranking tables of the parts that ran."""
+    lines: list[str] = []
+    if "shift" in result:
+        cols = ["feature_frechet", "feature_kid", "physics_feature_frechet",
+                "physics_feature_kid"]  # fmt: skip
+        cols += [f"{f}:{k}" for f in ("a", "u") for k in SHIFT_METRICS]
+        lines += ["Shift: value / floor ± floor sd (seen = above the floor by > 2 floor sds)",
+                  "", "| case | " + " | ".join(cols) + " |",
+                  "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+        for row in result["shift"]:
+            lines.append(f"| {row['case']} | " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    if "ranking" in result:
+        title = "Ranking of the degradations: pooled field metrics against the feature distances"
+        lines += _ranking_lines(result["ranking"], title)
+    if "trained_ranking" in result:
+        title = "Ranking of the trained families: pooled field metrics against the distances"
+        lines += _ranking_lines(result["trained_ranking"], title)
     return "\n".join(lines) + "\n"
 
 
-def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Make the data and encoder, run both parts, write results.json and results.md."""
+PARTS = ("shift", "ranking", "trained")
+
+
+def run_study(
+    cfg: dict[str, Any],
+    out: Path,
+    *,
+    benchmark: list[Path] | None = None,
+    parts: tuple[str, ...] = ("shift", "ranking"),
+) -> dict[str, Any]:
+    """Make the data and encoder, run the chosen ``parts`` (``"trained"`` ranks the samples
+    files in the ``benchmark`` folders), write results.json and results.md."""
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}; known: {list(PARTS)}")
+    if "trained" in parts and not benchmark:
+        raise ValueError("the 'trained' part needs the benchmark's samples folders")
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     start = time.perf_counter()
     files, encoder = _encoder(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        shift = shift_table(files, encoder, cfg, Path(tmp))
-    result = {"config": cfg, "encoder": str(encoder), "shift": shift,
-              "ranking": ranking(files, encoder, cfg)}  # fmt: skip
+    result: dict[str, Any] = {"config": cfg, "encoder": str(encoder)}
+    if "shift" in parts:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["shift"] = shift_table(files, encoder, cfg, Path(tmp))
+    if "ranking" in parts:
+        result["ranking"] = ranking(files, encoder, cfg)
+    if "trained" in parts:
+        assert benchmark is not None
+        result["benchmark"] = [str(p) for p in benchmark]
+        result["trained_ranking"] = trained_ranking(benchmark, files, encoder, cfg)
     result["total_s"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, out / "results.json")
@@ -253,10 +358,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="physgen run feature_distance", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="CPU configuration (the only one)")
     parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument(
+        "--benchmark", type=Path, nargs="+", metavar="DIR",
+        help="folders of samples files written by 'physgen run darcy_benchmark --quick "
+        "--save-samples' (OUT/samples): rank those trained families too",
+    )  # fmt: skip
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS,
+        help="parts to run (default: shift and ranking, and trained with --benchmark)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    parts = tuple(args.parts or ("shift", "ranking", *(("trained",) if args.benchmark else ())))
+    if "trained" in parts and not args.benchmark:
+        parser.error("--parts trained needs --benchmark DIR [DIR ...]")
+    missing = [str(p) for p in args.benchmark or [] if not p.is_dir()]
+    if missing:
+        parser.error(f"--benchmark: no such folder(s) {missing}")
     cfg = json.loads(json.dumps(CONFIGS["quick"]))
     out = args.out or runs_root() / "feature_distance-quick"
-    result = run_study(cfg, out)
+    result = run_study(cfg, out, benchmark=args.benchmark, parts=parts)
     print("\n" + markdown(result))
     print(f"total {result['total_s']:.0f} s; wrote {out / 'results.md'} and results.json")
     return 0
