@@ -46,9 +46,9 @@ def test_degradations_do_what_they_say(study: Any) -> None:
     assert models["blur 1.0"](x).var() < 0.5 * x.var() < models["noise 0.4"](x).var()
 
 
-def test_tiny_pass_writes_both_tables(
-    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _tiny_config(study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The quick configuration on a tiny Darcy recipe (16², 64 training fields) made under
+    ``tmp_path``, with a 2-step encoder and 2 floor splits."""
     monkeypatch.setenv("PHYSGEN_DATA_DIR", str(tmp_path / "data"))
     recipe = tmp_path / "tiny-darcy.toml"
     recipe.write_text(
@@ -56,8 +56,15 @@ def test_tiny_pass_writes_both_tables(
         "[splits]\ntrain = 64\nvalid = 16\ntest = 16\n"
     )
     cfg = copy.deepcopy(study.CONFIGS["quick"])
-    cfg.update(dataset=str(recipe), threads=None, encoder_steps=2, shifts=[0.5], n_models=16,
-               splits=2)  # fmt: skip
+    cfg.update(dataset=str(recipe), threads=None, encoder_steps=2, splits=2)
+    return cfg
+
+
+def test_tiny_pass_writes_both_tables(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _tiny_config(study, tmp_path, monkeypatch)
+    cfg.update(shifts=[0.5], n_models=16)
     result = study.run_study(cfg, tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [row["case"] for row in saved["shift"]] == ["none", "u × 1.5", "a × 1.5"]
@@ -104,14 +111,7 @@ def test_trained_families_are_read_from_samples_files_and_ranked(
 
     from physgen.data import write_fields
 
-    monkeypatch.setenv("PHYSGEN_DATA_DIR", str(tmp_path / "data"))
-    recipe = tmp_path / "tiny-darcy.toml"
-    recipe.write_text(
-        'problem = "darcy"\nseed = 1\n[params]\nn = 16\n'
-        "[splits]\ntrain = 64\nvalid = 16\ntest = 16\n"
-    )
-    cfg = copy.deepcopy(study.CONFIGS["quick"])
-    cfg.update(dataset=str(recipe), threads=None, encoder_steps=2, splits=2)
+    cfg = _tiny_config(study, tmp_path, monkeypatch)
     files, encoder_path = study._encoder(cfg)
     folder = tmp_path / "samples"
     rng = np.random.default_rng(0)
