@@ -158,6 +158,7 @@ def test_saved_samples_read_back_in_physical_units_and_a_missing_file_retrains(
     with open_fields(path) as ds:
         back = data.problem.to_tensor(ds)
         assert ds.attrs["problem"] == "darcy" and ds.attrs["family"] == "fm"
+        assert "generated" in ds.attrs["source"]  # not the reference generator's own
     # float32 storage of the physical fields: relative error of a float32 rounding.
     expected = data.physical(z.float())
     assert torch.allclose(back, expected, rtol=2e-7, atol=0)

@@ -350,6 +350,8 @@ def write_samples(samples: Tensor, data: Data, path: Path, provenance: dict[str,
     phys = data.physical(samples).numpy()  # (N, C, *grid)
     arrays = {name: phys[:, c] for c, name in enumerate(data.problem.field_names)}
     ds = data.problem.to_dataset(arrays, np.arange(len(phys)))
+    ds.attrs.update(title=f"{data.problem.name} samples of a trained model",
+                    source="physgen run darcy_benchmark (generated, not solved)")  # fmt: skip
     return write_fields(ds, path, provenance={"generator": "physgen run darcy_benchmark",
                                               **provenance})  # fmt: skip
 
