@@ -37,6 +37,12 @@ def flow(study: Any) -> Any:
     return study.FlowData(*nominal, *other, problem)
 
 
+def _floor(pairs: torch.Tensor) -> torch.Tensor:
+    """Round-off floor of the relative defect of float32-stored pairs ``(N, 2, n, n)``:
+    ε·‖(ω₀, ω₁)‖ / ‖ω₁ − ω₀‖ (S is close to the identity over Δt, so it passes errors on)."""
+    return EPS32 * rms(pairs) / rms(pairs[:, 1] - pairs[:, 0])
+
+
 def _laplacian(w: torch.Tensor) -> torch.Tensor:
     """Spectral Laplacian on (0, 2π)² (integer wavenumbers)."""
     n = w.shape[-1]
@@ -52,12 +58,10 @@ def test_other_reynolds_pairs_break_the_nominal_step_by_the_viscous_term(
     defect = study.pair_residual(nominal)
     pairs = study.flow_fields(flow.test, "pair")
     other = study.flow_fields(flow.regime, "pair")
-    # Round-off floor of a float32-stored pair: ε·‖(ω₀, ω₁)‖ / ‖ω₁ − ω₀‖ (S ≈ identity over Δt).
-    floor = lambda x: EPS32 * rms(x) / rms(x[:, 1] - x[:, 0])  # noqa: E731
-    assert bool((defect(pairs) < floor(pairs)).all())  # the control: nominal data at the floor
+    assert bool((defect(pairs) < _floor(pairs)).all())  # the control: nominal data at the floor
     own = study.pair_residual(study._variant(nominal, {"reynolds": 200.0}))
-    assert bool((own(other) < floor(other)).all())  # exact solutions of their own regime
-    assert bool((defect(other) > 1e4 * floor(other)).all())  # far above it under Re = 100
+    assert bool((own(other) < _floor(other)).all())  # exact solutions of their own regime
+    assert bool((defect(other) > 1e4 * _floor(other)).all())  # far above it under Re = 100
     # What breaks it is the viscous term: r ≈ (ν_200 − ν_100) Δω at the interval's midpoint.
     # The neglected term is the advection of the O(Δt·Δν·Δω) difference of the two
     # trajectories within the step, relative size ≲ Δt·max|ω|/2.
@@ -144,3 +148,29 @@ def test_tiny_flow_end_to_end(study: Any, flow: Any, tmp_path: Path) -> None:
     assert result["defect"]["reynolds"]["min"] > 1e4 * result["defect"]["normal"]["max"]
     md = (tmp_path / "results.md").read_text()
     assert md.startswith("| detector |") and "| residual | n/a |" in md
+
+
+def test_load_flow_reads_a_recipe_as_trajectories_and_draws_the_other_regime(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHYSGEN_DATA_DIR", str(tmp_path / "data"))
+    recipe = tmp_path / "tiny-kolmogorov.toml"
+    params = "\n".join(f"{k} = {float(v) if k != 'n' else 8}" for k, v in PARAMS.items())
+    recipe.write_text(
+        f'problem = "kolmogorov"\nseed = 0\ndescription = "tiny"\n[params]\n{params}\n'
+        "[splits]\ntrain = 6\nvalid = 3\ntest = 4\n"
+    )
+    flow = study.load_flow({"dataset": str(recipe), "regime": {"reynolds": 200.0}})
+    shapes = [tuple(x.shape) for x in (flow.train, flow.valid, flow.test, flow.regime,
+                                       flow.regime_valid)]  # fmt: skip
+    assert shapes == [(6, 1, 2, 8, 8), (3, 1, 2, 8, 8), (4, 1, 2, 8, 8), (4, 1, 2, 8, 8),
+                      (3, 1, 2, 8, 8)]  # fmt: skip
+    # The stored splits are the nominal regime's exact output: the defect at the floor, and
+    # the files' frames are in time order (swapped frames break the step).
+    defect = study.pair_residual(flow.problem)
+    pairs = study.flow_fields(flow.test, "pair")
+    assert bool((defect(pairs) < _floor(pairs)).all())
+    assert bool((defect(pairs.flip(1)) > 1e4 * _floor(pairs)).all())
+    other = study.flow_fields(flow.regime, "pair")
+    assert bool((defect(other) > 1e4 * _floor(other)).all())
+    assert flow.problem.params.reynolds == 100.0

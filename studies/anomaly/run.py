@@ -530,11 +530,13 @@ def load_flow(cfg: dict[str, Any]) -> FlowData:
     """The recipe's splits (generated once, cached) and fresh exact trajectories of the other
     regime, as many as the test and validation splits, float32-rounded like the splits."""
     data = load_data(cfg["dataset"])
+    # The files' frames arrive as channels (N, T, n, n); the problem's layout is (N, 1, T, n, n).
+    train, valid, test = (x.unsqueeze(1) for x in (data.train, data.valid, data.test))
     regime = [
         regime_fields(data.problem, cfg["regime"], len(x), seed)
-        for x, seed in ((data.test, 1001), (data.valid, 2001))
+        for x, seed in ((test, 1001), (valid, 2001))
     ]
-    return FlowData(data.train, data.valid, data.test, *regime, data.problem)
+    return FlowData(train, valid, test, *regime, data.problem)
 
 
 def flow_fields(trajectories: Tensor, kind: str) -> Tensor:
