@@ -111,7 +111,7 @@ def test_flow_table_on_known_scores(study: Any) -> None:
     table = study.flow_table(tables)
     assert table["perfect"]["snapshot"]["auroc"] == 1.0
     assert table["ties"]["pair"]["auroc"] == 0.5
-    assert set(table["residual"]) == {"pair"}
+    assert set(table["residual"]) == {"pair"} and next(iter(table)) == "residual"
     text = study.markdown(table, study.FLOW_FIELDS)
     assert "| residual | n/a | 1.000 ± 0.000 |" in text
     assert "| glow NLL, batch mean | n/a | 0.900 ± 0.050 (M = 3) |" in text
