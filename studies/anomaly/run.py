@@ -617,7 +617,7 @@ def run_flow(cfg: dict[str, Any], out: Path, flow: FlowData | None = None) -> di
     data_s = time.perf_counter() - start
     # The control and the signal: the nominal one-step defect of each set's pairs.
     defect = pair_residual(flow.problem)
-    floor = {k: defect(flow_fields(x, "pair")).numpy()
+    defects = {k: defect(flow_fields(x, "pair")).numpy()
              for k, x in (("normal", flow.test), ("reynolds", flow.regime))}  # fmt: skip
     per_kind: dict[str, dict[str, dict[str, Any]]] = {}
     train_s: dict[str, dict[str, float]] = {}
@@ -633,7 +633,7 @@ def run_flow(cfg: dict[str, Any], out: Path, flow: FlowData | None = None) -> di
         "n_anomalous": {"reynolds": len(flow.regime)},
         "defect": {
             k: {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
-            for k, v in floor.items()
+            for k, v in defects.items()
         },
         "auroc": table,
         "data_s": data_s,
