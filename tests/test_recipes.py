@@ -35,6 +35,7 @@ REQUIRED = {
     "heat-64",
     "ns-64",
     "kolmogorov-64",
+    "kolmogorov-32",
     "allen-cahn",
 }
 

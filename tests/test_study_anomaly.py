@@ -218,7 +218,7 @@ def test_validation_length_set_shares_no_field_with_the_test_sets(study: Any, da
     shared = lambda x, y: (x.flatten(1)[:, None] == y.flatten(1)[None]).all(2).any()  # noqa: E731
     assert not any(bool(shared(valid, s)) for s in sets.values())
     # Negative control: a draw with the test set's seed repeats its fields.
-    again = study._regime(data, {"tau": 6.0}, len(data.valid), seed=1003)
+    again = study.regime_fields(data.problem, {"tau": 6.0}, len(data.valid), seed=1003)
     assert bool(shared(again, sets["length"]))
 
 
