@@ -19,7 +19,8 @@ from .total_correlation import kl_decomposition
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
-_DECODER_SCALES = ("global", "sample", "pixel", "spectral")
+_DECODER_SCALES = ("global", "sample", "pixel", "spectral", "spectral_global_dc")
+_SPECTRAL = ("spectral", "spectral_global_dc")
 _LOG_SCALE_BOUND = 7.0  # |log s| < 7: s within e^±7 of 1 on standardized data
 
 
@@ -71,8 +72,15 @@ class LatentGaussianModel(GenerativeModel):
       C^\top\mathrm{diag}\,s(z)^2 C)`: a stationary-like Gaussian whose power spectrum comes from
       the code, so a field's roughness (its correlation length) is worth encoding too. With
       :math:`C` orthonormal, :math:`\log p(x|z) = \log\mathcal N(C(x - m); 0, \mathrm{diag}\,s^2)`.
-      :math:`\log s = 7\tanh(r/7)` of the network's output :math:`r` keeps the likelihood
-      bounded when a value is fit exactly.
+      ``"spectral_global_dc"`` is ``"spectral"`` with the scale of each channel's constant
+      coefficient (the DC term, :math:`k = 0` on every grid axis, :math:`\sqrt N` times the
+      grid mean for N values) a learned constant :math:`s_0` rather than a function of z:
+      :math:`s_k(z)` for :math:`k \ne 0`. A code-dependent :math:`s_0(z)` can explain a
+      field's level as noise (a wide DC scale costs one coefficient's log-density, not N
+      values'), so the code need not carry the level; with :math:`s_0` shared by all fields
+      the level must come through the mean :math:`m(z)`, i.e. be encoded.
+      :math:`\log s = 7\tanh(r/7)` of the network's output (or the parameter) :math:`r`
+      keeps the likelihood bounded when a value is fit exactly.
     """
 
     sample_shape: tuple[int, ...]
@@ -133,13 +141,17 @@ class LatentGaussianModel(GenerativeModel):
         self.scale_net: nn.Module | None = None
         if decoder_scale == "sample":
             self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
-        elif decoder_scale in ("pixel", "spectral"):
-            if decoder_scale == "spectral" and len(self.sample_shape) < 2:
+        elif decoder_scale in ("pixel", *_SPECTRAL):
+            if decoder_scale in _SPECTRAL and len(self.sample_shape) < 2:
                 raise ValueError(
-                    "decoder_scale='spectral' needs a (C, *grid) sample shape, got "
+                    f"decoder_scale={decoder_scale!r} needs a (C, *grid) sample shape, got "
                     f"{self.sample_shape}"
                 )
             self.scale_net = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
+        # raw log scale r of each channel's DC coefficient (log s₀ = 7 tanh(r/7)), shared by all z
+        self.dc_log_scale: nn.Parameter | None = None
+        if decoder_scale == "spectral_global_dc":
+            self.dc_log_scale = nn.Parameter(torch.zeros(self.sample_shape[0]))
         if likelihood == "gaussian" and sigma is None and self.scale_net is None:
             self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
         else:
@@ -202,19 +214,23 @@ class LatentGaussianModel(GenerativeModel):
             return logvar.expand(z.shape[0], d)
         raw = full_precision(self.scale_net(z if c is None else torch.cat([z, c], dim=1)))
         raw = raw.flatten(1)
+        if self.dc_log_scale is not None:  # channel-major: each channel's DC term comes first
+            per_channel = raw.reshape(raw.shape[0], self.sample_shape[0], -1)
+            dc = self.dc_log_scale.to(raw.dtype)[None, :, None].expand(raw.shape[0], -1, 1)
+            raw = torch.cat([dc, per_channel[:, :, 1:]], dim=2).flatten(1)
         return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
 
     def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         r"""Pointwise standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``.
 
-        For ``decoder_scale="spectral"`` this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
+        For the spectral scales this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
         value i, the diagonal of :math:`C^\top\mathrm{diag}\,s^2 C`.
         """
         if self.likelihood != "gaussian":
             raise ValueError(f"decode_std needs likelihood='gaussian', got {self.likelihood!r}")
         logvar = self._decoder_logvar(z, self._features(cond, z.shape[0]))
         var = logvar.exp().reshape(z.shape[0], *self.sample_shape)
-        if self.decoder_scale == "spectral":
+        if self.decoder_scale in _SPECTRAL:
             var = _dct(var, len(self.sample_shape) - 1, inverse=True, squared=True)
         return var.sqrt()
 
@@ -241,7 +257,7 @@ class LatentGaussianModel(GenerativeModel):
                     f"decoder_scale={self.decoder_scale!r}: log_likelihood needs the logvar"
                 )
             logvar = self._decoder_logvar(out.flatten(1), None)
-        if self.decoder_scale == "spectral":  # the residual's coefficients, independent
+        if self.decoder_scale in _SPECTRAL:  # the residual's coefficients, independent
             residual = _dct(x - out, len(self.sample_shape) - 1).flatten(1)
             return gaussian_log_prob(residual, torch.zeros_like(residual), logvar)
         return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar)
@@ -333,7 +349,7 @@ class LatentGaussianModel(GenerativeModel):
     def _noise(self, z: Tensor, c: Tensor | None, eps: Tensor) -> Tensor:
         """Observation noise of p(x | z) from standard-normal ``eps`` ``(B, *sample_shape)``."""
         noise = (0.5 * self._decoder_logvar(z, c)).exp().reshape(eps.shape) * eps
-        if self.decoder_scale == "spectral":
+        if self.decoder_scale in _SPECTRAL:
             noise = _dct(noise, len(self.sample_shape) - 1, inverse=True)
         return noise
 
@@ -388,7 +404,9 @@ class VAE(LatentGaussianModel):
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
     ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
-    standard deviation from the code instead (see `LatentGaussianModel`). ``tc_weight`` λ
+    standard deviation from the code instead, ``"spectral_global_dc"`` all but the scale of
+    each channel's constant DC coefficient, which is learned once (see
+    `LatentGaussianModel`). ``tc_weight`` λ
     adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
     the training set's size (`physgen.models.total_correlation`): ``beta=1,
     tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
