@@ -13,10 +13,11 @@ information gap (Chen et al. 2018; :func:`physgen.diagnostics.mig`, 20 equal-wid
 the correlation of every latent with every factor. The β with the highest MIG gets a latent
 traversal figure, rows labelled by the factor each latent carries most. Options change the
 VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
-per DCT coefficient; the traversal then draws fields with one shared noise draw),
-``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--arch conv`` with ``--pool
-mean`` or ``moments`` (a convolutional encoder and decoder, the encoder's features pooled
-over the grid), ``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
+per DCT coefficient, optionally with the constant coefficient's scale learned once; the
+traversal then draws fields with one shared noise draw), ``--tc-weight`` (the β-TCVAE
+total-correlation penalty), ``--arch conv`` with ``--pool mean`` or ``moments`` (a
+convolutional encoder and decoder, the encoder's features pooled over the grid),
+``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
 (`statistics_code`) is scored beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
@@ -176,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-dim", type=int, help="override the number of latents")
     parser.add_argument("--seed", type=int, help="override the seed (data and training)")
     parser.add_argument(
-        "--decoder-scale", choices=("global", "sample", "pixel", "spectral"),
-        help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
+        "--decoder-scale",
+        choices=("global", "sample", "pixel", "spectral", "spectral_global_dc"),
+        help="the Gaussian decoder's standard deviation: one for all (default) or from the code "
+        "(spectral_global_dc: per DCT coefficient, the constant coefficient's scale learned once)",
     )  # fmt: skip
     parser.add_argument(
         "--tc-weight", type=float,
