@@ -48,7 +48,7 @@ def test_fields_follow_the_factor_model(study: Any) -> None:
         {},
         {"decoder_scale": "spectral", "tc_weight": 2.0},
         {"decoder_scale": "spectral_global_dc", "arch": "conv", "pool": "moments",
-         "channels": [4, 8]},
+         "channels": [4, 8], "decoder_mean": "constant"},
     ],
 )  # fmt: skip
 def test_tiny_sweep_writes_table_and_figure(

@@ -509,6 +509,55 @@ def test_global_dc_scale_does_not_depend_on_the_code() -> None:
     assert (plain[:, :, 0] - plain[:1, :, 0]).abs().amax() > 1e-3  # control: a predicted DC
 
 
+@pytest.mark.parametrize("shape", [(1, 6), (2, 4, 5)])
+def test_constant_mean_is_the_homogeneous_law_with_independent_dct_coefficients(
+    shape: tuple[int, ...],
+) -> None:
+    # m(z) = a(z)·1 per channel, a the grid mean of the network's output; with the spectral
+    # scale, p(x|z) factorizes over DCT coefficients: N(a√N, s₀²) for each channel's DC term,
+    # N(0, s_k²) for the rest (C(a·1) = a√N e₀).
+    from scipy.fft import dctn
+
+    model = _random_spectral(shape, "spectral_global_dc")
+    constant = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_scale="spectral_global_dc",
+                   decoder_mean="constant").double()  # fmt: skip
+    constant.load_state_dict(model.state_dict())
+    z = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    grid_axes = tuple(range(2, len(shape) + 1))
+    n = math.prod(shape[1:])
+    with torch.no_grad():
+        net = model.decode(z)  # the same network, its mean not averaged
+        mean = constant.decode(z)
+        logvar = constant._decoder_logvar(z, None).reshape(3, shape[0], n)
+        got = constant.log_likelihood(x, mean, constant._decoder_logvar(z, None))
+        control = model.log_likelihood(x, net, model._decoder_logvar(z, None))
+    level = net.mean(grid_axes, keepdim=True)
+    torch.testing.assert_close(mean, level.expand_as(net), rtol=1e-15, atol=0)
+    coef = dctn(x.numpy(), type=2, axes=grid_axes, norm="ortho").reshape(3, shape[0], n)
+    centre = np.zeros_like(coef)
+    centre[:, :, 0] = level.reshape(3, shape[0]).numpy() * math.sqrt(n)
+    var = logvar.exp().numpy()
+    truth = -0.5 * (_LOG_2PI + np.log(var) + (coef - centre) ** 2 / var).sum((1, 2))
+    torch.testing.assert_close(got, torch.as_tensor(truth), rtol=1e-12, atol=1e-9)
+    assert (control - got).abs().min() > 1e-3  # control: the mean as the network's field
+
+
+def test_constant_mean_needs_a_field_and_survives_the_config_round_trip() -> None:
+    with pytest.raises(ValueError, match="decoder_mean must be"):
+        VAE((1, 6), decoder_mean="level")
+    with pytest.raises(ValueError, match=r"decoder_mean='constant' needs a \(C, \*grid\)"):
+        VAE((6,), decoder_mean="constant")
+    torch.manual_seed(0)
+    model = VAE((1, 16), latent_dim=2, arch="conv", channels=(4, 8), pool="moments",
+                decoder_mean="constant").double()  # fmt: skip
+    again = VAE.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    z = torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(again.decode(z), model.decode(z), rtol=0, atol=0)
+    assert again.decoder_mean == "constant"
+
+
 def test_spectral_scale_needs_a_field() -> None:
     with pytest.raises(ValueError, match=r"\(C, \*grid\)"):
         VAE((6,), decoder_scale="spectral")

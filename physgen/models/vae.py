@@ -81,6 +81,15 @@ class LatentGaussianModel(GenerativeModel):
       the level must come through the mean :math:`m(z)`, i.e. be encoded.
       :math:`\log s = 7\tanh(r/7)` of the network's output (or the parameter) :math:`r`
       keeps the likelihood bounded when a value is fit exactly.
+    * the decoder's mean (``decoder_mean``): a field (``"field"``) or, for fields
+      ``(C, *grid)``, one level per channel (``"constant"``): the network's output averaged
+      over the grid, :math:`m(z) = a(z)\mathbf 1` with :math:`a(z) = \frac1N\sum_i
+      \mathrm{net}(z)_i`. With a spectral scale the decoder is then the law of a
+      statistically homogeneous field — its level and its power spectrum come from the code,
+      the pattern does not: in DCT coefficients :math:`C(a\mathbf 1) = a\sqrt N\,e_0`, so
+      the coefficients are independent, :math:`N(a\sqrt N, s_0^2)` for the DC term and
+      :math:`N(0, s_k^2)` for the rest. It suits a translation-invariant code (a pooled
+      encoder), which holds no position to place a pattern at.
     """
 
     sample_shape: tuple[int, ...]
@@ -105,7 +114,15 @@ class LatentGaussianModel(GenerativeModel):
         prior: str = "standard",
         decoder_scale: str = "global",
         pool: str = "flatten",
+        decoder_mean: str = "field",
     ) -> None:
+        if decoder_mean not in ("field", "constant"):
+            raise ValueError(f"decoder_mean must be 'field' or 'constant', got {decoder_mean!r}")
+        if decoder_mean == "constant" and len(sample_shape) < 2:
+            raise ValueError(
+                "decoder_mean='constant' needs a (C, *grid) sample shape, got "
+                f"{tuple(sample_shape)}"
+            )
         if decoder_scale not in _DECODER_SCALES:
             raise ValueError(
                 f"decoder_scale must be one of {_DECODER_SCALES}, got {decoder_scale!r}"
@@ -137,7 +154,7 @@ class LatentGaussianModel(GenerativeModel):
             )
             if prior == "learned":
                 self.prior_net = MLP(cond_features, 2 * latent_dim, hidden=(width,), act=act)
-        self.decoder_scale = decoder_scale
+        self.decoder_scale, self.decoder_mean = decoder_scale, decoder_mean
         self.scale_net: nn.Module | None = None
         if decoder_scale == "sample":
             self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
@@ -201,7 +218,11 @@ class LatentGaussianModel(GenerativeModel):
         return zeros, zeros
 
     def _decoder_output(self, z: Tensor, c: Tensor | None) -> Tensor:
-        return self.decoder(z if c is None else torch.cat([z, c], dim=1))
+        out = self.decoder(z if c is None else torch.cat([z, c], dim=1))
+        if self.decoder_mean == "constant":  # each channel's level, the same at every point
+            grid = tuple(range(2, out.ndim))
+            out = out.mean(grid, keepdim=True).expand_as(out)
+        return out
 
     def _decoder_logvar(self, z: Tensor, c: Tensor | None) -> Tensor:
         """Log variance of the Gaussian p(x | z), ``(B, D)`` with D values per sample."""
@@ -406,7 +427,8 @@ class VAE(LatentGaussianModel):
     ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
     standard deviation from the code instead, ``"spectral_global_dc"`` all but the scale of
     each channel's constant DC coefficient, which is learned once (see
-    `LatentGaussianModel`). ``tc_weight`` λ
+    `LatentGaussianModel`). ``decoder_mean="constant"`` makes the decoder's mean one level
+    per channel (the law of a homogeneous field, with a spectral scale). ``tc_weight`` λ
     adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
     the training set's size (`physgen.models.total_correlation`): ``beta=1,
     tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
@@ -439,6 +461,7 @@ class VAE(LatentGaussianModel):
         tc_weight: float = 0.0,
         dataset_size: int | None = None,
         pool: str = "flatten",
+        decoder_mean: str = "field",
     ) -> None:
         super().__init__()
         if tc_weight and (dataset_size is None or dataset_size < 2):
@@ -449,7 +472,7 @@ class VAE(LatentGaussianModel):
         self.tc_weight, self.dataset_size = tc_weight, dataset_size or 0
         self._build(
             sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
-            decoder_scale=decoder_scale, pool=pool,
+            decoder_scale=decoder_scale, pool=pool, decoder_mean=decoder_mean,
         )  # fmt: skip
 
     @classmethod
