@@ -42,7 +42,15 @@ def test_fields_follow_the_factor_model(study: Any) -> None:
     assert np.abs(g.T @ g / len(g) - se_kernel(np.abs(x[:, None] - x), 0.3)).max() > 0.3
 
 
-@pytest.mark.parametrize("extra", [{}, {"decoder_scale": "spectral", "tc_weight": 2.0}])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"decoder_scale": "spectral", "tc_weight": 2.0},
+        {"decoder_scale": "spectral_global_dc", "arch": "conv", "pool": "moments",
+         "channels": [4, 8], "decoder_mean": "constant"},
+    ],
+)  # fmt: skip
 def test_tiny_sweep_writes_table_and_figure(
     study: Any, tmp_path: Path, extra: dict[str, Any]
 ) -> None:

@@ -438,6 +438,126 @@ def test_spectral_draws_have_the_dct_covariance() -> None:
     assert np.abs(emp - np.diag(cov.diagonal())).max() > 20 * se.max()  # not independent
 
 
+def _dct_columns(shape: tuple[int, ...]) -> np.ndarray:
+    """The orthonormal DCT-II over the grid axes of ``shape`` as a matrix, from scipy's dctn."""
+    from scipy.fft import dctn
+
+    d = math.prod(shape)
+    basis = np.eye(d).reshape(d, *shape)
+    axes = tuple(range(1, len(shape)))
+    return np.stack([dctn(e, type=2, axes=axes, norm="ortho").ravel() for e in basis], 1)
+
+
+def _random_spectral(shape: tuple[int, ...], decoder_scale: str) -> VAE:
+    """A float64 spectral VAE with random linear decoder and scale maps (seed 0)."""
+    torch.manual_seed(0)
+    model = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_scale=decoder_scale).double()
+    with torch.no_grad():
+        model.scale_net.net[0].weight.normal_(0.0, 0.5)
+        model.scale_net.net[0].bias.normal_(0.0, 0.5)
+        model.decoder.net[0].weight.normal_()
+    return model
+
+
+@pytest.mark.parametrize("shape", [(1, 6), (2, 4, 5)])
+def test_global_dc_scale_is_the_dct_gaussian_with_a_learned_constant_dc_variance(
+    shape: tuple[int, ...],
+) -> None:
+    # p(x|z) = N(m(z), Cᵀ diag s² C) with log s_k = 7 tanh(r_k/7), r_k the scale network's
+    # output for k ≠ 0 and the parameter r₀ of the channel for its DC coefficient (k = 0).
+    model = _random_spectral(shape, "spectral_global_dc")
+    channels, per_channel = shape[0], math.prod(shape[1:])
+    r0 = torch.tensor([0.3, -1.1][:channels], dtype=torch.float64)
+    with torch.no_grad():
+        model.dc_log_scale.copy_(r0)
+    z = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    cmat = _dct_columns(shape)
+    plain = _random_spectral(shape, "spectral")  # the same networks, DC scale from z
+    plain.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        mean = model.decode(z)
+        raw = model.scale_net.net[0](z).reshape(3, channels, per_channel)
+        got = model.log_likelihood(x, mean, model._decoder_logvar(z, None))
+        std = model.decode_std(z)
+        control = plain.log_likelihood(x, mean, plain._decoder_logvar(z, None))
+    for b in range(3):
+        r = raw[b].clone()
+        r[:, 0] = r0
+        s2 = np.exp(2 * 7.0 * np.tanh(r.flatten().numpy() / 7.0))
+        cov = torch.as_tensor(cmat.T @ np.diag(s2) @ cmat)
+        truth = torch.distributions.MultivariateNormal(mean[b].flatten(), cov)
+        torch.testing.assert_close(got[b], truth.log_prob(x[b].flatten()), rtol=1e-12, atol=1e-9)
+        torch.testing.assert_close(std[b].flatten(), cov.diagonal().sqrt(), rtol=1e-12, atol=0)
+        # control: the DC scale predicted from z (plain "spectral") is another density
+        assert abs(control[b] - got[b]) > 1e-3
+
+
+def test_global_dc_scale_does_not_depend_on_the_code() -> None:
+    shape = (2, 4, 5)
+    z = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model = _random_spectral(shape, "spectral_global_dc")
+        model.dc_log_scale.fill_(0.4)
+        logvar = model._decoder_logvar(z, None).reshape(4, 2, -1)
+        plain = _random_spectral(shape, "spectral")._decoder_logvar(z, None).reshape(4, 2, -1)
+    torch.testing.assert_close(
+        logvar[:, :, 0], torch.full((4, 2), 14.0 * math.tanh(0.4 / 7.0), dtype=torch.float64),
+        rtol=1e-15, atol=0,
+    )  # fmt: skip
+    assert (logvar[:, :, 1:] - logvar[:1, :, 1:]).abs().amax() > 1e-3  # the rest moves with z
+    assert (plain[:, :, 0] - plain[:1, :, 0]).abs().amax() > 1e-3  # control: a predicted DC
+
+
+@pytest.mark.parametrize("shape", [(1, 6), (2, 4, 5)])
+def test_constant_mean_is_the_homogeneous_law_with_independent_dct_coefficients(
+    shape: tuple[int, ...],
+) -> None:
+    # m(z) = a(z)·1 per channel, a the grid mean of the network's output; with the spectral
+    # scale, p(x|z) factorizes over DCT coefficients: N(a√N, s₀²) for each channel's DC term,
+    # N(0, s_k²) for the rest (C(a·1) = a√N e₀).
+    from scipy.fft import dctn
+
+    model = _random_spectral(shape, "spectral_global_dc")
+    constant = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_scale="spectral_global_dc",
+                   decoder_mean="constant").double()  # fmt: skip
+    constant.load_state_dict(model.state_dict())
+    z = torch.randn(3, 2, dtype=torch.float64)
+    x = torch.randn(3, *shape, dtype=torch.float64)
+    grid_axes = tuple(range(2, len(shape) + 1))
+    n = math.prod(shape[1:])
+    with torch.no_grad():
+        net = model.decode(z)  # the same network, its mean not averaged
+        mean = constant.decode(z)
+        logvar = constant._decoder_logvar(z, None).reshape(3, shape[0], n)
+        got = constant.log_likelihood(x, mean, constant._decoder_logvar(z, None))
+        control = model.log_likelihood(x, net, model._decoder_logvar(z, None))
+    level = net.mean(grid_axes, keepdim=True)
+    torch.testing.assert_close(mean, level.expand_as(net), rtol=1e-15, atol=0)
+    coef = dctn(x.numpy(), type=2, axes=grid_axes, norm="ortho").reshape(3, shape[0], n)
+    centre = np.zeros_like(coef)
+    centre[:, :, 0] = level.reshape(3, shape[0]).numpy() * math.sqrt(n)
+    var = logvar.exp().numpy()
+    truth = -0.5 * (_LOG_2PI + np.log(var) + (coef - centre) ** 2 / var).sum((1, 2))
+    torch.testing.assert_close(got, torch.as_tensor(truth), rtol=1e-12, atol=1e-9)
+    assert (control - got).abs().min() > 1e-3  # control: the mean as the network's field
+
+
+def test_constant_mean_needs_a_field_and_survives_the_config_round_trip() -> None:
+    with pytest.raises(ValueError, match="decoder_mean must be"):
+        VAE((1, 6), decoder_mean="level")
+    with pytest.raises(ValueError, match=r"decoder_mean='constant' needs a \(C, \*grid\)"):
+        VAE((6,), decoder_mean="constant")
+    torch.manual_seed(0)
+    model = VAE((1, 16), latent_dim=2, arch="conv", channels=(4, 8), pool="moments",
+                decoder_mean="constant").double()  # fmt: skip
+    again = VAE.from_config(model.config).double()
+    again.load_state_dict(model.state_dict())
+    z = torch.randn(3, 2, dtype=torch.float64)
+    torch.testing.assert_close(again.decode(z), model.decode(z), rtol=0, atol=0)
+    assert again.decoder_mean == "constant"
+
+
 def test_spectral_scale_needs_a_field() -> None:
     with pytest.raises(ValueError, match=r"\(C, \*grid\)"):
         VAE((6,), decoder_scale="spectral")
@@ -466,13 +586,17 @@ def test_tc_weight_adds_the_batch_total_correlation_to_the_loss() -> None:
         VAE((4,), tc_weight=1.0)
 
 
-def test_decoder_scale_and_tc_weight_survive_the_config_round_trip() -> None:
+@pytest.mark.parametrize("decoder_scale", ["spectral", "spectral_global_dc"])
+def test_decoder_scale_and_tc_weight_survive_the_config_round_trip(decoder_scale: str) -> None:
     torch.manual_seed(0)
-    model = VAE((1, 8), latent_dim=2, hidden=(8,), decoder_scale="spectral", tc_weight=3.0,
+    model = VAE((1, 8), latent_dim=2, hidden=(8,), decoder_scale=decoder_scale, tc_weight=3.0,
                 dataset_size=50).double()  # fmt: skip
+    if model.dc_log_scale is not None:
+        with torch.no_grad():
+            model.dc_log_scale.fill_(-0.7)  # not the initial value: the state dict carries it
     again = VAE.from_config(model.config).double()
     again.load_state_dict(model.state_dict())
-    assert (again.decoder_scale, again.tc_weight, again.dataset_size) == ("spectral", 3.0, 50)
+    assert (again.decoder_scale, again.tc_weight, again.dataset_size) == (decoder_scale, 3.0, 50)
     z = torch.randn(4, 2, dtype=torch.float64)
     torch.testing.assert_close(again.decode_std(z), model.decode_std(z), rtol=0, atol=0)
 

@@ -19,7 +19,8 @@ from .total_correlation import kl_decomposition
 __all__ = ["CVAE", "VAE", "LatentGaussianModel", "gaussian_kl", "gaussian_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
-_DECODER_SCALES = ("global", "sample", "pixel", "spectral")
+_DECODER_SCALES = ("global", "sample", "pixel", "spectral", "spectral_global_dc")
+_SPECTRAL = ("spectral", "spectral_global_dc")
 _LOG_SCALE_BOUND = 7.0  # |log s| < 7: s within e^±7 of 1 on standardized data
 
 
@@ -71,8 +72,24 @@ class LatentGaussianModel(GenerativeModel):
       C^\top\mathrm{diag}\,s(z)^2 C)`: a stationary-like Gaussian whose power spectrum comes from
       the code, so a field's roughness (its correlation length) is worth encoding too. With
       :math:`C` orthonormal, :math:`\log p(x|z) = \log\mathcal N(C(x - m); 0, \mathrm{diag}\,s^2)`.
-      :math:`\log s = 7\tanh(r/7)` of the network's output :math:`r` keeps the likelihood
-      bounded when a value is fit exactly.
+      ``"spectral_global_dc"`` is ``"spectral"`` with the scale of each channel's constant
+      coefficient (the DC term, :math:`k = 0` on every grid axis, :math:`\sqrt N` times the
+      grid mean for N values) a learned constant :math:`s_0` rather than a function of z:
+      :math:`s_k(z)` for :math:`k \ne 0`. A code-dependent :math:`s_0(z)` can explain a
+      field's level as noise (a wide DC scale costs one coefficient's log-density, not N
+      values'), so the code need not carry the level; with :math:`s_0` shared by all fields
+      the level must come through the mean :math:`m(z)`, i.e. be encoded.
+      :math:`\log s = 7\tanh(r/7)` of the network's output (or the parameter) :math:`r`
+      keeps the likelihood bounded when a value is fit exactly.
+    * the decoder's mean (``decoder_mean``): a field (``"field"``) or, for fields
+      ``(C, *grid)``, one level per channel (``"constant"``): the network's output averaged
+      over the grid, :math:`m(z) = a(z)\mathbf 1` with :math:`a(z) = \frac1N\sum_i
+      \mathrm{net}(z)_i`. With a spectral scale the decoder is then the law of a
+      statistically homogeneous field — its level and its power spectrum come from the code,
+      the pattern does not: in DCT coefficients :math:`C(a\mathbf 1) = a\sqrt N\,e_0`, so
+      the coefficients are independent, :math:`N(a\sqrt N, s_0^2)` for the DC term and
+      :math:`N(0, s_k^2)` for the rest. It suits a translation-invariant code (a pooled
+      encoder), which holds no position to place a pattern at.
     """
 
     sample_shape: tuple[int, ...]
@@ -97,7 +114,15 @@ class LatentGaussianModel(GenerativeModel):
         prior: str = "standard",
         decoder_scale: str = "global",
         pool: str = "flatten",
+        decoder_mean: str = "field",
     ) -> None:
+        if decoder_mean not in ("field", "constant"):
+            raise ValueError(f"decoder_mean must be 'field' or 'constant', got {decoder_mean!r}")
+        if decoder_mean == "constant" and len(sample_shape) < 2:
+            raise ValueError(
+                "decoder_mean='constant' needs a (C, *grid) sample shape, got "
+                f"{tuple(sample_shape)}"
+            )
         if decoder_scale not in _DECODER_SCALES:
             raise ValueError(
                 f"decoder_scale must be one of {_DECODER_SCALES}, got {decoder_scale!r}"
@@ -129,17 +154,21 @@ class LatentGaussianModel(GenerativeModel):
             )
             if prior == "learned":
                 self.prior_net = MLP(cond_features, 2 * latent_dim, hidden=(width,), act=act)
-        self.decoder_scale = decoder_scale
+        self.decoder_scale, self.decoder_mean = decoder_scale, decoder_mean
         self.scale_net: nn.Module | None = None
         if decoder_scale == "sample":
             self.scale_net = MLP(latent_dim + cond_features, 1, hidden=(width,), act=act)
-        elif decoder_scale in ("pixel", "spectral"):
-            if decoder_scale == "spectral" and len(self.sample_shape) < 2:
+        elif decoder_scale in ("pixel", *_SPECTRAL):
+            if decoder_scale in _SPECTRAL and len(self.sample_shape) < 2:
                 raise ValueError(
-                    "decoder_scale='spectral' needs a (C, *grid) sample shape, got "
+                    f"decoder_scale={decoder_scale!r} needs a (C, *grid) sample shape, got "
                     f"{self.sample_shape}"
                 )
             self.scale_net = field_decoder(latent_dim + cond_features, self.sample_shape, **codec)
+        # raw log scale r of each channel's DC coefficient (log s₀ = 7 tanh(r/7)), shared by all z
+        self.dc_log_scale: nn.Parameter | None = None
+        if decoder_scale == "spectral_global_dc":
+            self.dc_log_scale = nn.Parameter(torch.zeros(self.sample_shape[0]))
         if likelihood == "gaussian" and sigma is None and self.scale_net is None:
             self.log_sigma: nn.Parameter | None = nn.Parameter(torch.zeros(()))
         else:
@@ -189,7 +218,11 @@ class LatentGaussianModel(GenerativeModel):
         return zeros, zeros
 
     def _decoder_output(self, z: Tensor, c: Tensor | None) -> Tensor:
-        return self.decoder(z if c is None else torch.cat([z, c], dim=1))
+        out = self.decoder(z if c is None else torch.cat([z, c], dim=1))
+        if self.decoder_mean == "constant":  # each channel's level, the same at every point
+            grid = tuple(range(2, out.ndim))
+            out = out.mean(grid, keepdim=True).expand_as(out)
+        return out
 
     def _decoder_logvar(self, z: Tensor, c: Tensor | None) -> Tensor:
         """Log variance of the Gaussian p(x | z), ``(B, D)`` with D values per sample."""
@@ -202,19 +235,23 @@ class LatentGaussianModel(GenerativeModel):
             return logvar.expand(z.shape[0], d)
         raw = full_precision(self.scale_net(z if c is None else torch.cat([z, c], dim=1)))
         raw = raw.flatten(1)
+        if self.dc_log_scale is not None:  # channel-major: each channel's DC term comes first
+            per_channel = raw.reshape(raw.shape[0], self.sample_shape[0], -1)
+            dc = self.dc_log_scale.to(raw.dtype)[None, :, None].expand(raw.shape[0], -1, 1)
+            raw = torch.cat([dc, per_channel[:, :, 1:]], dim=2).flatten(1)
         return (2 * _LOG_SCALE_BOUND * torch.tanh(raw / _LOG_SCALE_BOUND)).expand(-1, d)
 
     def decode_std(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         r"""Pointwise standard deviation of the Gaussian p(x | z[, cond]), ``(B, *sample_shape)``.
 
-        For ``decoder_scale="spectral"`` this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
+        For the spectral scales this is :math:`\sqrt{\sum_k C_{ki}^2 s_k^2}` at each
         value i, the diagonal of :math:`C^\top\mathrm{diag}\,s^2 C`.
         """
         if self.likelihood != "gaussian":
             raise ValueError(f"decode_std needs likelihood='gaussian', got {self.likelihood!r}")
         logvar = self._decoder_logvar(z, self._features(cond, z.shape[0]))
         var = logvar.exp().reshape(z.shape[0], *self.sample_shape)
-        if self.decoder_scale == "spectral":
+        if self.decoder_scale in _SPECTRAL:
             var = _dct(var, len(self.sample_shape) - 1, inverse=True, squared=True)
         return var.sqrt()
 
@@ -241,7 +278,7 @@ class LatentGaussianModel(GenerativeModel):
                     f"decoder_scale={self.decoder_scale!r}: log_likelihood needs the logvar"
                 )
             logvar = self._decoder_logvar(out.flatten(1), None)
-        if self.decoder_scale == "spectral":  # the residual's coefficients, independent
+        if self.decoder_scale in _SPECTRAL:  # the residual's coefficients, independent
             residual = _dct(x - out, len(self.sample_shape) - 1).flatten(1)
             return gaussian_log_prob(residual, torch.zeros_like(residual), logvar)
         return gaussian_log_prob(x.flatten(1), out.flatten(1), logvar)
@@ -333,7 +370,7 @@ class LatentGaussianModel(GenerativeModel):
     def _noise(self, z: Tensor, c: Tensor | None, eps: Tensor) -> Tensor:
         """Observation noise of p(x | z) from standard-normal ``eps`` ``(B, *sample_shape)``."""
         noise = (0.5 * self._decoder_logvar(z, c)).exp().reshape(eps.shape) * eps
-        if self.decoder_scale == "spectral":
+        if self.decoder_scale in _SPECTRAL:
             noise = _dct(noise, len(self.sample_shape) - 1, inverse=True)
         return noise
 
@@ -388,7 +425,10 @@ class VAE(LatentGaussianModel):
     ``likelihood="gaussian"`` with observation std ``sigma`` (``None``: learned) or
     ``"bernoulli"`` for data in [0, 1]; ``beta`` weights the KL term in the training loss.
     ``decoder_scale="sample"``, ``"pixel"`` or ``"spectral"`` predicts the Gaussian's
-    standard deviation from the code instead (see `LatentGaussianModel`). ``tc_weight`` λ
+    standard deviation from the code instead, ``"spectral_global_dc"`` all but the scale of
+    each channel's constant DC coefficient, which is learned once (see
+    `LatentGaussianModel`). ``decoder_mean="constant"`` makes the decoder's mean one level
+    per channel (the law of a homogeneous field, with a spectral scale). ``tc_weight`` λ
     adds λ times the batch's total-correlation estimate to the loss, with ``dataset_size``
     the training set's size (`physgen.models.total_correlation`): ``beta=1,
     tc_weight=β-1`` is the β-TCVAE of Chen et al. 2018. ``elbo`` and ``iwae`` give the
@@ -421,6 +461,7 @@ class VAE(LatentGaussianModel):
         tc_weight: float = 0.0,
         dataset_size: int | None = None,
         pool: str = "flatten",
+        decoder_mean: str = "field",
     ) -> None:
         super().__init__()
         if tc_weight and (dataset_size is None or dataset_size < 2):
@@ -431,7 +472,7 @@ class VAE(LatentGaussianModel):
         self.tc_weight, self.dataset_size = tc_weight, dataset_size or 0
         self._build(
             sample_shape, latent_dim, arch, hidden, channels, act, likelihood, sigma, beta,
-            decoder_scale=decoder_scale, pool=pool,
+            decoder_scale=decoder_scale, pool=pool, decoder_mean=decoder_mean,
         )  # fmt: skip
 
     @classmethod

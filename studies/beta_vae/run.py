@@ -13,11 +13,13 @@ information gap (Chen et al. 2018; :func:`physgen.diagnostics.mig`, 20 equal-wid
 the correlation of every latent with every factor. The β with the highest MIG gets a latent
 traversal figure, rows labelled by the factor each latent carries most. Options change the
 VAE: ``--decoder-scale`` (a decoder scale predicted from the code: per sample, per value, or
-per DCT coefficient; the traversal then draws fields with one shared noise draw),
-``--tc-weight`` (the β-TCVAE total-correlation penalty), ``--arch conv`` with ``--pool
-mean`` or ``moments`` (a convolutional encoder and decoder, the encoder's features pooled
-over the grid), ``--latent-dim``, ``--steps``, ``--seed``. A hand-made code of three statistics
-(`statistics_code`) is scored beside them.
+per DCT coefficient, optionally with the constant coefficient's scale learned once; the
+traversal then draws fields with one shared noise draw), ``--tc-weight`` (the β-TCVAE
+total-correlation penalty), ``--arch conv`` with ``--pool mean`` or ``moments`` (a
+convolutional encoder and decoder, the encoder's features pooled over the grid),
+``--decoder-mean constant`` (the decoder's mean one level per field), ``--latent-dim``,
+``--steps``, ``--seed``. A hand-made code of three statistics (`statistics_code`) is scored
+beside them.
 
 Usage: ``physgen run beta_vae --quick`` (CPU, minutes) or without ``--quick`` (more data and
 steps). Results go to ``runs/beta_vae[-quick]/``.
@@ -114,6 +116,7 @@ def run_study(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             tc_weight=cfg.get("tc_weight", 0.0), dataset_size=len(train),
             arch=cfg.get("arch", "mlp"), pool=cfg.get("pool", "flatten"),
             channels=cfg.get("channels", (32, 64)),
+            decoder_mean=cfg.get("decoder_mean", "field"),
         )  # fmt: skip
         start = time.perf_counter()
         fit(model, train, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
@@ -176,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latent-dim", type=int, help="override the number of latents")
     parser.add_argument("--seed", type=int, help="override the seed (data and training)")
     parser.add_argument(
-        "--decoder-scale", choices=("global", "sample", "pixel", "spectral"),
-        help="the Gaussian decoder's standard deviation: one for all (default) or from the code",
+        "--decoder-scale",
+        choices=("global", "sample", "pixel", "spectral", "spectral_global_dc"),
+        help="the Gaussian decoder's standard deviation: one for all (default) or from the code "
+        "(spectral_global_dc: per DCT coefficient, the constant coefficient's scale learned once)",
     )  # fmt: skip
     parser.add_argument(
         "--tc-weight", type=float,
@@ -193,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         help="with --arch conv: flatten the encoder's last feature map, or pool it over the grid",
     )  # fmt: skip
     parser.add_argument("--channels", type=int, nargs="+", help="conv channels per level")
+    parser.add_argument(
+        "--decoder-mean", choices=("field", "constant"),
+        help="the decoder's mean: a field (default) or one level per field (a homogeneous law)",
+    )  # fmt: skip
     for factor in FACTORS:
         parser.add_argument(
             f"--{factor}-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -201,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
     keys = ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight", "arch", "pool")
-    for key in (*keys, "channels"):
+    for key in (*keys, "channels", "decoder_mean"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
