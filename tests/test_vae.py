@@ -539,6 +539,30 @@ def test_global_dc_draws_are_the_mean_plus_the_inverse_dct_of_the_scaled_noise(
     assert (draw.flatten(1) - (mean.flatten(1) + s * eps.flatten(1))).abs().amax() > 1e-2
 
 
+@pytest.mark.parametrize("mean", [True, False])
+def test_constant_mean_samples_hold_no_pattern_beyond_the_noise(mean: bool) -> None:
+    # m(z) = a(z)·1: a draw's spread over the grid is the noise's alone, here s ≤ e^{-6.3}.
+    shape = (2, 4, 5)
+    models = {}
+    for decoder_mean in ("constant", "field"):
+        torch.manual_seed(0)
+        model = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_mean=decoder_mean,
+                    decoder_scale="spectral_global_dc").double()  # fmt: skip
+        with torch.no_grad():
+            model.decoder.net[0].weight.normal_()
+            model.scale_net.net[0].weight.zero_()
+            model.scale_net.net[0].bias.fill_(-20.0)  # log s = 7 tanh(-20/7) ≈ -6.9
+            model.dc_log_scale.fill_(-20.0)
+        models[decoder_mean] = model
+    spread = {
+        name: m.sample(64, mean=mean, generator=torch.Generator().manual_seed(4)).std((2, 3))
+        for name, m in models.items()
+    }
+    bound = 0.0 if mean else 6 * math.exp(7 * math.tanh(-20 / 7))  # 6 noise sds
+    assert spread["constant"].amax() <= bound + 1e-12
+    assert spread["field"].amin() > 0.1  # control: the network's field has a pattern
+
+
 def test_a_fresh_global_dc_scale_is_one() -> None:
     # r₀ = 0 at the start: s₀ = 1, the scale of a standardized field's level.
     model = VAE((2, 4, 5), latent_dim=2, decoder_scale="spectral_global_dc")
