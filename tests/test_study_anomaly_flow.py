@@ -131,12 +131,13 @@ def test_tiny_flow_end_to_end(
     study: Any, flow: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Record what the scorer and the batch table are handed (they run as they are).
-    seen: dict[str, list[Any]] = {"sets": [], "choose_on": []}
+    seen: dict[str, list[Any]] = {"sets": [], "scores": [], "choose_on": []}
     scorer, batches = study.learned_scores, study.batch_table
 
     def learned_scores(models: Any, data: Any, sets: Any, *args: Any) -> Any:
         seen["sets"].append(sets)
-        return scorer(models, data, sets, *args)
+        seen["scores"].append(scorer(models, data, sets, *args))
+        return seen["scores"][-1]
 
     def batch_table(scores: Any, sizes: Any, anomalies: Any, choose_on: str) -> Any:
         seen["choose_on"].append(choose_on)
@@ -164,6 +165,14 @@ def test_tiny_flow_end_to_end(
         for key, x in want.items():
             assert torch.equal(sets[key], study.flow_fields(x, kind)), (kind, key)
     assert seen["choose_on"] == ["valid reynolds", "valid reynolds"]
+    # Typicality is |NLL − Ĥ| with Ĥ the mean NLL of the nominal validation split.
+    for scores in seen["scores"]:
+        nll, typical = scores["glow NLL"], scores["glow typicality"]
+        entropy = nll["valid"].mean()
+        for key in ("normal", "reynolds"):
+            np.testing.assert_allclose(typical[key], np.abs(nll[key] - entropy), rtol=1e-12)
+            other = np.abs(nll[key] - nll["normal"].mean())  # control: Ĥ from the test set
+            assert not np.allclose(typical[key], other, rtol=1e-6)
     # The defect summary is that of the test pairs of each regime.
     defect = study.pair_residual(flow.problem)
     for key, x in (("normal", flow.test), ("reynolds", flow.regime)):
