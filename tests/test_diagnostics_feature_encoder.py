@@ -17,6 +17,7 @@ from physgen.data import open_fields
 from physgen.diagnostics import feature_distance, feature_frechet, log_residual_feature
 from physgen.diagnostics.feature_encoder import (
     ENCODER_FILE,
+    feature_distance_entry,
     load_feature_encoder,
     train_feature_encoder,
 )
@@ -164,6 +165,36 @@ def test_evaluate_reports_kid_and_the_physics_kid_of_a_one_percent_shift(
     assert main(no_res) == 0
     saved = json.loads((tmp_path / "nr" / "metrics.json").read_text())["feature_distance"]
     assert "kid" in saved and "physics_kid" not in saved and "physics_frechet" not in saved
+
+
+def test_the_physics_entries_take_the_splits_and_seed_and_are_skipped_together(
+    made: Path,
+) -> None:
+    enc = load_feature_encoder(made / ENCODER_FILE)
+    darcy = load("darcy", n=16)
+    paths = (made / "test.nc", made / "train.nc")
+    options = {"max_samples": 30, "splits": 3, "seed": 7}
+    with open_fields(paths[0], load=True) as gen_ds, open_fields(paths[1], load=True) as ref_ds:
+        entry = feature_distance_entry(None, gen_ds, ref_ds, paths, **options, problem=darcy)
+        other = type("Other", (), {"name": "other", "field_names": ("u", "a")})()
+        skipped = feature_distance_entry(None, gen_ds, ref_ds, paths, **options, problem=other)
+        gen = enc.stack(gen_ds, 30, "g", torch.float64)
+        ref = enc.stack(ref_ds, 60, "r", torch.float64)
+    physics = enc.physics_features(darcy, ref)
+    for name, metric in (("physics_frechet", "frechet"), ("physics_kid", "kid")):
+        # The physics entries are recomputed in float64 at the given splits and seed.
+        want = feature_distance(physics, gen, ref, num_splits=3, seed=7, metric=metric)
+        for key in ("value", "floor", "floor_std"):
+            assert entry[name][key] == pytest.approx(want[key], rel=1e-12)
+        # Controls: the defaults (5 splits, seed 0) give another floor.
+        default = feature_distance(physics, gen, ref, metric=metric)
+        assert default["floor"] != pytest.approx(want["floor"], rel=1e-6)
+        # A problem reading other fields skips both entries, naming the mismatch.
+        assert set(skipped[name]) == {"skipped"}
+        assert "problem 'other' reads fields ['u', 'a']" in skipped[name]["skipped"]
+    # Control: float32 inputs round the physical fields, so the residual feature moves.
+    rounded = feature_distance(physics, gen.float(), ref.float(), num_splits=3, seed=7)
+    assert rounded["value"] != pytest.approx(entry["physics_frechet"]["value"], rel=1e-9)
 
 
 def test_unknown_training_option_is_named(made: Path, tmp_path: Path) -> None:

@@ -166,3 +166,22 @@ def test_log_residual_feature_is_relative_to_the_source() -> None:
     # Negative control: the absolute RMS residual is log 0.02, not log 0.01.
     absolute = residual_rms(darcy, scaled, relative=False)
     assert float((torch.log(absolute) - np.log(0.01)).min()) > np.log(2) - 1e-9
+
+
+@pytest.mark.parametrize("metric", ["frechet", "kid"])
+def test_the_fields_reach_the_feature_map_in_float64(metric: str) -> None:
+    # A physics feature (the log PDE residual) reads digits that float32 rounds away, so both
+    # distances hand the map the fields as given, in float64; a network's map casts them.
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 1, 4, dtype=torch.float64, generator=gen)
+    ref = torch.randn(12, 1, 4, dtype=torch.float64, generator=gen)
+    seen: list[torch.Tensor] = []
+
+    def features(z: torch.Tensor) -> torch.Tensor:
+        seen.append(z)
+        return z.flatten(1)
+
+    feature_distance(features, x, ref, num_splits=2, metric=metric)
+    assert seen and all(z.dtype == torch.float64 for z in seen)
+    assert any(torch.equal(z, x) for z in seen)  # the samples themselves, unrounded
+    assert not torch.equal(x.float().double(), x)  # control: float32 would round them

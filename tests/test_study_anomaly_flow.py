@@ -5,6 +5,7 @@ fields and splits, the table on known scores, and one tiny end-to-end pass."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,25 @@ def test_flow_recipe_and_regime_differ_in_the_reynolds_number_alone(study: Any) 
     assert other.params.reynolds == 2 * problem.params.reynolds
 
 
-def test_tiny_flow_end_to_end(study: Any, flow: Any, tmp_path: Path) -> None:
+def test_tiny_flow_end_to_end(
+    study: Any, flow: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Record what the scorer and the batch table are handed (they run as they are).
+    seen: dict[str, list[Any]] = {"sets": [], "scores": [], "choose_on": []}
+    scorer, batches = study.learned_scores, study.batch_table
+
+    def learned_scores(models: Any, data: Any, sets: Any, *args: Any) -> Any:
+        seen["sets"].append(sets)
+        seen["scores"].append(scorer(models, data, sets, *args))
+        return seen["scores"][-1]
+
+    def batch_table(scores: Any, sizes: Any, anomalies: Any, choose_on: str) -> Any:
+        seen["choose_on"].append(choose_on)
+        return batches(scores, sizes, anomalies, choose_on)
+
+    monkeypatch.setattr(study, "learned_scores", learned_scores)
+    monkeypatch.setattr(study, "batch_table", batch_table)
+    flow = dataclasses.replace(flow, regime=flow.regime[:10])  # 10 anomalous, 12 normal
     cfg = copy.deepcopy(study.FLOW_CONFIGS["quick"])
     cfg.update(
         threads=None, iwae_samples=2, batch_sizes=[2, 3],
@@ -136,6 +155,30 @@ def test_tiny_flow_end_to_end(study: Any, flow: Any, tmp_path: Path) -> None:
     )  # fmt: skip
     result = study.run_flow(cfg, tmp_path, flow=flow)
     saved = json.loads((tmp_path / "results.json").read_text())
+    assert (result["n_normal"], result["n_anomalous"]) == (12, {"reynolds": 10})
+    # Each kind scores the test set against the other regime's test draws, and chooses the
+    # batch size on the validation pair alone (valid against the other regime's valid draws).
+    for kind, sets in zip(("snapshot", "pair"), seen["sets"], strict=True):
+        want = {"normal": flow.test, "reynolds": flow.regime, "valid": flow.valid,
+                "valid reynolds": flow.regime_valid}  # fmt: skip
+        assert list(sets) == list(want)
+        for key, x in want.items():
+            assert torch.equal(sets[key], study.flow_fields(x, kind)), (kind, key)
+    assert seen["choose_on"] == ["valid reynolds", "valid reynolds"]
+    # Typicality is |NLL − Ĥ| with Ĥ the mean NLL of the nominal validation split.
+    for scores in seen["scores"]:
+        nll, typical = scores["glow NLL"], scores["glow typicality"]
+        entropy = nll["valid"].mean()
+        for key in ("normal", "reynolds"):
+            np.testing.assert_allclose(typical[key], np.abs(nll[key] - entropy), rtol=1e-12)
+            other = np.abs(nll[key] - nll["normal"].mean())  # control: Ĥ from the test set
+            assert not np.allclose(typical[key], other, rtol=1e-6)
+    # The defect summary is that of the test pairs of each regime.
+    defect = study.pair_residual(flow.problem)
+    for key, x in (("normal", flow.test), ("reynolds", flow.regime)):
+        d = defect(study.flow_fields(x, "pair")).numpy()
+        assert result["defect"][key] == {"median": float(np.median(d)), "min": float(d.min()),
+                                         "max": float(d.max())}  # fmt: skip
     assert saved["auroc"] == result["auroc"]
     table = result["auroc"]
     assert {"glow NLL", "glow likelihood ratio", "vae neg. ELBO", "spectrum Mahalanobis"} <= set(
@@ -174,3 +217,36 @@ def test_load_flow_reads_a_recipe_as_trajectories_and_draws_the_other_regime(
     other = study.flow_fields(flow.regime, "pair")
     assert bool((defect(other) > 1e4 * _floor(other)).all())
     assert flow.problem.params.reynolds == 100.0
+    # The other regime's test and validation draws are distinct fields (other seeds), and
+    # stored like the splits: float32 values.
+    flat = [x.flatten(1) for x in (flow.regime, flow.regime_valid)]
+    assert torch.cdist(*flat).amin() > 1e-3 * flat[0].norm(dim=1).amin()
+    for x in (flow.regime, flow.regime_valid):
+        assert torch.equal(x.float().double(), x)
+    other_problem = study._variant(flow.problem, {"reynolds": 200.0})
+    exact = other_problem.to_tensor(other_problem.generate(4, seed=1001))
+    assert torch.equal(flow.regime, exact.float().double())
+    assert not torch.equal(exact.float().double(), exact)  # control: the solver's float64
+
+
+def test_cli_flow_benchmark_reads_its_own_configuration(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class StopError(Exception):
+        pass
+
+    seen: list[tuple[dict[str, Any], Path]] = []
+
+    def record(cfg: dict[str, Any], out: Path) -> Any:
+        seen.append((cfg, out))
+        raise StopError
+
+    monkeypatch.setattr(study, "run_flow", record)
+    monkeypatch.setenv("PHYSGEN_RUNS_DIR", str(tmp_path))
+    with pytest.raises(StopError):
+        study.main(["--quick", "--benchmark", "flow"])
+    assert seen == [(study.FLOW_CONFIGS["quick"], tmp_path / "anomaly-flow-quick")]
+    monkeypatch.setattr(study, "run_study", record)  # control: the Darcy benchmark
+    with pytest.raises(StopError):
+        study.main(["--quick"])
+    assert seen[-1] == (study.CONFIGS["quick"], tmp_path / "anomaly-quick")

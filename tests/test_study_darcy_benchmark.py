@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,8 +139,20 @@ def test_every_family_trains_samples_and_scores_end_to_end(study: Any, tmp_path:
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
         f"{f[0]}-seed1.nc" for f in study.FAMILIES
     )
+    from physgen.data import open_fields
+
     for row in result["rows"]:
         assert row["steps"] == (1 if row["family"].startswith("wgan") else 3)
+        # The file holds the row's n_samples draws, its first four the row's preview.
+        path = study.samples_path(tmp_path, row["family"], 1)
+        with open_fields(path, nonfinite="ignore") as ds:
+            stored = np.stack([ds[f].values for f in ("a", "u")], axis=1)
+            attrs = {k: ds.attrs.get(k) for k in ("family", "seed", "steps")}
+        assert attrs == {"family": row["family"], "seed": 1, "steps": row["steps"]}
+        assert len(stored) == cfg["n_samples"]
+        preview = np.asarray(row["preview"], dtype=np.float32)
+        np.testing.assert_allclose(stored[:4], preview, rtol=2e-7, atol=0, equal_nan=True)
+        assert not np.allclose(stored[:4], 0.5 * preview, rtol=1e-2)  # control: another scale
         assert row["re"] > 0 and row["projected"]["re"] < 1e-5
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert set(on_disk["summary"]) == {f[0] for f in study.FAMILIES}
@@ -182,3 +195,22 @@ def test_saved_samples_read_back_in_physical_units_and_a_missing_file_retrains(
     study.samples_path(tmp_path / "run", "vae", 1).unlink()
     study.run_study(cfg, tmp_path / "run", ["fm", "vae"], trainer=trainer, save_samples=True)
     assert calls == [("vae", 1)]  # only the row whose samples are gone
+
+
+def test_cli_save_samples_reaches_the_study(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    class StopError(Exception):
+        pass
+
+    def record(cfg: dict[str, Any], out: Path, families: Any, **options: Any) -> Any:
+        seen.append(options)
+        raise StopError
+
+    monkeypatch.setattr(study, "run_study", record)
+    for flag, want in (([], False), (["--save-samples"], True)):
+        with pytest.raises(StopError):
+            study.main(["--quick", "--out", str(tmp_path), *flag])
+        assert seen[-1] == {"save_samples": want}

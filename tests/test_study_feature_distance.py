@@ -113,7 +113,7 @@ def test_trained_families_are_read_from_samples_files_and_ranked(
 
     cfg = _tiny_config(study, tmp_path, monkeypatch)
     files, encoder_path = study._encoder(cfg)
-    folder = tmp_path / "samples"
+    folder, other = tmp_path / "samples", tmp_path / "samples-2"
     rng = np.random.default_rng(0)
     with open_fields(files["train"], load=True) as train:
         for family, noise in (("good", 0.0), ("fair", 1.0), ("bad", 3.0)):
@@ -122,17 +122,23 @@ def test_trained_families_are_read_from_samples_files_and_ranked(
             ds["u"].values = (u + noise * u.std() * rng.standard_normal(u.shape)).astype(u.dtype)
             if family == "bad":
                 ds["a"].values[3, 0, 0] = np.nan  # one broken sample: left out
-            write_fields(ds, folder / f"{family}.nc", provenance={"family": family, "seed": 1})
+            where = other if family == "bad" else folder  # two folders, both read
+            write_fields(ds, where / f"{family}.nc", provenance={"family": family, "seed": 1})
     encoder = load_feature_encoder(encoder_path)
-    models = study.trained_models([folder], encoder)
+    models = study.trained_models([folder, other], encoder)
     assert sorted(models) == ["bad/seed1", "fair/seed1", "good/seed1"]
     assert len(models["good/seed1"]) == 32 and len(models["bad/seed1"]) == 31
     with open_fields(files["train"]) as ds:
         direct = encoder.stack(ds, 32, "train", torch.float64)
     assert torch.equal(models["good/seed1"], direct)
-    result = study.run_study(cfg, tmp_path / "out", benchmark=[folder], parts=("trained",))
+    benchmark = [folder, other]
+    result = study.run_study(cfg, tmp_path / "out", benchmark=benchmark, parts=("trained",))
     rank = result["trained_ranking"]
-    assert set(result) >= {"trained_ranking"} and "shift" not in result
+    assert "trained_ranking" in result and not {"shift", "ranking"} & set(result)
+    # Each family is scored on its finite samples.
+    assert {n: m["n"] for n, m in rank["models"].items()} == {
+        "good/seed1": 32, "fair/seed1": 32, "bad/seed1": 31
+    }  # fmt: skip
     # More noise on the pressure (1 and 3 of its std) is worse on the pooled field metrics
     # and on every distance, so every rank correlation is 1.
     order = ["good/seed1", "fair/seed1", "bad/seed1"]
@@ -151,3 +157,39 @@ def test_trained_families_are_read_from_samples_files_and_ranked(
         study.trained_models([folder], encoder)
     with pytest.raises(ValueError, match="needs the benchmark"):
         study.run_study(cfg, tmp_path / "out", parts=("trained",))
+    with pytest.raises(ValueError, match=r"unknown parts \['shfit'\]"):
+        study.run_study(cfg, tmp_path / "out", benchmark=benchmark, parts=("shfit",))
+    with open_fields(folder / "good.nc", load=True) as ds:
+        ds["a"].values[:] = np.inf  # not one finite sample
+        write_fields(ds, other / "broken.nc", provenance={"family": "broken", "seed": 1})
+    with pytest.raises(ValueError, match=r"broken\.nc: no finite sample"):
+        study.trained_models([other], encoder)
+
+
+def test_cli_parts_and_benchmark_reach_the_study_or_fail_in_one_line(
+    study: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def record(cfg: dict[str, Any], out: Path, **options: Any) -> dict[str, Any]:
+        calls.append(options)
+        return {"total_s": 0.0}
+
+    monkeypatch.setattr(study, "run_study", record)
+    out = ["--out", str(tmp_path / "out")]
+    assert study.main(["--benchmark", str(tmp_path), *out]) == 0  # trained joins the default
+    assert calls[-1] == {"benchmark": [tmp_path], "parts": ("shift", "ranking", "trained")}
+    assert study.main(["--parts", "ranking", *out]) == 0
+    assert calls[-1] == {"benchmark": None, "parts": ("ranking",)}
+    # Refusals: one usage error line naming the argument, before any work.
+    for argv, message in (
+        (["--benchmark", str(tmp_path / "nonexistent")], "--benchmark: no such folder(s)"),
+        (["--parts", "trained"], "--parts trained needs --benchmark DIR"),
+    ):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            study.main([*argv, *out])
+        assert exit_info.value.code == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(errors) == 1 and message in errors[0]
+    assert len(calls) == 2  # control: the refused calls never reached the study

@@ -509,6 +509,67 @@ def test_global_dc_scale_does_not_depend_on_the_code() -> None:
     assert (plain[:, :, 0] - plain[:1, :, 0]).abs().amax() > 1e-3  # control: a predicted DC
 
 
+@pytest.mark.parametrize("decoder_mean", ["field", "constant"])
+def test_global_dc_draws_are_the_mean_plus_the_inverse_dct_of_the_scaled_noise(
+    decoder_mean: str,
+) -> None:
+    # decode_draw(z, ε) = m(z) + Cᵀ(s ⊙ ε), s_k from the code for k ≠ 0 and s₀ = e^{7 tanh(r₀/7)}.
+    shape = (2, 4, 5)
+    model = _random_spectral(shape, "spectral_global_dc")
+    if decoder_mean == "constant":
+        options = {"decoder_scale": "spectral_global_dc", "decoder_mean": "constant"}
+        constant = VAE(shape, latent_dim=2, arch="mlp", hidden=(), **options).double()
+        constant.load_state_dict(model.state_dict())
+        model = constant
+    with torch.no_grad():
+        model.dc_log_scale.copy_(torch.tensor([0.8, -0.6], dtype=torch.float64))
+    gen = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 2, dtype=torch.float64, generator=gen)
+    eps = torch.randn(3, *shape, dtype=torch.float64, generator=gen)
+    cmat = _dct_columns(shape)
+    with torch.no_grad():
+        mean = model.decode(z)
+        raw = model.scale_net.net[0](z).reshape(3, shape[0], -1)
+        raw[:, :, 0] = model.dc_log_scale
+        s = torch.exp(7.0 * torch.tanh(raw / 7.0)).flatten(1)
+        draw = model.decode_draw(z, eps)
+    want = mean.flatten(1) + (s * eps.flatten(1)) @ torch.as_tensor(cmat)  # rows: Cᵀ(s ⊙ ε)
+    torch.testing.assert_close(draw.flatten(1), want, rtol=1e-12, atol=1e-12)
+    # control: the same scaled noise left in the pixel basis is another draw
+    assert (draw.flatten(1) - (mean.flatten(1) + s * eps.flatten(1))).abs().amax() > 1e-2
+
+
+@pytest.mark.parametrize("mean", [True, False])
+def test_constant_mean_samples_hold_no_pattern_beyond_the_noise(mean: bool) -> None:
+    # m(z) = a(z)·1: a draw's spread over the grid is the noise's alone, here s ≤ e^{-6.3}.
+    shape = (2, 4, 5)
+    models = {}
+    for decoder_mean in ("constant", "field"):
+        torch.manual_seed(0)
+        model = VAE(shape, latent_dim=2, arch="mlp", hidden=(), decoder_mean=decoder_mean,
+                    decoder_scale="spectral_global_dc").double()  # fmt: skip
+        with torch.no_grad():
+            model.decoder.net[0].weight.normal_()
+            model.scale_net.net[0].weight.zero_()
+            model.scale_net.net[0].bias.fill_(-20.0)  # log s = 7 tanh(-20/7) ≈ -6.9
+            model.dc_log_scale.fill_(-20.0)
+        models[decoder_mean] = model
+    spread = {
+        name: m.sample(64, mean=mean, generator=torch.Generator().manual_seed(4)).std((2, 3))
+        for name, m in models.items()
+    }
+    bound = 0.0 if mean else 6 * math.exp(7 * math.tanh(-20 / 7))  # 6 noise sds
+    assert spread["constant"].amax() <= bound + 1e-12
+    assert spread["field"].amin() > 0.1  # control: the network's field has a pattern
+
+
+def test_a_fresh_global_dc_scale_is_one() -> None:
+    # r₀ = 0 at the start: s₀ = 1, the scale of a standardized field's level.
+    model = VAE((2, 4, 5), latent_dim=2, decoder_scale="spectral_global_dc")
+    assert torch.equal(model.dc_log_scale.detach(), torch.zeros(2))
+    assert model.dc_log_scale.requires_grad
+
+
 @pytest.mark.parametrize("shape", [(1, 6), (2, 4, 5)])
 def test_constant_mean_is_the_homogeneous_law_with_independent_dct_coefficients(
     shape: tuple[int, ...],
@@ -558,9 +619,11 @@ def test_constant_mean_needs_a_field_and_survives_the_config_round_trip() -> Non
     assert again.decoder_mean == "constant"
 
 
-def test_spectral_scale_needs_a_field() -> None:
-    with pytest.raises(ValueError, match=r"\(C, \*grid\)"):
-        VAE((6,), decoder_scale="spectral")
+@pytest.mark.parametrize("decoder_scale", ["spectral", "spectral_global_dc"])
+def test_spectral_scale_needs_a_field(decoder_scale: str) -> None:
+    with pytest.raises(ValueError, match=rf"decoder_scale='{decoder_scale}' needs a \(C, \*grid\)"):
+        VAE((6,), decoder_scale=decoder_scale)
+    VAE((1, 6), decoder_scale=decoder_scale)  # control: a one-channel field is accepted
 
 
 def test_tc_weight_adds_the_batch_total_correlation_to_the_loss() -> None:

@@ -70,9 +70,13 @@ def encoder_features(model: GenerativeModel, batch_size: int = 256) -> FeatureMa
 
 
 def feature_frechet(features: FeatureMap, samples: ArrayLike, ref: ArrayLike) -> Tensor:
-    """:math:`d_F` between Gaussian fits of ``features(samples)`` and ``features(ref)``."""
-    fx = features(as_float64(samples, name="samples").float())
-    fy = features(as_float64(ref, name="ref").float())
+    """:math:`d_F` between Gaussian fits of ``features(samples)`` and ``features(ref)``.
+
+    The fields reach ``features`` in float64, as in :func:`feature_kid`: a feature map of a
+    network casts them to its weights' dtype, and the physics features' residual needs the
+    exact physical values (float32 rounding alone moves a solution's log residual)."""
+    fx = features(as_float64(samples, name="samples"))
+    fy = features(as_float64(ref, name="ref"))
     # Every feature dimension: the PCA basis is then a rotation, which d_F ignores.
     return frechet_distance(fx, fy, num_components=fx.shape[1])
 
