@@ -177,6 +177,7 @@ def test_cli_parts_and_benchmark_reach_the_study_or_fail_in_one_line(
 
     monkeypatch.setattr(study, "run_study", record)
     out = ["--out", str(tmp_path / "out")]
+    (tmp_path / "fm-seed1.nc").write_bytes(b"")  # a samples file: the folder is not empty
     assert study.main(["--benchmark", str(tmp_path), *out]) == 0  # trained joins the default
     assert calls[-1] == {"benchmark": [tmp_path], "parts": ("shift", "ranking", "trained")}
     assert study.main(["--parts", "ranking", *out]) == 0
@@ -185,7 +186,9 @@ def test_cli_parts_and_benchmark_reach_the_study_or_fail_in_one_line(
     for argv, message in (
         (["--benchmark", str(tmp_path / "nonexistent")], "--benchmark: no such folder(s)"),
         (["--parts", "trained"], "--parts trained needs --benchmark DIR"),
+        (["--benchmark", str(tmp_path / "out")], "--benchmark: no samples files (*.nc) in"),
     ):
+        (tmp_path / "out").mkdir(exist_ok=True)
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
             study.main([*argv, *out])

@@ -374,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in args.benchmark or [] if not p.is_dir()]
     if missing:
         parser.error(f"--benchmark: no such folder(s) {missing}")
+    empty = [str(p) for p in args.benchmark or [] if not any(p.glob("*.nc"))]
+    if empty:
+        parser.error(f"--benchmark: no samples files (*.nc) in {empty}")
     cfg = json.loads(json.dumps(CONFIGS["quick"]))
     out = args.out or runs_root() / "feature_distance-quick"
     result = run_study(cfg, out, benchmark=args.benchmark, parts=parts)
