@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -64,7 +64,9 @@ __all__ = [
     "CONFIGS",
     "FIELD_METRICS",
     "PARTS",
+    "Reference",
     "degradations",
+    "load_reference",
     "main",
     "run_study",
     "score_models",
@@ -166,11 +168,19 @@ def _seen(entry: dict[str, Any]) -> bool:
     return z is not None and z > 2.0
 
 
-def _reference(
-    files: dict[str, Path], encoder_path: Path
-) -> tuple[FeatureEncoder, Problem, Tensor]:
-    """The encoder, the data's problem and the held-out fields (valid + test) as float64
-    z-scores (the physics features' residual needs the exact physical fields)."""
+class Reference(NamedTuple):
+    """What every ranking scores against: the encoder, the data's problem, the held-out
+    fields (valid + test) as float64 z-scores (the physics features' residual needs the exact
+    physical fields) and the physics feature map standardized over them."""
+
+    encoder: FeatureEncoder
+    problem: Problem
+    fields: Tensor
+    physics: Callable[[Tensor], Tensor]
+
+
+def load_reference(files: dict[str, Path], encoder_path: Path) -> Reference:
+    """The :class:`Reference` of the data set ``files`` and its encoder."""
     encoder = load_feature_encoder(encoder_path)
     with open_fields(files["train"]) as ds:
         problem = load(ds.attrs["problem"], **recorded_params(ds.attrs, files["train"]))
@@ -178,22 +188,18 @@ def _reference(
     for split in ("valid", "test"):
         with open_fields(files[split]) as ds:
             refs.append(encoder.stack(ds, 1000, files[split], torch.float64))
-    return encoder, problem, torch.cat(refs)
+    ref = torch.cat(refs)
+    return Reference(encoder, problem, ref, encoder.physics_features(problem, ref))
 
 
 def score_models(
-    models: dict[str, Tensor],
-    ref: Tensor,
-    encoder: FeatureEncoder,
-    problem: Problem,
-    cfg: dict[str, Any],
+    models: dict[str, Tensor], reference: Reference, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """Field-metric consensus and feature distances (Fréchet, KID, and both on the physics
-    features) of every model's z-scored fields ``(N, 2, n, n)`` against ``ref``; the rank
-    agreement of each distance with the consensus."""  # fmt: skip
+    features) of every model's z-scored fields ``(N, 2, n, n)`` against the reference's;
+    the rank agreement of each distance with the consensus."""
     options = {"num_splits": cfg["splits"], "seed": cfg["seed"]}
-    features = encoder.features
-    physics = encoder.physics_features(problem, ref)
+    features, physics, ref = reference.encoder.features, reference.physics, reference.fields
     distances = {
         "feature": lambda x: feature_distance(features, x.float(), ref.float(), **options),
         "kid": lambda x: feature_distance(features, x, ref, metric="kid", **options),
@@ -229,13 +235,12 @@ def score_models(
             "correlation": corr, "per_metric_vs_consensus": per_metric}  # fmt: skip
 
 
-def ranking(files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def ranking(files: dict[str, Path], reference: Reference, cfg: dict[str, Any]) -> dict[str, Any]:
     """:func:`score_models` of the labelled degradations of ``n_models`` training fields."""
-    encoder, problem, ref = _reference(files, encoder_path)
     with open_fields(files["train"]) as ds:
-        base = encoder.stack(ds, cfg["n_models"], files["train"], torch.float64)
+        base = reference.encoder.stack(ds, cfg["n_models"], files["train"], torch.float64)
     models = {name: degrade(base.clone()) for name, degrade in degradations(cfg["seed"]).items()}
-    return score_models(models, ref, encoder, problem, cfg)
+    return score_models(models, reference, cfg)
 
 
 def trained_models(folders: list[Path], encoder: FeatureEncoder) -> dict[str, Tensor]:
@@ -249,7 +254,7 @@ def trained_models(folders: list[Path], encoder: FeatureEncoder) -> dict[str, Te
     models: dict[str, Tensor] = {}
     for path in paths:
         with open_fields(path, nonfinite="ignore") as ds:  # broken samples: dropped below
-            x = encoder.stack(ds, 10**9, path, torch.float64)
+            x = encoder.stack(ds, ds.sizes["sample"], path, torch.float64)
             family, seed = ds.attrs.get("family"), ds.attrs.get("seed")
         name = f"{family}/seed{seed}" if family is not None else path.stem
         if name in models:
@@ -262,11 +267,10 @@ def trained_models(folders: list[Path], encoder: FeatureEncoder) -> dict[str, Te
 
 
 def trained_ranking(
-    folders: list[Path], files: dict[str, Path], encoder_path: Path, cfg: dict[str, Any]
+    folders: list[Path], reference: Reference, cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """:func:`score_models` of the trained families' samples in ``folders``."""
-    encoder, problem, ref = _reference(files, encoder_path)
-    return score_models(trained_models(folders, encoder), ref, encoder, problem, cfg)
+    return score_models(trained_models(folders, reference.encoder), reference, cfg)
 
 
 def _cell(entry: dict[str, Any]) -> str:
@@ -339,12 +343,14 @@ def run_study(
     if "shift" in parts:
         with tempfile.TemporaryDirectory() as tmp:
             result["shift"] = shift_table(files, encoder, cfg, Path(tmp))
+    if "ranking" in parts or "trained" in parts:
+        reference = load_reference(files, encoder)  # read once, shared by both rankings
     if "ranking" in parts:
-        result["ranking"] = ranking(files, encoder, cfg)
+        result["ranking"] = ranking(files, reference, cfg)
     if "trained" in parts:
         assert benchmark is not None
         result["benchmark"] = [str(p) for p in benchmark]
-        result["trained_ranking"] = trained_ranking(benchmark, files, encoder, cfg)
+        result["trained_ranking"] = trained_ranking(benchmark, reference, cfg)
     result["total_s"] = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(result, out / "results.json")
