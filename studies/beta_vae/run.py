@@ -209,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     args = parser.parse_args(argv)
     cfg = json.loads(json.dumps(CONFIGS["quick" if args.quick else "full"]))
-    keys = ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight", "arch", "pool")
-    for key in (*keys, "channels", "decoder_mean"):
+    overrides = ("betas", "steps", "latent_dim", "seed", "decoder_scale", "tc_weight", "arch",
+                 "pool", "channels", "decoder_mean")  # fmt: skip
+    for key in overrides:
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
     ranges = {f: getattr(args, f"{f}_range") for f in FACTORS}
